@@ -1,0 +1,57 @@
+# Two commands do all set-up on a fresh machine: `make course` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# Two cores: keep BLAS from spawning more threads than there are cores.
+export OPENBLAS_NUM_THREADS ?= 2
+export MKL_NUM_THREADS ?= 2
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: course test demo figures notebooks html student generate check-generated bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,course]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+## make test: the whole suite (unit tests, torch agreement, gradient checks, nbval on every notebook)
+test: $(VENV)/.installed
+	$(PY) -m pytest tests $(NOTEBOOKS) --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+## make course: derive/generate/check every cell, run every notebook, draw figures, render HTML
+course: $(VENV)/.installed
+	$(PY) -m lstmkit demo
+	$(PY) -m lstmkit.course all
+
+demo: $(VENV)/.installed
+	$(PY) -m lstmkit demo
+
+figures: $(VENV)/.installed
+	$(PY) -m lstmkit.course figures
+
+notebooks: $(VENV)/.installed
+	$(PY) -m lstmkit.course execute
+
+html: $(VENV)/.installed
+	$(PY) -m lstmkit.course html
+
+student: $(VENV)/.installed
+	$(PY) -m lstmkit.course student
+
+generate: $(VENV)/.installed
+	$(PY) -m lstmkit generate
+
+check-generated: $(VENV)/.installed
+	$(PY) -m lstmkit generate --check
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf build $(VENV)

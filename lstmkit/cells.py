@@ -1,0 +1,103 @@
+"""The built-in cells, each written once as equations.
+
+Symbols: ``gx_k``/``gh_k`` are block ``k`` of ``x W_ihᵀ + b_ih`` and
+``h W_hhᵀ + b_hh``; ``s_prev`` is state ``s`` at t−1. Gate order and the
+GRU's ``r ⊙ (W_hn h + b_hn)`` follow ``torch.nn``.
+"""
+from __future__ import annotations
+
+from .symbolic import CellSpec, relu, sigmoid, tanh
+
+__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "rnn_spec", "get_cell"]
+
+
+def rnn_spec(nonlinearity="tanh"):
+    """Elman RNN: h_t = act(gx + gh), as ``torch.nn.RNN``."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    act = tanh if nonlinearity == "tanh" else relu
+    spec = CellSpec(f"rnn_{nonlinearity}", gates="h", states=("h",),
+                    description=f"Elman RNN with {nonlinearity} (torch.nn.RNN)")
+    spec.update("h", act(spec.gx["h"] + spec.gh["h"]))
+    return spec
+
+
+def lstm_spec(name="lstm", *, input_gate=True, forget_gate=True, output_gate=True,
+              input_activation=True, output_activation=True, peepholes=False, coupled=False,
+              description="LSTM (torch.nn.LSTM)"):
+    """The LSTM and the variants of Greff et al. 2015, all from one set of equations.
+
+    ``coupled=True`` is CIFG (i = 1 − f); ``peepholes=True`` lets i and f
+    see C_{t−1} and o see C_t (Gers & Schmidhuber 2000). A removed gate is
+    the constant 1 and has no weight block.
+    """
+    if coupled and not (input_gate and forget_gate):
+        raise ValueError("a coupled cell needs both the input and the forget gate")
+    gates = ("i" if input_gate and not coupled else "") + ("f" if forget_gate else "") + "g" \
+        + ("o" if output_gate else "")
+    params = [p for p, on in (("weight_ci", input_gate and not coupled), ("weight_cf", forget_gate),
+                              ("weight_co", output_gate)) if peepholes and on]
+    spec = CellSpec(name, gates=gates, states=("h", "c"), params=params, description=description)
+    gx, gh, p = spec.gx, spec.gh, spec.param
+    c_prev = spec.prev["c"]
+
+    def pre(block, peephole_param=None, cell=c_prev):
+        total = gx[block] + gh[block]
+        return total + p[peephole_param] * cell if peepholes and peephole_param in p else total
+
+    f = spec.let("forget_gate", sigmoid(pre("f", "weight_cf")), r"f_t") if forget_gate else 1
+    if coupled:
+        i = spec.let("input_gate", 1 - f, r"i_t")
+    elif input_gate:
+        i = spec.let("input_gate", sigmoid(pre("i", "weight_ci")), r"i_t")
+    else:
+        i = 1
+    g_pre = gx["g"] + gh["g"]
+    g = spec.let("candidate", tanh(g_pre) if input_activation else g_pre, r"\tilde{C}_t")
+    c = spec.let("cell", f * c_prev + i * g, r"C_t")
+    o = spec.let("output_gate", sigmoid(pre("o", "weight_co", cell=c)), r"o_t") if output_gate else 1
+    spec.update("c", c)
+    spec.update("h", o * (tanh(c) if output_activation else c))
+    return spec
+
+
+def gru_spec():
+    """GRU as ``torch.nn.GRU``: n = tanh(gx_n + r ⊙ (W_hn h + b_hn))."""
+    spec = CellSpec("gru", gates="rzn", states=("h",), description="GRU (torch.nn.GRU)")
+    gx, gh = spec.gx, spec.gh
+    r = spec.let("reset_gate", sigmoid(gx["r"] + gh["r"]), r"r_t")
+    z = spec.let("update_gate", sigmoid(gx["z"] + gh["z"]), r"z_t")
+    n = spec.let("candidate", tanh(gx["n"] + r * gh["n"]), r"n_t")
+    spec.update("h", (1 - z) * n + z * spec.prev["h"])
+    return spec
+
+
+def _builtins():
+    cells = [
+        rnn_spec("tanh"),
+        rnn_spec("relu"),
+        lstm_spec(),
+        gru_spec(),
+        lstm_spec("peephole_lstm", peepholes=True,
+                  description="LSTM with peepholes (Gers & Schmidhuber 2000)"),
+        lstm_spec("coupled_lstm", coupled=True, description="coupled input/forget gates (CIFG)"),
+        lstm_spec("lstm_no_input_gate", input_gate=False, description="Greff et al. 2015: NIG"),
+        lstm_spec("lstm_no_forget_gate", forget_gate=False, description="Greff et al. 2015: NFG"),
+        lstm_spec("lstm_no_output_gate", output_gate=False, description="Greff et al. 2015: NOG"),
+        lstm_spec("lstm_no_input_activation", input_activation=False,
+                  description="Greff et al. 2015: NIAF"),
+        lstm_spec("lstm_no_output_activation", output_activation=False,
+                  description="Greff et al. 2015: NOAF"),
+    ]
+    return {cell.name: cell for cell in cells}
+
+
+BUILTIN_CELLS = _builtins()
+
+
+def get_cell(name):
+    """A built-in cell spec by name."""
+    try:
+        return BUILTIN_CELLS[name]
+    except KeyError:
+        raise ValueError(f"no built-in cell {name!r}; choose one of {sorted(BUILTIN_CELLS)}") from None

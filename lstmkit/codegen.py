@@ -1,0 +1,380 @@
+"""Print a :class:`~lstmkit.symbolic.Derivation` as the source of Numba kernels.
+
+A kernel module holds four ``@numba.njit`` functions:
+
+* ``forward_step`` / ``backward_step``: the element-wise part of one step,
+  printed from the derivation (one fused pass over ``batch × hidden``);
+* ``forward_sequence`` / ``backward_sequence``: the loop over time, from a
+  fixed template: the recurrent product ``h_{t−1} W_hhᵀ`` (BLAS), then the
+  step kernel, and in backward ``dh_{t−1} += dg_t W_hh``.
+
+Module constants describe the calling convention to the driver
+(:mod:`lstmkit.driver`), so nothing downstream parses the source.
+
+Built-in cells are written to ``lstmkit/kernels/<name>.py`` by
+``python -m lstmkit generate``; user cells go to a cache directory, in a file
+named by the hash of their equations, and are loaded with importlib, so that
+Numba's ``cache=True`` works for both.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from .symbolic import CellSpec, Derivation, derive
+
+__all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR",
+           "user_cache_dir", "REGENERATE_COMMAND"]
+
+KERNEL_DIR = Path(__file__).parent / "kernels"
+REGENERATE_COMMAND = "python -m lstmkit generate"
+INDENT = " " * 12  # statements inside ``for b: for j:``
+
+
+class KernelPrinter(PythonCodePrinter):
+    """Python source for scalar code inside @njit: math.*, float literals."""
+
+    def _print_sigmoid(self, expr):
+        return f"1.0 / (1.0 + math.exp(-({self._print(expr.args[0])})))"
+
+    def _print_tanh(self, expr):
+        return f"math.tanh({self._print(expr.args[0])})"
+
+    def _print_relu(self, expr):
+        return f"max({self._print(expr.args[0])}, 0.0)"
+
+    def _print_positive(self, expr):
+        return f"(1.0 if {self._print(expr.args[0])} > 0.0 else 0.0)"
+
+    def _print_Integer(self, expr):
+        return f"{int(expr)}.0"
+
+    def _print_Rational(self, expr):
+        return f"({expr.p}.0 / {expr.q}.0)"
+
+    def _print_Pow(self, expr, rational=False):
+        base, exponent = expr.args
+        if exponent == 2:
+            b = self._print(base)
+            return f"{b} * {b}" if base.is_Symbol else f"({b}) * ({b})"
+        if exponent == -1:
+            return f"1.0 / ({self._print(base)})"
+        return super()._print_Pow(expr, rational)
+
+
+_printer = KernelPrinter({"standard": "python3"})
+
+
+def _code(expr):
+    return _printer.doprint(expr)
+
+
+def _column(block, width="hidden"):
+    return "j" if block == 0 else (f"{width} + j" if block == 1 else f"{block} * {width} + j")
+
+
+def _array(name):
+    """Arrays are [batch, hidden] (or [hidden]) and written in capitals; scalars in lower case."""
+    return name.upper()
+
+
+class _Layout:
+    """Names and positions the four kernels share."""
+
+    def __init__(self, derivation: Derivation):
+        spec = derivation.spec
+        self.derivation = derivation
+        self.spec = spec
+        self.gate_index = {g: k for k, g in enumerate(spec.gates)}
+        self.saved = [str(s) for s in derivation.saved]
+        self.states = list(spec.states)
+        self.params = list(spec.param_names)
+        prev, _ = derivation.backward_inputs()
+        self.backward_prev = [str(s)[: -len("_prev")] for s in prev]
+        self.summed = derivation.summed_blocks
+
+    # gradient symbols -> where they are written
+    def gradient_targets(self):
+        out = []
+        for sym, expr in self.derivation.gradients.items():
+            name = str(sym)
+            if self.summed and name.startswith("d_g_"):
+                out.append(("D_GX", self.gate_index[name[4:]], expr, "="))
+            elif name.startswith("d_gx_"):
+                out.append(("D_GX", self.gate_index[name[5:]], expr, "="))
+            elif name.startswith("d_gh_"):
+                out.append(("D_GH", self.gate_index[name[5:]], expr, "="))
+            elif name.endswith("_prev"):
+                out.append((_array(name), None, expr, "="))
+            else:  # element-wise parameter: summed over the batch
+                out.append((_array(name), "param", expr, "+="))
+        return out
+
+
+def _forward_step(layout: _Layout):
+    spec, der = layout.spec, layout.derivation
+    used = set()
+    for _, expr in der.forward:
+        used |= expr.free_symbols
+    lines = []
+    for g in spec.gates:
+        col = _column(layout.gate_index[g])
+        if spec.gx[g] in used:
+            lines.append(f"gx_{g} = GX[b, {col}]")
+        if spec.gh[g] in used:
+            lines.append(f"gh_{g} = GH[b, {col}] + BIAS_HH[{col}]")
+    for s in layout.states:
+        if spec.prev[s] in used:
+            lines.append(f"{s}_prev = {_array(s)}_PREV[b, j]")
+    for p in layout.params:
+        lines.append(f"{p} = {_array(p)}[j]")
+    lines += [f"{sym} = {_code(expr)}" for sym, expr in der.forward]
+    lines += [f"{_array(s)}[b, j] = {s}" for s in layout.states]
+    lines += [f"SAVED[b, {_column(k)}] = {name}" for k, name in enumerate(layout.saved)]
+
+    args = (["GX", "GH", "BIAS_HH"] + [f"{_array(s)}_PREV" for s in layout.states]
+            + [_array(p) for p in layout.params] + [_array(s) for s in layout.states] + ["SAVED"])
+    first = _array(layout.states[0])
+    return (
+        f"@numba.njit(cache=True, nogil=True)\n"
+        f"def forward_step({', '.join(args)}):\n"
+        f'    """One step, element-wise: new states and the values backward needs (SAVED)."""\n'
+        f"    batch, hidden = {first}.shape\n"
+        f"    for b in range(batch):\n"
+        f"        for j in range(hidden):\n"
+        + "".join(f"{INDENT}{line}\n" for line in lines)
+    )
+
+
+def _backward_step(layout: _Layout):
+    spec, der = layout.spec, layout.derivation
+    lines = [f"{name} = SAVED[b, {_column(k)}]" for k, name in enumerate(layout.saved)]
+    lines += [f"{s}_prev = {_array(s)}_PREV[b, j]" for s in layout.backward_prev]
+    lines += [f"{p} = {_array(p)}[j]" for p in layout.params]
+    for s in layout.states:
+        extra = f"D_OUT[b, j] + " if s == spec.output else ""
+        lines.append(f"d_{s} = {extra}D_{_array(s)}[b, j]")
+    lines += [f"{sym} = {_code(expr)}" for sym, expr in der.backward_cse]
+    for array, where, expr, op in layout.gradient_targets():
+        index = "j" if where == "param" else ("b, j" if where is None else f"b, {_column(where)}")
+        lines.append(f"{array}[{index}] {op} {_code(expr)}")
+
+    outputs = ["D_GX"] + ([] if layout.summed else ["D_GH"])
+    args = (["SAVED"] + [f"{_array(s)}_PREV" for s in layout.backward_prev]
+            + [_array(p) for p in layout.params] + ["D_OUT"] + [f"D_{_array(s)}" for s in layout.states]
+            + outputs + [f"D_{_array(s)}_PREV" for s in layout.states]
+            + [f"D_{_array(p)}" for p in layout.params])
+    return (
+        f"@numba.njit(cache=True, nogil=True)\n"
+        f"def backward_step({', '.join(args)}):\n"
+        f'    """One step back: gradients of the pre-activations and of the previous states.\n\n'
+        f"    D_OUT is the gradient of this step's output, D_<state> that of each new\n"
+        f"    state from later steps; parameter gradients are accumulated (+=).\n"
+        f'    """\n'
+        f"    batch, hidden = D_OUT.shape\n"
+        f"    for b in range(batch):\n"
+        f"        for j in range(hidden):\n"
+        + "".join(f"{INDENT}{line}\n" for line in lines)
+    )
+
+
+def _sequence_functions(layout: _Layout):
+    spec = layout.spec
+    states = [_array(s) for s in layout.states]
+    params = [_array(p) for p in layout.params]
+    out = _array(spec.output)
+    at = lambda names, index: ", ".join(f"{n}[{index}]" for n in names)  # noqa: E731
+
+    step_args = (["GX[t]", "GH", "BIAS_HH"] + [f"{n}[t]" for n in states] + params
+                 + [f"{n}[t + 1]" for n in states] + ["SAVED[t]"])
+    hold = "".join(f"                {n}[t + 1, b] = {n}[t, b]\n" for n in states)
+    forward = (
+        "@numba.njit(cache=True, nogil=True)\n"
+        f"def forward_sequence(GX, W_HH_T, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS):\n"
+        '    """Run forward_step over time.\n\n'
+        "    GX: [T, B, G·hidden] input projections x_t W_ihᵀ + b_ih.\n"
+        f"    {', '.join(states)}: [T + 1, B, hidden] state histories; index 0 holds the\n"
+        "    initial state, t + 1 the state after step t (filled here).\n"
+        "    SAVED: [T, B, S·hidden]. LENGTHS: [B]; past its length a row keeps its state.\n"
+        '    """\n'
+        "    steps, batch = GX.shape[0], GX.shape[1]\n"
+        "    GH = np.empty((batch, GX.shape[2]), GX.dtype)\n"
+        "    for t in range(steps):\n"
+        f"        np.dot({out}[t], W_HH_T, GH)\n"
+        f"        forward_step({', '.join(step_args)})\n"
+        "        for b in range(batch):\n"
+        "            if t >= LENGTHS[b]:\n"
+        + hold
+    )
+
+    d_states = [f"D_{n}" for n in states]
+    d_prev = [f"D_{n}_PREV" for n in states]
+    d_params = [f"D_{n}" for n in params]
+    d_gh = "D_GX" if layout.summed else "D_GH"
+    grads = ["D_GX[t]"] + ([] if layout.summed else ["D_GH[t]"])
+    back_args = (["SAVED[t]"] + [f"{_array(s)}[t]" for s in layout.backward_prev] + params
+                 + ["D_OUT[t]"] + d_states + grads + d_prev + d_params)
+    stash = "".join(f"                    HELD_{n}[b, j] = {n}[b, j]\n"
+                    f"                    {n}[b, j] = 0.0\n" for n in d_states)
+    carry = "".join(
+        f"                {n}[b, j] = {p}[b, j]{' + RECURRENT[b, j]' if n == f'D_{out}' else ''}\n"
+        for n, p in zip(d_states, d_prev))
+    release = "".join(f"                    {n}[b, j] = HELD_{n}[b, j]\n" for n in d_states)
+    backward = (
+        "@numba.njit(cache=True, nogil=True)\n"
+        f"def backward_sequence(D_OUT, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, "
+        f"{', '.join(d_states)}, {', '.join(['D_GX'] + ([] if layout.summed else ['D_GH']) + d_params)}):\n"
+        '    """Backpropagation through time over backward_step.\n\n'
+        "    D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).\n"
+        f"    {', '.join(d_states)}: [B, hidden]: on entry the gradient of the final states,\n"
+        "    on return that of the initial states.\n"
+        f"    {'D_GX' if layout.summed else 'D_GX, D_GH'}: [T, B, G·hidden], filled with the gradient of the\n"
+        "    pre-activations; parameter gradients are accumulated.\n"
+        '    """\n'
+        "    steps, batch, hidden = D_OUT.shape\n"
+        + "".join(f"    {p} = np.empty_like({n})\n    HELD_{n} = np.empty_like({n})\n"
+                  for n, p in zip(d_states, d_prev))
+        + "    RECURRENT = np.empty_like(D_OUT[0])\n"
+        "    for t in range(steps - 1, -1, -1):\n"
+        "        for b in range(batch):\n"
+        "            if t >= LENGTHS[b]:  # finished row: its gradient passes through this step\n"
+        "                for j in range(hidden):\n"
+        + stash
+        + f"        backward_step({', '.join(back_args)})\n"
+        f"        np.dot({d_gh}[t], W_HH, RECURRENT)\n"
+        "        for b in range(batch):\n"
+        "            for j in range(hidden):\n"
+        + carry
+        + "            if t >= LENGTHS[b]:\n"
+        "                for j in range(hidden):\n"
+        + release
+    )
+    return forward, backward
+
+
+def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> str:
+    """The complete Python source of a cell's kernel module."""
+    derivation = cell if isinstance(cell, Derivation) else derive(cell)
+    layout = _Layout(derivation)
+    spec = layout.spec
+    forward_sequence, backward_sequence = _sequence_functions(layout)
+    if header is None:
+        header = (f"# Generated by lstmkit.codegen from the cell spec {spec.name!r}. Do not edit.\n"
+                  f"# Regenerate with: {REGENERATE_COMMAND}\n")
+    equations = "\n".join(f"#   {sym} = {expr}" for sym, expr in derivation.forward)
+    gradients = "\n".join(f"#   {sym} = {expr}" for sym, expr in derivation.raw_gradients.items())
+    constants = textwrap.dedent(f"""\
+        CELL = {spec.name!r}
+        GATES = {spec.gates!r}
+        STATES = {spec.states!r}
+        OUTPUT = {spec.output!r}
+        PARAMS = {tuple(layout.params)!r}
+        SAVED = {tuple(layout.saved)!r}
+        BACKWARD_READS_STATES = {tuple(layout.backward_prev)!r}
+        SUMMED_BLOCKS = {layout.summed!r}  # True: d/dgx == d/dgh for every block, one gradient array
+        SPEC_KEY = {spec.key!r}
+        """)
+    return (
+        f"{header}"
+        f'"""Kernels of the {spec.name!r} cell: {spec.description or spec.name}.\n\n'
+        "Forward equations, with the values the forward pass saves named:\n\n"
+        f"{equations.replace('#   ', '    ')}\n\n"
+        "Gradients (δs = gradient of the new state s), before common subexpressions:\n\n"
+        f"{gradients.replace('#   ', '    ')}\n"
+        '"""\n'
+        "import math\n\n"
+        "import numba\n"
+        "import numpy as np\n\n"
+        f"{constants}\n\n"
+        f"{_forward_step(layout)}\n\n"
+        f"{_backward_step(layout)}\n\n"
+        f"{forward_sequence}\n\n"
+        f"{backward_sequence}"
+    )
+
+
+# --------------------------------------------------------------------------
+# Files: committed built-ins and the user-cell cache
+# --------------------------------------------------------------------------
+def write_builtin_kernels(directory: Path | None = None, check: bool = False):
+    """Write (or with ``check=True`` compare) the kernel file of every built-in cell.
+
+    Returns the list of files that were written, or that differ when checking.
+    """
+    from .cells import BUILTIN_CELLS
+
+    directory = Path(directory or KERNEL_DIR)
+    changed = []
+    expected = {f"{name}.py": kernel_source(spec) for name, spec in BUILTIN_CELLS.items()}
+    expected["__init__.py"] = (
+        f"# Generated by lstmkit.codegen. Do not edit. Regenerate with: {REGENERATE_COMMAND}\n"
+        '"""Generated kernels of the built-in cells, one module per cell."""\n'
+        f"BUILTIN = {tuple(BUILTIN_CELLS)!r}\n")
+    for filename, source in expected.items():
+        path = directory / filename
+        current = path.read_text() if path.exists() else None
+        if current != source:
+            changed.append(path)
+            if not check:
+                _atomic_write(path, source)
+    return changed
+
+
+def user_cache_dir() -> Path:
+    """Where user-cell kernels are written: $LSTMKIT_CACHE_DIR, else ~/.cache/lstmkit."""
+    root = os.environ.get("LSTMKIT_CACHE_DIR")
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lstmkit"
+    return base / "kernels"
+
+
+def _atomic_write(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_loaded = {}
+
+
+def load_kernels(cell: CellSpec | str):
+    """The kernel module of a cell: a built-in by name or spec, or a user spec.
+
+    A user spec's module is written once to the cache directory as
+    ``<name>_<hash>.py`` and imported from there.
+    """
+    from .cells import BUILTIN_CELLS
+
+    if isinstance(cell, str):
+        if cell not in BUILTIN_CELLS:
+            raise ValueError(f"no built-in cell {cell!r}; choose one of {sorted(BUILTIN_CELLS)}")
+        return importlib.import_module(f"lstmkit.kernels.{cell}")
+    builtin = BUILTIN_CELLS.get(cell.name)
+    if builtin is not None and builtin.key == cell.key:
+        return importlib.import_module(f"lstmkit.kernels.{cell.name}")
+    key = cell.key
+    if key in _loaded:
+        return _loaded[key]
+    module_name = f"lstmkit_user_{cell.name}_{key}"
+    path = user_cache_dir() / f"{module_name}.py"
+    source = kernel_source(cell)
+    if not path.exists() or path.read_text() != source:
+        _atomic_write(path, source)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    _loaded[key] = module
+    return module

@@ -1,0 +1,356 @@
+"""Recurrent layers with the conventions of ``torch.nn.RNN``/``LSTM``/``GRU``.
+
+Parameters are NumPy arrays named and shaped as in torch
+(``weight_ih_l{k}`` [G·d, n], ``weight_hh_l{k}`` [G·d, d], ``bias_ih_l{k}``,
+``bias_hh_l{k}``, ``_reverse`` for the second direction), so
+``layer.load_state_dict({k: v.numpy() for k, v in torch_lstm.state_dict().items()})``
+reproduces torch's numbers. Unlike torch there is no autograd: ``backward``
+takes the gradient of the outputs and fills ``layer.grads``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import codegen, driver
+from .cells import get_cell, gru_spec, lstm_spec, rnn_spec
+from .symbolic import CellSpec
+
+__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class RecurrentLayer:
+    """A stack of recurrent layers built from any cell spec.
+
+    ``RecurrentLayer(cell, input_size, hidden_size, ...)`` takes a
+    :class:`~lstmkit.symbolic.CellSpec` (or a built-in cell's name) and the
+    constructor arguments of ``torch.nn.LSTM``. Calling it runs forward:
+
+    ``y, state = layer(x, state=None, lengths=None)``
+
+    * ``x``: [T, B, n] (``batch_first``: [B, T, n]; unbatched: [T, n]);
+    * ``state``: one array [L·D, B, d] per state (a tuple when the cell has
+      several, e.g. ``(h0, c0)``), zeros when omitted;
+    * ``lengths``: optional [B] sequence lengths; outputs past a row's end are
+      zero and its final state is the state at its own last step.
+
+    ``dx, d_state = layer.backward(dy, d_state=None)`` runs backpropagation
+    through time for the last forward call and fills ``layer.grads``.
+    """
+
+    def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None):
+        spec = get_cell(cell) if isinstance(cell, str) else cell
+        if not isinstance(spec, CellSpec):
+            raise TypeError(f"cell must be a CellSpec or a built-in cell name, got {type(cell).__name__}")
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if dropout:
+            raise NotImplementedError("dropout between layers is not supported; pass dropout=0")
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.cell = spec.validate()
+        self.kernels = codegen.load_kernels(spec)
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.dtype = dtype
+        self.params = self._init_params(np.random.default_rng(seed))
+        self.grads = {}
+        self._tape = None
+
+    # -- parameters -------------------------------------------------------------
+    def _suffixes(self):
+        for layer in range(self.num_layers):
+            for direction in range(self.num_directions):
+                yield layer, direction, f"_l{layer}" + ("_reverse" if direction else "")
+
+    def parameter_shapes(self):
+        """Name → shape of every parameter, in torch's ``state_dict`` order."""
+        gates = len(self.kernels.GATES) * self.hidden_size
+        shapes = {}
+        for layer, _, suffix in self._suffixes():
+            n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            shapes[f"weight_ih{suffix}"] = (gates, n_in)
+            shapes[f"weight_hh{suffix}"] = (gates, self.hidden_size)
+            if self.bias:
+                shapes[f"bias_ih{suffix}"] = (gates,)
+                shapes[f"bias_hh{suffix}"] = (gates,)
+            for param in self.kernels.PARAMS:
+                shapes[f"{param}{suffix}"] = (self.hidden_size,)
+        return shapes
+
+    def _init_params(self, rng):
+        # torch's default: every parameter ~ U(-1/√d, 1/√d)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        return {name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+                for name, shape in self.parameter_shapes().items()}
+
+    def num_parameters(self):
+        return sum(p.size for p in self.params.values())
+
+    def state_dict(self):
+        """A copy of every parameter, keyed as in torch."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Load parameters (NumPy arrays, e.g. from a torch ``state_dict``).
+
+        Everything is checked before anything is copied, so a bad dict leaves
+        the layer unchanged. Values are cast to the layer's dtype.
+        """
+        shapes = self.parameter_shapes()
+        missing = [k for k in shapes if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in shapes]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict does not match {self!r}: missing {missing}, unexpected {unexpected}")
+        staged = {}
+        for name, value in state_dict.items():
+            if name not in shapes:
+                continue
+            if not isinstance(value, np.ndarray):
+                value = np.asarray(value)
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"{name}: expected a numeric array, got dtype {value.dtype}")
+            if value.shape != shapes[name]:
+                raise ValueError(f"{name}: expected shape {shapes[name]}, got {value.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name}: contains NaN or inf")
+            staged[name] = np.array(value, dtype=self.dtype, order="C", copy=True)
+        for name, value in staged.items():
+            self.params[name][...] = value
+        self._tape = None
+
+    # -- forward ----------------------------------------------------------------
+    def __call__(self, x, state=None, lengths=None):
+        return self.forward(x, state, lengths)
+
+    def forward(self, x, state=None, lengths=None):
+        x, unbatched = self._check_input(x)
+        steps, batch = x.shape[0], x.shape[1]
+        lengths = self._check_lengths(lengths, steps, batch)
+        initial = self._check_state(state, batch, unbatched, "state")
+
+        tapes = []
+        finals = [np.empty((self.num_layers * self.num_directions, batch, self.hidden_size), self.dtype)
+                  for _ in self.kernels.STATES]
+        out_index = self.kernels.STATES.index(self.kernels.OUTPUT)
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                slot = layer * self.num_directions + direction
+                source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
+                histories, tape = driver.sequence_forward(
+                    self.kernels, source, self.params[f"weight_ih{suffix}"],
+                    self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
+                    self.params.get(f"bias_hh{suffix}"),
+                    [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
+                    [s[slot] for s in initial], lengths)
+                tapes.append(tape)
+                for final, history in zip(finals, histories):
+                    final[slot] = history[steps]
+                output = histories[out_index][1:]
+                output = output if direction == 0 else _reverse_rows(output, lengths)
+                outputs.append(output)
+            layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+        y = np.array(layer_input, copy=True) if layer_input is outputs[0] else layer_input
+        if lengths is not None and steps:
+            y[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
+        self._tape = (tapes, lengths if lengths is not None else None, unbatched, x.shape)
+        return self._format_output(y, unbatched), self._format_state(finals, unbatched)
+
+    # -- backward ---------------------------------------------------------------
+    def backward(self, d_output, d_state=None):
+        """Backpropagation through time for the last forward call.
+
+        ``d_output`` is the gradient of the loss with respect to ``y`` (same
+        shape); ``d_state`` that with respect to the final state(s), zeros if
+        omitted. Returns ``(dx, d_initial_state)`` and fills ``self.grads``.
+        """
+        if self._tape is None:
+            raise RuntimeError("call forward before backward")
+        tapes, lengths, unbatched, x_shape = self._tape
+        if tapes and tapes[0].used:
+            raise RuntimeError("backward was already run for this forward pass; call forward again")
+        steps, batch = x_shape[0], x_shape[1]
+        expected = (steps, batch, self.hidden_size * self.num_directions)
+        dy = self._check_array(d_output, "d_output", self._external_shape(expected, unbatched))
+        dy = self._to_time_major(dy, unbatched)
+        d_final = self._check_state(d_state, batch, unbatched, "d_state")
+
+        if lengths is not None and steps:
+            dy = dy.copy()
+            dy[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
+        grads = {}
+        d_initial = [np.empty_like(d) for d in d_final]
+        d_layer_output = dy
+        for layer in reversed(range(self.num_layers)):
+            d_input = None
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                slot = layer * self.num_directions + direction
+                d_out = d_layer_output[:, :, direction * self.hidden_size:(direction + 1) * self.hidden_size]
+                d_out = np.ascontiguousarray(d_out if direction == 0 else _reverse_rows(d_out, lengths))
+                dx, d_states, layer_grads = driver.sequence_backward(
+                    self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias)
+                for d_init, d in zip(d_initial, d_states):
+                    d_init[slot] = d
+                grads.update({f"{name}{suffix}": g for name, g in layer_grads.items()})
+                dx = dx if direction == 0 else _reverse_rows(dx, lengths)
+                d_input = dx if d_input is None else d_input + dx
+            d_layer_output = d_input
+        self.grads = {name: grads[name] for name in self.params}
+        dx = self._format_output(d_layer_output, unbatched)
+        return dx, self._format_state(d_initial, unbatched)
+
+    # -- checks and layouts -------------------------------------------------------
+    def _external_shape(self, time_major, unbatched):
+        steps, batch, width = time_major
+        if unbatched:
+            return (steps, width)
+        return (batch, steps, width) if self.batch_first else (steps, batch, width)
+
+    def _to_time_major(self, array, unbatched):
+        if unbatched:
+            return np.ascontiguousarray(array[:, None, :])
+        return np.ascontiguousarray(array.transpose(1, 0, 2) if self.batch_first else array)
+
+    def _format_output(self, y, unbatched):
+        if unbatched:
+            return y[:, 0, :]
+        return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+
+    def _format_state(self, states, unbatched):
+        states = [s[:, 0, :] if unbatched else s for s in states]
+        return states[0] if len(states) == 1 else tuple(states)
+
+    def _check_array(self, array, what, shape):
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{what}: expected a NumPy array of shape {shape} and dtype {self.dtype}, "
+                            f"got {type(array).__name__}")
+        if array.dtype != self.dtype:
+            raise TypeError(f"{what}: expected dtype {self.dtype} (the layer's dtype), got {array.dtype}; "
+                            f"convert with .astype(np.{self.dtype})")
+        if array.shape != tuple(shape):
+            raise ValueError(f"{what}: expected shape {tuple(shape)}, got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{what}: contains NaN or inf")
+        return array
+
+    def _check_input(self, x):
+        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"input: expected a NumPy array of shape {layout} or (T, input_size), "
+                            f"got {type(x).__name__}")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"input: expected shape {layout} or (T, input_size) for an unbatched "
+                             f"sequence, got {x.ndim} dimensions {x.shape}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input: expected last dimension input_size={self.input_size}, got shape {x.shape}")
+        unbatched = x.ndim == 2
+        self._check_array(x, "input", x.shape)
+        return self._to_time_major(x, unbatched), unbatched
+
+    def _check_lengths(self, lengths, steps, batch):
+        if lengths is None:
+            return None
+        lengths = np.asarray(lengths)
+        if lengths.shape != (batch,) or lengths.dtype.kind not in "iu":
+            raise ValueError(f"lengths: expected {batch} integers (one per sequence), got "
+                             f"shape {lengths.shape} dtype {lengths.dtype}")
+        if np.any(lengths < 0) or np.any(lengths > steps):
+            raise ValueError(f"lengths: each must lie in [0, {steps}], got {lengths.tolist()}")
+        return lengths.astype(np.int64)
+
+    def _check_state(self, state, batch, unbatched, what):
+        names = self.kernels.STATES
+        layers = self.num_layers * self.num_directions
+        shape = (layers, self.hidden_size) if unbatched else (layers, batch, self.hidden_size)
+        if state is None:
+            return [np.zeros((layers, batch, self.hidden_size), self.dtype) for _ in names]
+        parts = (state,) if len(names) == 1 and isinstance(state, np.ndarray) else state
+        if not isinstance(parts, (tuple, list)) or len(parts) != len(names):
+            raise TypeError(f"{what}: expected {'a tuple of ' if len(names) > 1 else ''}"
+                            f"{len(names)} array(s) {names}, each of shape {shape}")
+        checked = []
+        for name, part in zip(names, parts):
+            part = self._check_array(part, f"{what} {name}", shape)
+            checked.append(np.ascontiguousarray(part[:, None, :] if unbatched else part))
+        return checked
+
+    def __repr__(self):
+        extra = f", num_layers={self.num_layers}" if self.num_layers != 1 else ""
+        extra += ", bidirectional=True" if self.bidirectional else ""
+        extra += ", batch_first=True" if self.batch_first else ""
+        extra += ", bias=False" if not self.bias else ""
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
+                f"cell={self.cell.name!r}, dtype={self.dtype})")
+
+
+def _reverse_rows(array, lengths):
+    """Reverse each row's first ``length`` steps along time (axis 0), as torch's packed reverse."""
+    if lengths is None:
+        return np.ascontiguousarray(array[::-1])
+    steps, batch = array.shape[0], array.shape[1]
+    t = np.arange(steps)[:, None]
+    source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+    return np.ascontiguousarray(array[source, np.arange(batch)[None, :]])
+
+
+class RNN(RecurrentLayer):
+    """Elman RNN as ``torch.nn.RNN`` (``nonlinearity='tanh'`` or ``'relu'``)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, **kwargs):
+        super().__init__(rnn_spec(nonlinearity), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, **kwargs)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(RecurrentLayer):
+    """LSTM as ``torch.nn.LSTM``: gates i, f, g, o; state ``(h, c)``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, **kwargs):
+        super().__init__(lstm_spec(), input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, **kwargs)
+
+
+class GRU(RecurrentLayer):
+    """GRU as ``torch.nn.GRU``: gates r, z, n with ``n = tanh(gx_n + r ⊙ (W_hn h + b_hn))``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, **kwargs):
+        super().__init__(gru_spec(), input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, **kwargs)
+
+
+class PeepholeLSTM(RecurrentLayer):
+    """LSTM with peepholes (Gers & Schmidhuber 2000): i, f see C_{t−1}, o sees C_t.
+
+    Extra parameters ``weight_ci_l{k}``, ``weight_cf_l{k}``, ``weight_co_l{k}`` [d].
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, **kwargs):
+        super().__init__(get_cell("peephole_lstm"), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, **kwargs)
+
+
+class CoupledLSTM(RecurrentLayer):
+    """Coupled input and forget gates (CIFG): i = 1 − f; gates f, g, o."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, **kwargs):
+        super().__init__(get_cell("coupled_lstm"), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, **kwargs)

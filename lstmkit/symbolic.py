@@ -1,0 +1,390 @@
+"""A recurrent cell as SymPy equations, and the derivation of its gradients.
+
+A cell's time step splits into a linear part (``gx = x W_ihᵀ + b_ih`` and
+``gh = h W_hhᵀ + b_hh``, computed by BLAS) and an element-wise part, written
+here once as SymPy expressions of scalars. Everything is per hidden unit, so
+one scalar equation describes all ``batch × hidden`` elements.
+
+:class:`CellSpec` holds the equations; :func:`derive` differentiates them and
+returns a :class:`Derivation`: the forward program, the values it must save,
+and the backward program, in which every derivative of an activation is
+written through that activation's saved output (σ' = σ(1−σ),
+tanh' = 1 − tanh²) so that backward recomputes nothing transcendental.
+
+This module knows nothing of Numba; :mod:`lstmkit.codegen` prints a
+Derivation as kernel source.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+__all__ = [
+    "sigmoid", "tanh", "relu", "CellSpec", "CellSpecError", "Derivation", "derive",
+]
+
+
+# --------------------------------------------------------------------------
+# Activations: each derivative is expressed through the activation's output.
+# --------------------------------------------------------------------------
+class sigmoid(sp.Function):
+    """σ(x) = 1 / (1 + e^{-x}); σ'(x) = σ(x) (1 − σ(x))."""
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)
+
+    def _latex(self, printer, exp=None):
+        body = r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return body if exp is None else r"%s^{%s}" % (body, exp)
+
+
+tanh = sp.tanh  # SymPy's own: tanh'(x) = 1 − tanh(x)²
+
+
+class positive(sp.Function):
+    """1 where the argument is > 0, else 0: ReLU's derivative, taken of its output."""
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        return r"\mathbb{1}\left[%s > 0\right]" % printer._print(self.args[0])
+
+
+class relu(sp.Function):
+    """relu(x) = max(x, 0); relu'(x) = 1[relu(x) > 0]."""
+
+    def fdiff(self, argindex=1):
+        return positive(self)
+
+    def _latex(self, printer, exp=None):
+        body = r"\operatorname{relu}\left(%s\right)" % printer._print(self.args[0])
+        return body if exp is None else r"%s^{%s}" % (body, exp)
+
+
+ACTIVATIONS = (sigmoid, sp.tanh, relu)
+
+
+class CellSpecError(ValueError):
+    """A cell's equations are incomplete or inconsistent."""
+
+
+# --------------------------------------------------------------------------
+# The description of a cell
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Intermediate:
+    """A named value computed inside a step, e.g. ``forget_gate = σ(gx_f + gh_f)``."""
+
+    name: str
+    expr: sp.Expr
+    latex: str
+
+
+class CellSpec:
+    """The element-wise part of one time step of a recurrent cell.
+
+    Parameters
+    ----------
+    name:
+        identifier of the cell (a valid Python name; generated files use it).
+    gates:
+        names of the pre-activation blocks, in the order they are stacked in
+        ``weight_ih``/``weight_hh`` (torch's LSTM: ``"ifgo"``; GRU: ``"rzn"``).
+        Block ``k`` appears in the equations as ``gx_k`` and ``gh_k``.
+    states:
+        names of the recurrent states, in torch's order (LSTM: ``("h", "c")``).
+        The previous value of state ``s`` is the symbol ``s_prev``.
+    output:
+        the state that is also the layer's output at each step (``"h"``).
+    params:
+        element-wise parameters (one value per hidden unit), e.g. peephole weights.
+    """
+
+    def __init__(self, name, gates, states=("h",), output="h", params=(), description=""):
+        if not str(name).isidentifier():
+            raise CellSpecError(f"cell name must be a Python identifier, got {name!r}")
+        self.name = str(name)
+        self.description = description
+        self.gates = tuple(gates)
+        self.states = tuple(states)
+        self.output = output
+        self.param_names = tuple(params)
+        if not self.gates:
+            raise CellSpecError(f"{name}: a cell needs at least one gate block")
+        if len(set(self.gates)) != len(self.gates):
+            raise CellSpecError(f"{name}: gate names must be distinct, got {self.gates}")
+        if output not in self.states:
+            raise CellSpecError(f"{name}: output {output!r} is not one of the states {self.states}")
+        self.gx = {g: sp.Symbol(f"gx_{g}", real=True) for g in self.gates}
+        self.gh = {g: sp.Symbol(f"gh_{g}", real=True) for g in self.gates}
+        self.prev = {s: sp.Symbol(f"{s}_prev", real=True) for s in self.states}
+        self.param = {p: sp.Symbol(p, real=True) for p in self.param_names}
+        self.intermediates: list[Intermediate] = []
+        self.updates: dict[str, sp.Expr] = {}
+        self._names = {str(s) for s in self.input_symbols}
+        if len(self._names) != len(self.input_symbols):
+            raise CellSpecError(f"{name}: gate, state and parameter names collide: {sorted(self._names)}")
+
+    # -- building -----------------------------------------------------------
+    @property
+    def input_symbols(self):
+        return (list(self.gx.values()) + list(self.gh.values())
+                + list(self.prev.values()) + list(self.param.values()))
+
+    @property
+    def symbols(self):
+        """Every symbol an equation may use: inputs, then intermediates defined so far."""
+        table = {str(s): s for s in self.input_symbols}
+        table.update({i.name: sp.Symbol(i.name, real=True) for i in self.intermediates})
+        return table
+
+    def let(self, name, expr, latex=None):
+        """Define an intermediate value; returns its symbol for later equations."""
+        if not str(name).isidentifier() or name in self.symbols:
+            raise CellSpecError(f"{self.name}: {name!r} is not a new Python identifier")
+        expr = self._check_expr(name, expr)
+        self.intermediates.append(Intermediate(name, expr, latex or _default_latex(name)))
+        return sp.Symbol(name, real=True)
+
+    def update(self, state, expr):
+        """Define the new value of a state."""
+        if state not in self.states:
+            raise CellSpecError(f"{self.name}: {state!r} is not one of the states {self.states}")
+        self.updates[state] = self._check_expr(f"new {state}", expr)
+        return self
+
+    def _check_expr(self, what, expr):
+        expr = sp.sympify(expr)
+        known = set(self.symbols.values())
+        unbound = sorted(str(s) for s in expr.free_symbols if s not in known)
+        if unbound:
+            raise CellSpecError(
+                f"{self.name}: {what} uses unbound symbol(s) {unbound}; known symbols are "
+                f"{sorted(self.symbols)}")
+        return expr
+
+    def validate(self):
+        """Raise :class:`CellSpecError` unless the spec is complete and consistent."""
+        missing = [s for s in self.states if s not in self.updates]
+        if missing:
+            raise CellSpecError(f"{self.name}: no update given for state(s) {missing}")
+        used = set()
+        for expr in self.expanded_updates().values():
+            used |= expr.free_symbols
+        unused_blocks = [g for g in self.gates if self.gx[g] not in used and self.gh[g] not in used]
+        if unused_blocks:
+            raise CellSpecError(
+                f"{self.name}: gate block(s) {unused_blocks} are declared but never used; "
+                f"the cell has {len(self.gates)} blocks {self.gates}, so weight_ih must have "
+                f"{len(self.gates)}·hidden_size rows")
+        return self
+
+    # -- views ----------------------------------------------------------------
+    def expanded_updates(self):
+        """Each new state as an expression of the inputs alone."""
+        values = {}
+        for item in self.intermediates:
+            values[sp.Symbol(item.name, real=True)] = item.expr.xreplace(values)
+        return {s: self.updates[s].xreplace(values) for s in self.states if s in self.updates}
+
+    @property
+    def key(self):
+        """A hash of the equations: names the cached kernel file of a user cell."""
+        text = repr((self.name, self.gates, self.states, self.output, self.param_names,
+                     [(i.name, sp.srepr(i.expr)) for i in self.intermediates],
+                     [(s, sp.srepr(self.updates.get(s))) for s in self.states]))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def latex_names(self):
+        names = {}
+        for g in self.gates:
+            names[self.gx[g]] = rf"g^{{x}}_{{{g}}}"
+            names[self.gh[g]] = rf"g^{{h}}_{{{g}}}"
+        for s in self.states:
+            names[self.prev[s]] = rf"{_state_latex(s)}_{{t-1}}"
+        for p in self.param_names:
+            names[self.param[p]] = _default_latex(p)
+        for item in self.intermediates:
+            names[sp.Symbol(item.name, real=True)] = item.latex
+        return names
+
+    def equations_latex(self):
+        """The forward equations, one LaTeX line each."""
+        names = self.latex_names()
+        lines = [rf"{item.latex} &= {sp.latex(item.expr, symbol_names=names)}"
+                 for item in self.intermediates]
+        for s in self.states:
+            lhs, rhs = rf"{_state_latex(s)}_t", sp.latex(self.updates[s], symbol_names=names)
+            if rhs != lhs:  # an update that only names an intermediate says nothing new
+                lines.append(rf"{lhs} &= {rhs}")
+        return lines
+
+    def _repr_latex_(self):
+        return r"$\begin{aligned}" + r"\\ ".join(self.equations_latex()) + r"\end{aligned}$"
+
+    def __repr__(self):
+        return f"CellSpec({self.name!r}, gates={''.join(self.gates)!r}, states={self.states})"
+
+
+def _state_latex(state):
+    return {"c": "C"}.get(state, state)
+
+
+def _default_latex(name):
+    parts = name.split("_", 1)
+    return parts[0] if len(parts) == 1 else rf"{parts[0]}_{{{parts[1]}}}"
+
+
+# --------------------------------------------------------------------------
+# The derivation
+# --------------------------------------------------------------------------
+@dataclass
+class Derivation:
+    """Forward and backward programs of one cell, ready to print as code or LaTeX.
+
+    ``forward`` is a list of ``(symbol, expr)`` assignments: the saved
+    activations in order, then the new states. ``saved`` lists every value
+    backward reads that is not a previous state or a parameter.
+    ``backward_cse`` are the common subexpressions of the gradients and
+    ``gradients`` maps each gradient symbol (``d_gx_i``, ``d_c_prev``,
+    ``d_<param>``, ...) to its expression.
+    """
+
+    spec: CellSpec
+    forward: list
+    saved: list
+    activations: dict
+    summed_blocks: bool
+    backward_cse: list
+    gradients: dict
+    raw_gradients: dict = field(repr=False)
+
+    @property
+    def grad_out(self):
+        """Symbols of the incoming gradients, one per new state (d_h, d_c, ...)."""
+        return {s: sp.Symbol(f"d_{s}", real=True) for s in self.spec.states}
+
+    def backward_inputs(self):
+        """Saved values, previous states and parameters that backward reads, in a fixed order."""
+        spec = self.spec
+        used = set()
+        for _, expr in self.backward_cse:
+            used |= expr.free_symbols
+        for expr in self.gradients.values():
+            used |= expr.free_symbols
+        prev = [spec.prev[s] for s in spec.states if spec.prev[s] in used]
+        params = [spec.param[p] for p in spec.param_names]
+        return prev, params
+
+    def gradients_latex(self):
+        """Every gradient in LaTeX, written through saved forward values."""
+        names = self.spec.latex_names()
+        for sym, expr in self.activations.items():
+            # an unnamed activation such as tanh(C_t) is shown as what it is
+            names.setdefault(sym, sp.latex(expr, symbol_names=names))
+        for s, sym in self.grad_out.items():
+            names[sym] = rf"\delta {_state_latex(s)}_t"
+        lines = []
+        for sym, expr in self.raw_gradients.items():
+            target = str(sym)[2:]
+            target_sym = sp.Symbol(target, real=True)
+            lhs = r"\frac{\partial L}{\partial %s}" % names.get(target_sym, _default_latex(target))
+            lines.append(rf"{lhs} &= {sp.latex(sp.factor_terms(expr), symbol_names=names)}")
+        return lines
+
+    def _repr_latex_(self):
+        return r"$\begin{aligned}" + r"\\ ".join(self.gradients_latex()) + r"\end{aligned}$"
+
+
+def derive(spec: CellSpec) -> Derivation:
+    """Differentiate a cell's element-wise part with SymPy.
+
+    1. Expand every new state into an expression of the inputs.
+    2. Name every activation node σ(·), tanh(·), relu(·): these are the values
+       the forward pass saves.
+    3. For each input u: ∂L/∂u = Σ_s δs · ∂s/∂u (SymPy's ``diff``), then
+       replace each activation node by its saved name, so σ' becomes s(1−s).
+    4. Factor common subexpressions out of all gradients together (``cse``).
+    """
+    spec.validate()
+    expanded = spec.expanded_updates()
+
+    # The forward program is the spec's own statements in order. Each activation
+    # node in them gets a name (the intermediate's own name when the whole
+    # statement is that activation): these are the values the forward saves.
+    program = [(sp.Symbol(i.name, real=True), i.expr) for i in spec.intermediates]
+    program += [(sp.Symbol(s, real=True), spec.updates[s]) for s in spec.states]
+    expand = {}            # intermediate symbol -> expression of the inputs
+    forward = []
+    activations = {}       # saved symbol -> activation of earlier program values
+    replace = {}           # activation node over the inputs alone -> saved symbol
+    taken = set(spec.symbols) | set(spec.states)
+    for target, expr in program:
+        local = {}         # activation node in this statement -> saved symbol
+        for node in sp.postorder_traversal(expr):
+            if not isinstance(node, ACTIVATIONS) or node in local:
+                continue
+            inner = node.xreplace(local)
+            if inner == expr and str(target) not in spec.states:
+                sym = target
+            else:
+                func = {sigmoid: "sigmoid", sp.tanh: "tanh", relu: "relu"}[node.func]
+                arg = node.args[0]
+                name = f"{func}_{arg}" if isinstance(arg, sp.Symbol) else f"{func}_{len(activations)}"
+                while name in taken:
+                    name += "_"
+                sym = sp.Symbol(name, real=True)
+            taken.add(str(sym))
+            local[node] = sym
+            activations[sym] = inner
+            replace[node.xreplace(expand)] = sym
+            forward.append((sym, inner))
+        if expr.xreplace(local) != target:
+            forward.append((target, expr.xreplace(local)))
+        expand[target] = expr.xreplace(expand)
+
+    # Do the gx and gh blocks only ever appear as gx_k + gh_k? Then d/dgx_k == d/dgh_k.
+    summed = all(_enters_as_sum(expanded[s], spec.gx[g], spec.gh[g])
+                 for g in spec.gates for s in spec.states)
+
+    grad_out = {s: sp.Symbol(f"d_{s}", real=True) for s in spec.states}
+    targets = []
+    if summed:
+        targets += [(sp.Symbol(f"d_g_{g}", real=True), spec.gx[g]) for g in spec.gates]
+    else:
+        targets += [(sp.Symbol(f"d_gx_{g}", real=True), spec.gx[g]) for g in spec.gates]
+        targets += [(sp.Symbol(f"d_gh_{g}", real=True), spec.gh[g]) for g in spec.gates]
+    targets += [(sp.Symbol(f"d_{s}_prev", real=True), spec.prev[s]) for s in spec.states]
+    targets += [(sp.Symbol(f"d_{p}", real=True), spec.param[p]) for p in spec.param_names]
+
+    raw = {}
+    for grad_sym, wrt in targets:
+        total = sp.S.Zero
+        for state in spec.states:
+            total += grad_out[state] * sp.diff(expanded[state], wrt)
+        raw[grad_sym] = total.xreplace(replace)
+    for grad_sym, expr in raw.items():
+        leftover = [n for n in sp.preorder_traversal(expr) if isinstance(n, (*ACTIVATIONS, sp.exp))]
+        if leftover:
+            raise CellSpecError(f"{spec.name}: {grad_sym} would recompute {leftover[0]}; "
+                                "only σ, tanh and relu have derivatives through their outputs")
+
+    # Any gate input that backward still reads must be saved too (e.g. the GRU's gh_n).
+    gate_inputs = set(spec.gx.values()) | set(spec.gh.values())
+    used = set().union(*(e.free_symbols for e in raw.values()))
+    saved = list(activations) + sorted((s for s in gate_inputs if s in used), key=str)
+    saved = [s for s in saved if s in used]
+
+    subexprs, reduced = sp.cse(list(raw.values()), symbols=sp.numbered_symbols("tmp", real=True),
+                               optimizations="basic", order="none")
+    gradients = dict(zip(raw, reduced))
+    return Derivation(spec, forward, saved, activations, summed, subexprs, gradients, raw)
+
+
+def _enters_as_sum(expr, gx, gh):
+    """True if expr depends on gx and gh only through gx + gh."""
+    total = sp.Dummy("total")
+    return gx not in expr.xreplace({gh: total - gx}).free_symbols
