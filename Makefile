@@ -7,7 +7,6 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export OPENBLAS_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export OMP_NUM_THREADS ?= 2
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: course test demo figures notebooks html student generate check-generated bench clean
