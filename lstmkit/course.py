@@ -384,8 +384,9 @@ def main(argv=None):
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help="folder of the chapter notebooks")
     parser.add_argument("--build", type=Path, default=BUILD, help="output folder for html and student/")
     parser.add_argument("--figures", type=Path, default=FIGURES, help="folder the diagrams go to")
+    parser.add_argument("only", nargs="*", type=Path, help="particular notebooks (default: every chapter)")
     args = parser.parse_args(argv)
-    paths = chapters(args.notebooks)
+    paths = [p.resolve() for p in args.only] if args.only else chapters(args.notebooks)
     if args.command != "figures" and not paths:
         print(f"note: no chapter notebooks ([0-9]*.ipynb) in {args.notebooks}")
     steps = ["figures", "execute", "html", "student"] if args.command == "all" else [args.command]
