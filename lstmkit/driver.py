@@ -51,7 +51,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     gates = len(kernels.GATES) * hidden
     pre_activations = np.empty((steps, batch, gates), dtype)
     flat = pre_activations.reshape(steps * batch, gates)
-    np.matmul(x.reshape(steps * batch, -1), weight_ih.T, out=flat)
+    np.matmul(x.reshape(steps * batch, x.shape[2]), weight_ih.T, out=flat)
     if bias_ih is not None:
         flat += bias_ih
     bias_hh = bias_hh if bias_hh is not None else np.zeros(gates, dtype)
@@ -91,9 +91,9 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     gates = d_pre_x.shape[2]
     d_pre_x_flat = d_pre_x.reshape(steps * batch, gates)
     d_pre_h_flat = d_pre_h.reshape(steps * batch, gates)
-    x_flat = tape.x.reshape(steps * batch, -1)
+    x_flat = tape.x.reshape(steps * batch, tape.x.shape[2])
     output = tape.histories[kernels.STATES.index(kernels.OUTPUT)]
-    h_prev_flat = output[:steps].reshape(steps * batch, -1)
+    h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
     grads = {
         "weight_ih": d_pre_x_flat.T @ x_flat,
         "weight_hh": d_pre_h_flat.T @ h_prev_flat,
