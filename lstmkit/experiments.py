@@ -98,19 +98,29 @@ def train_adding_problem(cell="lstm", *, length=50, hidden_size=32, steps=2000, 
             "baseline_mse": float(np.mean((test["targets"] - 1.0) ** 2)), "model": model}
 
 
-def train_long_gap(cell, gap, *, num_countries=4, hidden_size=32, embedding_dim=16, steps=600,
-                   batch_size=32, lr=1e-2, clip_norm=1.0, forget_bias=None, subject_change=0.0,
+def train_long_gap(cell, gap, *, num_countries=4, hidden_size=32, embedding_dim=8, steps=400,
+                   batch_size=32, lr=5e-3, clip_norm=1.0, forget_bias=2.0, subject_change=0.0,
                    test_size=500, seed=0, progress=False):
     """Train a :class:`~lstmkit.models.SequenceClassifier` on :func:`~lstmkit.tasks.long_gap_language`.
 
+    Fresh stories every step, Adam, clipping; the test set is ``test_size``
+    stories of the same kind. ``forget_bias`` applies to cells that have a
+    forget gate and is ignored for the others (RNN, GRU), so one call
+    compares them all. The defaults are what the tests use. The forget bias
+    is 2 rather than Jozefowicz et al.'s 1 because at 1 a gap of 20–25 was
+    learned in only some runs of this length: the cell state must carry the
+    country through every filler step, and σ(2)ᵗ fades far more slowly than σ(1)ᵗ.
+
     Returns ``{"accuracy": test accuracy on the language word at the end,
-    "chance": 1/num_countries, "history", "model", "test": the test data}``.
+    "accuracy_changed"/"accuracy_unchanged": the same on stories with and
+    without a change of subject (None when there are none), "chance":
+    1/num_countries, "history", "model", "test": the test data}``.
     """
     seeds = np.random.SeedSequence(seed).spawn(3)
     vocabulary = tasks.LongGapVocabulary()
     model = SequenceClassifier(cell, len(vocabulary.words), hidden_size, num_countries,
                                embedding_dim=embedding_dim, seed=np.random.default_rng(seeds[0]))
-    if forget_bias is not None:
+    if forget_bias is not None and "f" in model.rnn.kernels.GATES:
         model.set_forget_bias(forget_bias)
     options = dict(num_countries=num_countries, subject_change=subject_change)
     test = tasks.long_gap_language(test_size, gap, seed=np.random.default_rng(seeds[1]), **options)
@@ -119,11 +129,15 @@ def train_long_gap(cell, gap, *, num_countries=4, hidden_size=32, embedding_dim=
                   eval_data={"inputs": test["inputs"], "targets": test["targets"]},
                   eval_every=steps, metrics=("accuracy",), clip_norm=clip_norm, progress=progress,
                   seed=np.random.default_rng(seeds[2]))
-    return {"accuracy": history["eval_accuracy"][-1], "chance": 1.0 / num_countries,
-            "history": history, "model": model, "test": test}
+    correct = model.forward(test["inputs"]).argmax(axis=-1) == test["targets"]
+    changed = test["subject_changed"]
+    return {"accuracy": history["eval_accuracy"][-1],
+            "accuracy_changed": float(correct[changed].mean()) if changed.any() else None,
+            "accuracy_unchanged": float(correct[~changed].mean()) if (~changed).any() else None,
+            "chance": 1.0 / num_countries, "history": history, "model": model, "test": test}
 
 
-def long_gap_curve(cells=("rnn_tanh", "lstm"), gaps=(5, 20, 40, 80), *, seeds=(0,), **options):
+def long_gap_curve(cells=("rnn_tanh", "lstm"), gaps=(5, 10, 15, 25, 40), *, seeds=(0,), **options):
     """Test accuracy on the language word against the gap, for each cell.
 
     Trains one model per (cell, gap, seed) with :func:`train_long_gap`

@@ -156,7 +156,7 @@ class LongGapVocabulary:
                 ("Clara", "she", "speaks"), ("Tom", "he", "speaks"), ("Paul", "he", "speaks"),
                 ("Max", "he", "speaks"))
     # filler sentences cycle through determiner, adjective, noun, verb
-    FILLER = (("the", "a", "my", "our"),
+    FILLER = (("the", "this", "my", "our"),
               ("old", "small", "green", "quiet", "busy", "cold"),
               ("dog", "river", "train", "garden", "teacher", "window", "city", "book"),
               ("liked", "saw", "found", "passed", "painted", "visited"))
@@ -182,24 +182,25 @@ def long_gap_language(num_sequences, gap=20, *, num_countries=8, sentence_length
                       subject_change=0.0, seed=None):
     """Synthetic stories where the word to predict depends on a country named long before.
 
-    ``"Anna grew up in Italy . the old dog liked the river . … she speaks fluent"`` → Italian
+    ``"Anna grew up in Italy . the old dog liked the . … she speaks fluent"`` → Italian
 
     A subject (``I`` or a name) grows up in one of ``num_countries``
-    countries; ``gap`` filler tokens follow (sentences of ``sentence_length``
-    tokens, each ending in "."); then the question "<pronoun> speak(s)
-    fluent", after which the model must predict the language.
+    countries; ``gap`` filler tokens follow (sentences of about
+    ``sentence_length`` tokens, each ending in "."); then the question
+    "<pronoun> speak(s) fluent", after which the model must predict the
+    language.
 
     With ``subject_change`` = p > 0, a fraction p of the stories introduce a
-    second subject from another country halfway through the filler ("Tom
-    grew up in Japan ."), at a sentence boundary, taking the place of that
-    many filler tokens; the question is then about the new subject, and the
-    answer is the new subject's language. A model has to forget the old
-    subject: chapter 02 plots the forget gate at that moment.
+    second subject from another country halfway through the gap ("Tom grew
+    up in Japan ."; its 6 tokens count towards the gap); the question is
+    then about the new subject, and the answer is the new subject's
+    language. A model has to forget the old subject: chapter 02 plots the
+    forget gate at that moment.
 
     Returns a dict:
 
-    * ``inputs`` [N, T] token ids and ``targets`` [N] language ids
-      (0 … num_countries−1), for :class:`~lstmkit.models.SequenceClassifier`;
+    * ``inputs`` [N, T] token ids (T = gap + 9) and ``targets`` [N] language
+      ids (0 … num_countries−1), for :class:`~lstmkit.models.SequenceClassifier`;
     * ``target_tokens`` [N]: the language as a token id;
     * ``roles`` [N, T]: index into ``role_names`` for each token (filler,
       subject, clause, country, period, question);
@@ -218,9 +219,9 @@ def long_gap_language(num_sequences, gap=20, *, num_countries=8, sentence_length
     if not 0.0 <= subject_change <= 1.0:
         raise ValueError(f"subject_change is a probability in [0, 1], got {subject_change}")
     clause_length = 6                                           # "Tom grew up in Japan ."
-    if subject_change > 0 and gap < clause_length + 2 * sentence_length:
-        raise ValueError(f"a subject change needs gap ≥ {clause_length + 2 * sentence_length} "
-                         f"(a sentence of filler on each side of the new clause), got {gap}")
+    if subject_change > 0 and gap < clause_length + 4:
+        raise ValueError(f"a subject change needs gap ≥ {clause_length + 4} (the new clause and some "
+                         f"filler on each side), got {gap}")
     rng = _rng(seed)
     role = {name: k for k, name in enumerate(vocabulary.ROLES)}
     steps = clause_length + gap + 3
@@ -231,27 +232,27 @@ def long_gap_language(num_sequences, gap=20, *, num_countries=8, sentence_length
     changed = rng.random(num_sequences) < subject_change
 
     def clause(subject, country):
-        words = [subject, "grew", "up", "in", vocabulary.COUNTRIES[country], "."]
+        words = [vocabulary.SUBJECTS[subject][0], "grew", "up", "in", vocabulary.COUNTRIES[country], "."]
         kinds = ["subject", "clause", "clause", "clause", "country", "period"]
         return words, kinds
 
     for n in range(num_sequences):
         subject = int(rng.integers(len(vocabulary.SUBJECTS)))
         country = int(rng.integers(num_countries))
-        words, kinds = clause(vocabulary.SUBJECTS[subject][0], country)
+        words, kinds = clause(subject, country)
         countries[n, 0], positions[n, 0] = country, 4
-        filler_words, filler_kinds = _filler(vocabulary, gap, sentence_length, rng)
         if changed[n]:
-            # the new clause replaces filler at a sentence boundary near the middle
-            boundaries = [k for k in range(sentence_length, gap - clause_length - sentence_length + 1)
-                          if k % sentence_length == 0]
-            start = boundaries[len(boundaries) // 2] if boundaries else sentence_length
+            before = (gap - clause_length) // 2
+            filler_words, filler_kinds = _filler(vocabulary, before, sentence_length, rng)
+            words, kinds = words + filler_words, kinds + filler_kinds
             subject = int(rng.choice([s for s in range(len(vocabulary.SUBJECTS)) if s != subject]))
             country = int(rng.choice([c for c in range(num_countries) if c != country]))
-            new_words, new_kinds = clause(vocabulary.SUBJECTS[subject][0], country)
-            filler_words[start:start + clause_length] = new_words
-            filler_kinds[start:start + clause_length] = new_kinds
-            countries[n, 1], positions[n, 1] = country, clause_length + start + 4
+            countries[n, 1], positions[n, 1] = country, len(words) + 4
+            new_words, new_kinds = clause(subject, country)
+            words, kinds = words + new_words, kinds + new_kinds
+            filler_words, filler_kinds = _filler(vocabulary, gap - clause_length - before, sentence_length, rng)
+        else:
+            filler_words, filler_kinds = _filler(vocabulary, gap, sentence_length, rng)
         _, pronoun, verb = vocabulary.SUBJECTS[subject]
         words = words + filler_words + [pronoun, verb, "fluent"]
         kinds = kinds + filler_kinds + ["question"] * 3
@@ -265,17 +266,18 @@ def long_gap_language(num_sequences, gap=20, *, num_countries=8, sentence_length
             "languages": vocabulary.LANGUAGES[:num_countries], "gap": gap}
 
 
-def _filler(vocabulary, gap, sentence_length, rng):
+def _filler(vocabulary, count, sentence_length, rng):
+    """``count`` tokens of filler: as few sentences as fit, of near-equal length, each ending in "."."""
+    sentences = max(1, -(-count // sentence_length))
+    lengths = [count // sentences + (k < count % sentences) for k in range(sentences)]
     words, kinds = [], []
-    for k in range(gap):
-        position = k % sentence_length
-        if position == sentence_length - 1 or k == gap - 1:
-            words.append(".")
-            kinds.append("period")
-        else:
+    for length in lengths:
+        for position in range(length - 1):
             group = vocabulary.FILLER[position % len(vocabulary.FILLER)]
             words.append(group[int(rng.integers(len(group)))])
             kinds.append("filler")
+        words.append(".")
+        kinds.append("period")
     return words, kinds
 
 

@@ -112,7 +112,8 @@ def test_long_gap_language_stories():
     role = {name: k for k, name in enumerate(data["role_names"])}
     assert np.all((data["roles"] == role["country"]).sum(axis=1) == 1)
     assert np.all(data["roles"][:, 6:21] != role["country"])           # the gap is filler only
-    assert np.all(words[inputs[:, -1]] == "fluent")
+    assert np.all(words[inputs[:, -1]] == "fluent") and np.all(words[inputs[:, -4]] == ".")
+    assert np.all(words[inputs[:, 7]] != ".")                          # no one-word sentences
     text = vocabulary.decode(inputs[0])
     assert text.split()[1:4] == ["grew", "up", "in"] and text.endswith("fluent")
     subjects = {s[0]: s for s in vocabulary.SUBJECTS}
@@ -141,7 +142,7 @@ def test_long_gap_subject_change_variant():
         assert words[row[-3]] == subjects[new_subject][1]
         assert new_subject != words[row[0]]
     with pytest.raises(ValueError, match="gap"):
-        tasks.long_gap_language(2, gap=10, subject_change=1.0)
+        tasks.long_gap_language(2, gap=9, subject_change=1.0)
 
 
 def test_long_gap_sampler_only_carries_training_arrays():
