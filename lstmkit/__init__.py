@@ -10,6 +10,9 @@ from .codegen import kernel_source, load_kernels
 from .layers import GRU, LSTM, RNN, CoupledLSTM, PeepholeLSTM, RecurrentLayer
 from .symbolic import CellSpec, CellSpecError, Derivation, derive, relu, sigmoid, tanh
 
+# the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint, .tasks, .experiments
+from . import checkpoint, experiments, models, nn, optim, tasks, train
+
 __version__ = "0.1.0"
 
 __all__ = [
