@@ -40,9 +40,10 @@ STEPS, BATCH, INPUT, HIDDEN = 50, 64, 2, 32
 PHASES = ("step", "forward+loss", "backward", "clip+adam")
 
 
-def _limit_threads():
-    for variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+def _limit_threads(numba_threads=THREADS):
+    for variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[variable] = str(THREADS)
+    os.environ["NUMBA_NUM_THREADS"] = str(numba_threads)
 
 
 def _lstmkit_worker():
@@ -113,8 +114,8 @@ def _torch_worker():
     return {"step": step, "phases": (forward, backward, update)}
 
 
-def _serve(name, connection):
-    _limit_threads()
+def _serve(name, connection, numba_threads):
+    _limit_threads(numba_threads)
     import numpy as np
 
     bench = {"lstmkit": _lstmkit_worker, "torch": _torch_worker}[name]()
@@ -143,6 +144,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 rounds of 20 steps")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--numba-threads", type=int, default=THREADS,
+                        help="threads Numba may use for lstmkit's kernels (default 2, like the others)")
     parser.add_argument("--output", type=Path, default=RESULTS / "train_step.json")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 9)
@@ -155,7 +158,7 @@ def main(argv=None):
     workers = {}
     for name in ("lstmkit", "torch"):
         parent, child = context.Pipe()
-        process = context.Process(target=_serve, args=(name, child), daemon=True)
+        process = context.Process(target=_serve, args=(name, child, args.numba_threads), daemon=True)
         process.start()
         workers[name] = (process, parent)
     for name, (_, connection) in workers.items():
@@ -176,7 +179,7 @@ def main(argv=None):
                for name, data in rounds_data.items()}
     ratio = medians["torch"]["step"] / medians["lstmkit"]["step"]
     print(f"adding-problem training step: LSTM input {INPUT}, hidden {HIDDEN}, T={STEPS}, batch {BATCH}, "
-          f"float32, {THREADS} threads; median of {rounds} rounds × {calls} steps")
+          f"float32, {THREADS} threads ({args.numba_threads} for Numba); median of {rounds} rounds × {calls} steps")
     print(f"{'phase':<14}{'lstmkit ms':>12}{'torch ms':>12}{'torch/lstmkit':>15}")
     for phase in PHASES:
         ours, theirs = medians["lstmkit"][phase] * 1e3, medians["torch"][phase] * 1e3
@@ -189,7 +192,8 @@ def main(argv=None):
     result = {
         "benchmark": "adding-problem training step (forward, MSE, backward, clip 1.0, Adam)",
         "config": {"steps": STEPS, "batch": BATCH, "input_size": INPUT, "hidden_size": HIDDEN,
-                   "dtype": "float32", "threads": THREADS, "rounds": rounds, "calls_per_round": calls},
+                   "dtype": "float32", "threads": THREADS, "numba_threads": args.numba_threads,
+                   "rounds": rounds, "calls_per_round": calls},
         "median_seconds": medians,
         "torch_over_lstmkit": ratio,
         "rounds": rounds_data,

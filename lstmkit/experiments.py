@@ -77,7 +77,8 @@ def train_adding_problem(cell="lstm", *, length=50, hidden_size=32, steps=2000, 
     ``target_mse``, training stops at the first evaluation below it. Returns
     ``{"history": …, "test_mse": [per evaluation], "final_test_mse",
     "best_test_mse", "reached_step": first step with test MSE < target_mse
-    (or None), "baseline_mse": the test MSE of always predicting 1}``.
+    (or None), "baseline_mse": the test MSE of always predicting 1, "model":
+    the trained model}``.
     """
     seeds = np.random.SeedSequence(seed).spawn(3)
     model = SequenceRegressor(cell, 2, hidden_size, 1, seed=np.random.default_rng(seeds[0]))
@@ -156,16 +157,17 @@ def long_gap_curve(cells=("rnn_tanh", "lstm"), gaps=(5, 10, 15, 25, 40), *, seed
 
 
 def gate_trace(model, inputs):
-    """The gate values of ``model``'s first recurrent layer along one sequence.
+    """The gate values of a model's first recurrent layer along one sequence.
 
-    ``inputs`` is one sequence (token ids [T] or features [T, n]); returns
+    ``model`` is one of :mod:`lstmkit.models` (e.g. the classifier that
+    :func:`train_long_gap` returns); ``inputs`` is one sequence (token ids
+    [T] or features [T, n]). Returns
     ``{name: [T, hidden_size]}`` for every value the cell saves (for the
     LSTM: forget_gate, input_gate, candidate, output_gate, tanh_cell) and
     ``"prediction"``, the model's output for the sequence.
     """
     inputs = np.asarray(inputs)
     prediction = model.forward(inputs[None])
-    layer = model.rnn if hasattr(model, "rnn") else model
-    trace = {name: values[:, 0] for name, values in layer.gate_activations().items()}
+    trace = {name: values[:, 0] for name, values in model.rnn.gate_activations().items()}
     trace["prediction"] = prediction[0]
     return trace

@@ -28,6 +28,8 @@ def clip_grad_norm(grads, max_norm):
 
     As ``torch.nn.utils.clip_grad_norm_``: the factor is
     ``min(1, max_norm / (norm + 1e-6))``. Returns the norm before clipping.
+    Unlike torch (which by default scales by NaN), a NaN or infinite norm
+    raises FloatingPointError: the step that produced it has diverged.
     """
     if not max_norm > 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
