@@ -133,7 +133,13 @@ class RecurrentLayer:
     def __call__(self, x, state=None, lengths=None):
         return self.forward(x, state, lengths)
 
-    def forward(self, x, state=None, lengths=None):
+    def forward(self, x, state=None, lengths=None, *, inference=False):
+        """Run the layer over ``x``; see the class docstring.
+
+        ``inference=True`` keeps nothing for backward (no saved gate values, no
+        state histories beyond two steps), so it is faster and lighter, and
+        ``backward`` cannot follow it.
+        """
         x, unbatched = self._check_input(x)
         steps, batch = x.shape[0], x.shape[1]
         lengths = self._check_lengths(lengths, steps, batch)
@@ -142,7 +148,6 @@ class RecurrentLayer:
         tapes = []
         finals = [np.empty((self.num_layers * self.num_directions, batch, self.hidden_size), self.dtype)
                   for _ in self.kernels.STATES]
-        out_index = self.kernels.STATES.index(self.kernels.OUTPUT)
         layer_input = x
         for layer in range(self.num_layers):
             outputs = []
@@ -150,23 +155,22 @@ class RecurrentLayer:
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
-                histories, tape = driver.sequence_forward(
+                output, final_states, tape = driver.sequence_forward(
                     self.kernels, source, self.params[f"weight_ih{suffix}"],
                     self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
                     self.params.get(f"bias_hh{suffix}"),
                     [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
-                    [s[slot] for s in initial], lengths)
+                    [s[slot] for s in initial], lengths, keep=not inference)
                 tapes.append(tape)
-                for final, history in zip(finals, histories):
-                    final[slot] = history[steps]
-                output = histories[out_index][1:]
+                for final, final_state in zip(finals, final_states):
+                    final[slot] = final_state
                 output = output if direction == 0 else _reverse_rows(output, lengths)
                 outputs.append(output)
             layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
         y = np.array(layer_input, copy=True) if layer_input is outputs[0] else layer_input
         if lengths is not None and steps:
             y[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
-        self._tape = (tapes, lengths if lengths is not None else None, unbatched, x.shape)
+        self._tape = None if inference else (tapes, lengths, unbatched, x.shape)
         return self._format_output(y, unbatched), self._format_state(finals, unbatched)
 
     # -- backward ---------------------------------------------------------------
@@ -178,7 +182,7 @@ class RecurrentLayer:
         omitted. Returns ``(dx, d_initial_state)`` and fills ``self.grads``.
         """
         if self._tape is None:
-            raise RuntimeError("call forward before backward")
+            raise RuntimeError("call forward before backward (forward with inference=True keeps nothing for it)")
         tapes, lengths, unbatched, x_shape = self._tape
         if tapes and tapes[0].used:
             raise RuntimeError("backward was already run for this forward pass; call forward again")
