@@ -17,9 +17,12 @@ A kernel module holds:
 The kernels are compiled with ``error_model="numpy"`` (a division by zero
 gives inf or NaN, as in NumPy, instead of a check that stops vectorization)
 and with the ``contract`` fast-math flag alone (fused multiply-add); every
-other IEEE rule, inf and NaN included, holds. Numbers in the printed
-equations are written ``real(1)``: ``real`` is the arrays' own scalar type,
-so float32 arithmetic stays float32.
+other IEEE rule, inf and NaN included, holds. The step kernels also declare
+that no two of their array arguments overlap (``NoOverlapCompiler``): a step
+touches so many arrays that LLVM would otherwise give up on the run-time
+overlap checks and leave the loop scalar. Numbers in the printed equations
+are written ``real(1)``: ``real`` is the arrays' own scalar type, so float32
+arithmetic stays float32.
 
 Module constants describe the calling convention to the driver
 (:mod:`lstmkit.driver`), so nothing downstream parses the source.
