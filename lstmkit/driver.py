@@ -31,9 +31,11 @@ import numpy as np
 
 __all__ = ["Tape", "sequence_forward", "sequence_backward", "row_blocks", "PARALLEL_MIN_WORK"]
 
-# Below this many multiply-adds in the recurrent products of one sequence, starting
-# threads costs more than it saves, and the loop runs on the calling thread.
-PARALLEL_MIN_WORK = 2_000_000
+# Below this many multiply-adds in the recurrent products of one sequence (about a
+# millisecond of work on one core), threads save little and risk much: on a busy
+# machine a thread that is not scheduled stalls the whole call for a time slice.
+# Such loops run on the calling thread.
+PARALLEL_MIN_WORK = 50_000_000
 
 
 @dataclass
@@ -98,7 +100,10 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     pre_activations = np.empty((steps, batch, gates), dtype)
     np.matmul(x.reshape(steps * batch, n_in), weight_ih.T,
               out=pre_activations.reshape(steps * batch, gates))
-    no_bias = np.zeros(gates, dtype) if bias_ih is None or bias_hh is None else None
+    if bias_ih is None:
+        bias_ih = np.zeros(gates, dtype)
+    if bias_hh is None:
+        bias_hh = np.zeros(gates, dtype)
     histories = []
     for name, state in zip(kernels.STATES, initial_states):
         slots = steps + 1 if keep or name == kernels.OUTPUT else 2
@@ -106,8 +111,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         history[0] = state
         histories.append(history)
     saved = np.empty((steps if keep else min(steps, 1), batch, len(kernels.SAVED) * hidden), dtype)
-    args = (pre_activations, weight_hh.T, no_bias if bias_ih is None else bias_ih,
-            no_bias if bias_hh is None else bias_hh, *histories, *params, saved, lengths)
+    args = (pre_activations, weight_hh.T, bias_ih, bias_hh, *histories, *params, saved, lengths)
     if steps:
         _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
              row_blocks(steps, batch, gates, hidden))
