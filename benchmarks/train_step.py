@@ -15,7 +15,7 @@ torch: ``nn.LSTM`` + ``nn.Linear`` + ``nn.MSELoss`` + ``clip_grad_norm_`` +
 ``torch.optim.Adam`` with its defaults, ``zero_grad()`` included.
 
 Each implementation runs in its own worker process on 2 threads (BLAS, OpenMP,
-torch), so one library's idle threads never spin against the other's. The
+torch, Numba; ``--threads``, ``--numba-threads`` change that), so one library's idle threads never spin against the other's. The
 parent asks the workers in turn, round by round, so load from elsewhere on the
 machine falls on both alike. A round's sample is the median over ``calls``
 steps; the table shows the median over rounds. A ratio above 1 means lstmkit
@@ -40,9 +40,9 @@ STEPS, BATCH, INPUT, HIDDEN = 50, 64, 2, 32
 PHASES = ("step", "forward+loss", "backward", "clip+adam")
 
 
-def _limit_threads(numba_threads=THREADS):
+def _limit_threads(threads=THREADS, numba_threads=THREADS):
     for variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ[variable] = str(THREADS)
+        os.environ[variable] = str(threads)
     os.environ["NUMBA_NUM_THREADS"] = str(numba_threads)
 
 
@@ -81,7 +81,7 @@ def _torch_worker():
     import numpy as np
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     sys.path.insert(0, str(ROOT))
     from lstmkit import tasks
 
@@ -114,8 +114,8 @@ def _torch_worker():
     return {"step": step, "phases": (forward, backward, update)}
 
 
-def _serve(name, connection, numba_threads):
-    _limit_threads(numba_threads)
+def _serve(name, connection, threads, numba_threads):
+    _limit_threads(threads, numba_threads)
     import numpy as np
 
     bench = {"lstmkit": _lstmkit_worker, "torch": _torch_worker}[name]()
@@ -144,21 +144,24 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 rounds of 20 steps")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--calls", type=int, default=None)
-    parser.add_argument("--numba-threads", type=int, default=THREADS,
-                        help="threads Numba may use for lstmkit's kernels (default 2, like the others)")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="BLAS/OpenMP threads and torch.set_num_threads (default 2)")
+    parser.add_argument("--numba-threads", type=int, default=None,
+                        help="threads Numba may use for lstmkit's kernels (default: --threads)")
     parser.add_argument("--output", type=Path, default=RESULTS / "train_step.json")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 9)
+    args.numba_threads = args.numba_threads or args.threads
     calls = args.calls or (20 if args.quick else 50)
 
-    _limit_threads()
+    _limit_threads(args.threads, args.numba_threads)
     import numpy as np
 
     context = multiprocessing.get_context("spawn")
     workers = {}
     for name in ("lstmkit", "torch"):
         parent, child = context.Pipe()
-        process = context.Process(target=_serve, args=(name, child, args.numba_threads), daemon=True)
+        process = context.Process(target=_serve, args=(name, child, args.threads, args.numba_threads), daemon=True)
         process.start()
         workers[name] = (process, parent)
     for name, (_, connection) in workers.items():
@@ -179,7 +182,7 @@ def main(argv=None):
                for name, data in rounds_data.items()}
     ratio = medians["torch"]["step"] / medians["lstmkit"]["step"]
     print(f"adding-problem training step: LSTM input {INPUT}, hidden {HIDDEN}, T={STEPS}, batch {BATCH}, "
-          f"float32, {THREADS} threads ({args.numba_threads} for Numba); median of {rounds} rounds × {calls} steps")
+          f"float32, {args.threads} threads ({args.numba_threads} for Numba); median of {rounds} rounds × {calls} steps")
     print(f"{'phase':<14}{'lstmkit ms':>12}{'torch ms':>12}{'torch/lstmkit':>15}")
     for phase in PHASES:
         ours, theirs = medians["lstmkit"][phase] * 1e3, medians["torch"][phase] * 1e3
@@ -192,7 +195,7 @@ def main(argv=None):
     result = {
         "benchmark": "adding-problem training step (forward, MSE, backward, clip 1.0, Adam)",
         "config": {"steps": STEPS, "batch": BATCH, "input_size": INPUT, "hidden_size": HIDDEN,
-                   "dtype": "float32", "threads": THREADS, "numba_threads": args.numba_threads,
+                   "dtype": "float32", "threads": args.threads, "numba_threads": args.numba_threads,
                    "rounds": rounds, "calls_per_round": calls},
         "median_seconds": medians,
         "torch_over_lstmkit": ratio,
