@@ -49,8 +49,9 @@ generate: $(VENV)/.installed
 check-generated: $(VENV)/.installed
 	$(PY) -m lstmkit generate --check
 
+## make bench: lstmkit vs NumPy vs torch CPU (OPENBLAS_CORETYPE/L2_SIZE unset for this command only)
 bench: $(VENV)/.installed
-	$(PY) benchmarks/bench.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/bench.py
 
 clean:
 	rm -rf build $(VENV)

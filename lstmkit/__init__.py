@@ -5,18 +5,38 @@ The pipeline, one straight line (see DESIGN.md):
     CellSpec (SymPy equations)  →  derive()  →  kernel_source()  →  kernel module
         →  driver (BLAS + kernels over time)  →  layers (torch.nn conventions)
 """
-from .cells import BUILTIN_CELLS, get_cell, gru_spec, lstm_spec, rnn_spec
-from .codegen import kernel_source, load_kernels
+import importlib
+
 from .layers import GRU, LSTM, RNN, CoupledLSTM, PeepholeLSTM, RecurrentLayer
-from .symbolic import CellSpec, CellSpecError, Derivation, derive, relu, sigmoid, tanh
 
 # the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint, .tasks, .experiments
 from . import checkpoint, experiments, models, nn, optim, tasks, train
 
 __version__ = "0.1.0"
 
+# The symbolic side (SymPy) loads on first use: a layer of a built-in cell runs
+# from its generated kernels alone, and importing SymPy is slow.
+_LAZY = {
+    "CellSpec": "symbolic", "CellSpecError": "symbolic", "Derivation": "symbolic",
+    "derive": "symbolic", "relu": "symbolic", "sigmoid": "symbolic", "tanh": "symbolic",
+    "BUILTIN_CELLS": "cells", "get_cell": "cells", "gru_spec": "cells", "lstm_spec": "cells",
+    "rnn_spec": "cells", "kernel_source": "codegen", "load_kernels": "codegen",
+}
+
 __all__ = [
     "BUILTIN_CELLS", "CellSpec", "CellSpecError", "CoupledLSTM", "Derivation", "GRU", "LSTM",
     "PeepholeLSTM", "RNN", "RecurrentLayer", "derive", "get_cell", "gru_spec", "kernel_source",
     "load_kernels", "lstm_spec", "relu", "rnn_spec", "sigmoid", "tanh",
 ]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lstmkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,12 +1,28 @@
 """Print a :class:`~lstmkit.symbolic.Derivation` as the source of Numba kernels.
 
-A kernel module holds four ``@numba.njit`` functions:
+A kernel module holds:
 
 * ``forward_step`` / ``backward_step``: the element-wise part of one step,
   printed from the derivation (one fused pass over ``batch × hidden``);
-* ``forward_sequence`` / ``backward_sequence``: the loop over time, from a
-  fixed template: the recurrent product ``h_{t−1} W_hhᵀ`` (BLAS), then the
-  step kernel, and in backward ``dh_{t−1} += dg_t W_hh``.
+* ``forward_rows`` / ``backward_rows``: the loop over time for a block of
+  batch rows, from a fixed template: the recurrent product ``h_{t−1} W_hhᵀ``
+  (BLAS), then the step kernel, and in backward ``dh_{t−1} += dg_t W_hh``;
+* ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
+  rows at once, one thread each. Each row's recurrence is its own, so the
+  blocks never wait for one another inside the loop over time.
+* ``sigmoid``, ``tanh`` and ``expm1`` written with arithmetic alone, for the
+  precision of their argument, so that LLVM vectorizes the step loops
+  (``math.exp`` and ``math.tanh`` are library calls, one element at a time).
+
+The kernels are compiled with ``error_model="numpy"`` (a division by zero
+gives inf or NaN, as in NumPy, instead of a check that stops vectorization)
+and with the ``contract`` fast-math flag alone (fused multiply-add); every
+other IEEE rule, inf and NaN included, holds. The step kernels also declare
+that no two of their array arguments overlap (``NoOverlapCompiler``): a step
+touches so many arrays that LLVM would otherwise give up on the run-time
+overlap checks and leave the loop scalar. Numbers in the printed equations
+are written ``real(1)``: ``real`` is the arrays' own scalar type, so float32
+arithmetic stays float32.
 
 Module constants describe the calling convention to the driver
 (:mod:`lstmkit.driver`), so nothing downstream parses the source.
@@ -36,28 +52,33 @@ __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR
 KERNEL_DIR = Path(__file__).parent / "kernels"
 REGENERATE_COMMAND = "python -m lstmkit generate"
 INDENT = " " * 12  # statements inside ``for b: for j:``
+RESERVED = {"real", "sigmoid", "tanh", "expm1", "math", "np", "numba", "batch", "hidden", "b", "j"}
 
 
 class KernelPrinter(PythonCodePrinter):
-    """Python source for scalar code inside @njit: math.*, float literals."""
+    """Python source for scalar code inside @njit: the vectorizable activations of the
+    generated module, and numbers as ``real(...)`` in the arrays' precision."""
 
     def _print_sigmoid(self, expr):
-        return f"1.0 / (1.0 + math.exp(-({self._print(expr.args[0])})))"
+        return f"sigmoid({self._print(expr.args[0])})"
 
     def _print_tanh(self, expr):
-        return f"math.tanh({self._print(expr.args[0])})"
+        return f"tanh({self._print(expr.args[0])})"
 
     def _print_relu(self, expr):
-        return f"max({self._print(expr.args[0])}, 0.0)"
+        return f"max({self._print(expr.args[0])}, real(0))"
 
     def _print_positive(self, expr):
-        return f"(1.0 if {self._print(expr.args[0])} > 0.0 else 0.0)"
+        return f"(real(1) if {self._print(expr.args[0])} > real(0) else real(0))"
 
     def _print_Integer(self, expr):
-        return f"{int(expr)}.0"
+        return _real(int(expr))
 
     def _print_Rational(self, expr):
-        return f"({expr.p}.0 / {expr.q}.0)"
+        return _real(float(expr))
+
+    def _print_Float(self, expr):
+        return _real(float(expr))
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
@@ -65,8 +86,13 @@ class KernelPrinter(PythonCodePrinter):
             b = self._print(base)
             return f"{b} * {b}" if base.is_Symbol else f"({b}) * ({b})"
         if exponent == -1:
-            return f"1.0 / ({self._print(base)})"
+            return f"real(1) / ({self._print(base)})"
         return super()._print_Pow(expr, rational)
+
+
+def _real(number):
+    """``real(2)``; a negative number as ``-real(2)``, so that sums print as differences."""
+    return f"-real({-number!r})" if number < 0 else f"real({number!r})"
 
 
 _printer = KernelPrinter({"standard": "python3"})
@@ -86,7 +112,7 @@ def _array(name):
 
 
 class _Layout:
-    """Names and positions the four kernels share."""
+    """Names and positions the kernels share."""
 
     def __init__(self, derivation: Derivation):
         spec = derivation.spec
@@ -99,6 +125,12 @@ class _Layout:
         prev, _ = derivation.backward_inputs()
         self.backward_prev = [str(s)[: -len("_prev")] for s in prev]
         self.summed = derivation.summed_blocks
+        names = {str(sym) for sym, _ in derivation.forward} | {str(sym) for sym, _ in derivation.backward_cse}
+        names |= {str(s) for s in spec.input_symbols}
+        clash = sorted(names & RESERVED)
+        if clash:
+            raise ValueError(f"{spec.name}: the name(s) {clash} are used by the generated kernels; "
+                             "rename them in the cell spec")
 
     # gradient symbols -> where they are written
     def gradient_targets(self):
@@ -118,6 +150,136 @@ class _Layout:
         return out
 
 
+# Every kernel is compiled with these options (see the module docstring); the step
+# kernels also declare that their array arguments never overlap.
+KERNEL_OPTIONS = 'cache=True, nogil=True, error_model="numpy", fastmath={"contract"}'
+STEP_OPTIONS = KERNEL_OPTIONS + ", pipeline_class=NoOverlapCompiler"
+
+NO_OVERLAP = '''\
+class NoOverlapCompiler(CompilerBase):
+    """Numba's nopython pipeline, telling LLVM that no two array arguments overlap.
+
+    A step kernel touches many arrays; without this LLVM would have to check at run
+    time that none of them overlap, gives up ("too many memory checks") and leaves
+    the loop scalar. The sequence functions never pass overlapping arrays.
+    """
+
+    def define_pipelines(self):
+        self.state.flags.noalias = True
+        return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
+'''
+
+ACTIVATIONS = '''\
+# -- Activations ---------------------------------------------------------------------
+# math.exp and math.tanh are calls into the C library, one element at a time. These
+# are arithmetic alone, so LLVM vectorizes the step loops (16 float32 or 8 float64
+# lanes with AVX-512), and each is compiled for the precision of its argument.
+# They are accurate to a few units in the last place. Saturated inputs give exactly
+# 0 or ±1, so gradients stay finite; NaN stays NaN.
+
+
+@intrinsic
+def _power_of_two(typingctx, k):
+    """2**k for a float k that holds an integer, built from the exponent bits."""
+    if not isinstance(k, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = signature.args[0].bitwidth
+        integer = ir.IntType(bits)
+        real = args[0].type
+        # saturating conversion: defined (0) for NaN, whose result is NaN anyway
+        convert = builder.module.declare_intrinsic("llvm.fptosi.sat", [integer, real],
+                                                   ir.FunctionType(integer, [real]))
+        exponent = builder.add(builder.call(convert, args), ir.Constant(integer, BIAS[bits]))
+        return builder.bitcast(builder.shl(exponent, ir.Constant(integer, MANTISSA[bits])), real)
+
+    return k(k), codegen
+
+
+MANTISSA = {32: 23, 64: 52}           # fraction bits of IEEE single and double
+BIAS = {32: 127, 64: 1023}            # exponent bias
+LN2_PARTS = {32: (6.9314575195e-01, 1.4286067653e-06),   # ln 2 = high + low, high with
+             64: (6.93147180369123816490e-01,           # trailing zero bits so that
+                  1.90821492927058770002e-10)}           # k·high is exact (fdlibm)
+SATURATION = {32: 80.0, 64: 700.0}    # |x| beyond which e**x would leave the normal range
+
+
+def expm1(x):
+    """e**x − 1. Kernels compile the overload below; this body is for Python callers."""
+    return math.expm1(x)
+
+
+@overload(expm1, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _expm1(x):
+    if not isinstance(x, types.Float):
+        return None
+    real = np.float32 if x.bitwidth == 32 else np.float64
+    # x = k·ln 2 + r with |r| ≤ ln(2)/2, and e**x − 1 = 2**k·(e**r − 1) + (2**k − 1).
+    # e**r − 1 = r·(1 + r/2! + r²/3! + ...): as many Taylor terms as the precision needs.
+    epsilon, r_max = float(np.finfo(real).eps), math.log(2) / 2
+    terms = 1
+    while r_max ** terms / math.factorial(terms + 1) >= epsilon / 2:
+        terms += 1
+    taylor = tuple(real(1 / math.factorial(k)) for k in range(terms, 0, -1))  # 1/n!, ..., 1/1!
+    log2_e, half, one = real(1 / math.log(2)), real(0.5), real(1)
+    ln2_high, ln2_low = (real(part) for part in LN2_PARTS[x.bitwidth])
+
+    def expm1_impl(x):
+        k = np.floor(x * log2_e + half)
+        r = (x - k * ln2_high) - k * ln2_low
+        series = taylor[0]
+        for coefficient in taylor[1:]:
+            series = series * r + coefficient
+        series = series * r
+        scale = _power_of_two(k)
+        return scale * series + (scale - one)
+
+    return expm1_impl
+
+
+def sigmoid(x):
+    """σ(x) = 1 / (1 + e**−x). Kernels compile the overload below."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@overload(sigmoid, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _sigmoid(x):
+    if not isinstance(x, types.Float):
+        return None
+    real = np.float32 if x.bitwidth == 32 else np.float64
+    limit, one, two = real(SATURATION[x.bitwidth]), real(1), real(2)
+
+    def sigmoid_impl(x):
+        x = limit if x > limit else x     # σ is 0 or 1 to the last bit long before
+        x = -limit if x < -limit else x
+        return one / (two + expm1(-x))   # 1 / (1 + e**−x)
+
+    return sigmoid_impl
+
+
+def tanh(x):
+    """tanh(x). Kernels compile the overload below."""
+    return math.tanh(x)
+
+
+@overload(tanh, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _tanh(x):
+    if not isinstance(x, types.Float):
+        return None
+    real = np.float32 if x.bitwidth == 32 else np.float64
+    limit, two = real(20), real(2)
+
+    def tanh_impl(x):
+        x = limit if x > limit else x     # tanh(20) is 1 to the last bit
+        x = -limit if x < -limit else x
+        e = expm1(two * x)               # (e**2x − 1) / (e**2x + 1), exact near 0
+        return e / (e + two)
+
+    return tanh_impl
+'''
+
+
 def _forward_step(layout: _Layout):
     spec, der = layout.spec, layout.derivation
     used = set()
@@ -127,7 +289,7 @@ def _forward_step(layout: _Layout):
     for g in spec.gates:
         col = _column(layout.gate_index[g])
         if spec.gx[g] in used:
-            lines.append(f"gx_{g} = GX[b, {col}]")
+            lines.append(f"gx_{g} = GX[b, {col}] + BIAS_IH[{col}]")
         if spec.gh[g] in used:
             lines.append(f"gh_{g} = GH[b, {col}] + BIAS_HH[{col}]")
     for s in layout.states:
@@ -139,13 +301,16 @@ def _forward_step(layout: _Layout):
     lines += [f"{_array(s)}[b, j] = {s}" for s in layout.states]
     lines += [f"SAVED[b, {_column(k)}] = {name}" for k, name in enumerate(layout.saved)]
 
-    args = (["GX", "GH", "BIAS_HH"] + [f"{_array(s)}_PREV" for s in layout.states]
+    args = (["GX", "GH", "BIAS_IH", "BIAS_HH"] + [f"{_array(s)}_PREV" for s in layout.states]
             + [_array(p) for p in layout.params] + [_array(s) for s in layout.states] + ["SAVED"])
     first = _array(layout.states[0])
     return (
-        f"@numba.njit(cache=True, nogil=True)\n"
+        f"@numba.njit({STEP_OPTIONS})\n"
         f"def forward_step({', '.join(args)}):\n"
-        f'    """One step, element-wise: new states and the values backward needs (SAVED)."""\n'
+        f'    """One step, element-wise: new states and the values backward needs (SAVED).\n\n'
+        f"    GX, GH: [batch, G·hidden] products x_t W_ihᵀ and h_(t−1) W_hhᵀ, without biases.\n"
+        f'    """\n'
+        f"    real = GX.dtype.type  # numbers in the arrays' precision\n"
         f"    batch, hidden = {first}.shape\n"
         f"    for b in range(batch):\n"
         f"        for j in range(hidden):\n"
@@ -172,12 +337,13 @@ def _backward_step(layout: _Layout):
             + outputs + [f"D_{_array(s)}_PREV" for s in layout.states]
             + [f"D_{_array(p)}" for p in layout.params])
     return (
-        f"@numba.njit(cache=True, nogil=True)\n"
+        f"@numba.njit({STEP_OPTIONS})\n"
         f"def backward_step({', '.join(args)}):\n"
         f'    """One step back: gradients of the pre-activations and of the previous states.\n\n'
         f"    D_OUT is the gradient of this step's output, D_<state> that of each new\n"
         f"    state from later steps; parameter gradients are accumulated (+=).\n"
         f'    """\n'
+        f"    real = SAVED.dtype.type  # numbers in the arrays' precision\n"
         f"    batch, hidden = D_OUT.shape\n"
         f"    for b in range(batch):\n"
         f"        for j in range(hidden):\n"
@@ -190,73 +356,110 @@ def _sequence_functions(layout: _Layout):
     states = [_array(s) for s in layout.states]
     params = [_array(p) for p in layout.params]
     out = _array(spec.output)
-    at = lambda names, index: ", ".join(f"{n}[{index}]" for n in names)  # noqa: E731
 
-    step_args = (["GX[t]", "GH", "BIAS_HH"] + [f"{n}[t]" for n in states] + params
-                 + [f"{n}[t + 1]" for n in states] + ["SAVED[t]"])
-    hold = "".join(f"                {n}[t + 1, b] = {n}[t, b]\n" for n in states)
-    forward = (
-        "@numba.njit(cache=True, nogil=True)\n"
-        f"def forward_sequence(GX, W_HH_T, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS):\n"
-        '    """Run forward_step over time.\n\n'
-        "    GX: [T, B, G·hidden] input projections x_t W_ihᵀ + b_ih.\n"
-        f"    {', '.join(states)}: [T + 1, B, hidden] state histories; index 0 holds the\n"
-        "    initial state, t + 1 the state after step t (filled here).\n"
-        "    SAVED: [T, B, S·hidden]. LENGTHS: [B]; past its length a row keeps its state.\n"
+    # -- forward -------------------------------------------------------------------------
+    slots = "".join(f"        prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]\n"
+                    for s, n in zip(layout.states, states))
+    step_args = (["GX[t, lo:hi]", "GH", "BIAS_IH", "BIAS_HH"]
+                 + [f"{n}[prev_{s}, lo:hi]" for s, n in zip(layout.states, states)] + params
+                 + [f"{n}[next_{s}, lo:hi]" for s, n in zip(layout.states, states)]
+                 + ["SAVED[t % SAVED.shape[0], lo:hi]"])
+    hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
+                   for s, n in zip(layout.states, states))
+    forward_args = f"GX, W_HH_T, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS"
+    forward_rows = (
+        f"@numba.njit({KERNEL_OPTIONS})\n"
+        f"def forward_rows({forward_args}, lo, hi):\n"
+        '    """Run forward_step over time for the batch rows lo:hi.\n\n'
+        "    GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).\n"
+        f"    {', '.join(states)}: [slots, B, hidden] state histories used as rings: slot 0 holds\n"
+        "    the initial state and slot (t + 1) % slots the state after step t. With T + 1\n"
+        "    slots the whole history is kept; inference passes 2 for the states it drops.\n"
+        "    SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.\n"
+        "    LENGTHS: [B]; past its length a row keeps its state.\n"
         '    """\n'
-        "    steps, batch = GX.shape[0], GX.shape[1]\n"
-        "    GH = np.empty((batch, GX.shape[2]), GX.dtype)\n"
+        "    steps = GX.shape[0]\n"
+        "    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)\n"
         "    for t in range(steps):\n"
-        f"        np.dot({out}[t], W_HH_T, GH)\n"
+        + slots
+        + f"        np.dot({out}[prev_{spec.output}, lo:hi], W_HH_T, GH)\n"
         f"        forward_step({', '.join(step_args)})\n"
-        "        for b in range(batch):\n"
+        "        for b in range(lo, hi):\n"
         "            if t >= LENGTHS[b]:\n"
         + hold
     )
+    forward_sequence = (
+        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
+        f"def forward_sequence({forward_args}, CHUNKS):\n"
+        '    """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""\n'
+        "    batch = GX.shape[1]\n"
+        "    for chunk in numba.prange(CHUNKS):\n"
+        f"        forward_rows({forward_args}, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)\n"
+    )
 
+    # -- backward ------------------------------------------------------------------------
     d_states = [f"D_{n}" for n in states]
     d_prev = [f"D_{n}_PREV" for n in states]
     d_params = [f"D_{n}" for n in params]
     d_gh = "D_GX" if layout.summed else "D_GH"
-    grads = ["D_GX[t]"] + ([] if layout.summed else ["D_GH[t]"])
-    back_args = (["SAVED[t]"] + [f"{_array(s)}[t]" for s in layout.backward_prev] + params
-                 + ["D_OUT[t]"] + d_states + grads + d_prev + d_params)
-    stash = "".join(f"                    HELD_{n}[b, j] = {n}[b, j]\n"
-                    f"                    {n}[b, j] = 0.0\n" for n in d_states)
+    gradient_arrays = ["D_GX"] + ([] if layout.summed else ["D_GH"])
+    back_args = (["SAVED[t, lo:hi]"] + [f"{_array(s)}[t, lo:hi]" for s in layout.backward_prev]
+                 + params + ["D_OUT[t, lo:hi]"] + [f"{n}[lo:hi]" for n in d_states]
+                 + [f"{g}[t, lo:hi]" for g in gradient_arrays] + d_prev + d_params)
+    stash = "".join(f"                    HELD_{n}[b - lo, j] = {n}[b, j]\n"
+                    f"                    {n}[b, j] = 0\n" for n in d_states)
     carry = "".join(
-        f"                {n}[b, j] = {p}[b, j]{' + RECURRENT[b, j]' if n == f'D_{out}' else ''}\n"
+        f"                {n}[b, j] = {p}[b - lo, j]"
+        f"{' + RECURRENT[b - lo, j]' if n == f'D_{out}' else ''}\n"
         for n, p in zip(d_states, d_prev))
-    release = "".join(f"                    {n}[b, j] = HELD_{n}[b, j]\n" for n in d_states)
-    backward = (
-        "@numba.njit(cache=True, nogil=True)\n"
-        f"def backward_sequence(D_OUT, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, "
-        f"{', '.join(d_states)}, {', '.join(['D_GX'] + ([] if layout.summed else ['D_GH']) + d_params)}):\n"
-        '    """Backpropagation through time over backward_step.\n\n'
+    release = "".join(f"                    {n}[b, j] = HELD_{n}[b - lo, j]\n" for n in d_states)
+    backward_args = (f"D_OUT, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, "
+                     f"{', '.join(d_states + gradient_arrays + d_params)}")
+    backward_rows = (
+        f"@numba.njit({KERNEL_OPTIONS})\n"
+        f"def backward_rows({backward_args}, lo, hi):\n"
+        '    """Backpropagation through time over backward_step, for the batch rows lo:hi.\n\n'
         "    D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).\n"
         f"    {', '.join(d_states)}: [B, hidden]: on entry the gradient of the final states,\n"
         "    on return that of the initial states.\n"
-        f"    {'D_GX' if layout.summed else 'D_GX, D_GH'}: [T, B, G·hidden], filled with the gradient of the\n"
+        f"    {' and '.join(gradient_arrays)}: [T, B, G·hidden], filled with the gradient of the\n"
         "    pre-activations; parameter gradients are accumulated.\n"
         '    """\n'
-        "    steps, batch, hidden = D_OUT.shape\n"
-        + "".join(f"    {p} = np.empty_like({n})\n    HELD_{n} = np.empty_like({n})\n"
+        "    steps, hidden = D_OUT.shape[0], D_OUT.shape[2]\n"
+        + "".join(f"    {p} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
+                  f"    HELD_{n} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
                   for n, p in zip(d_states, d_prev))
-        + "    RECURRENT = np.empty_like(D_OUT[0])\n"
+        + "    RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
         "    for t in range(steps - 1, -1, -1):\n"
-        "        for b in range(batch):\n"
+        "        for b in range(lo, hi):\n"
         "            if t >= LENGTHS[b]:  # finished row: its gradient passes through this step\n"
         "                for j in range(hidden):\n"
         + stash
         + f"        backward_step({', '.join(back_args)})\n"
-        f"        np.dot({d_gh}[t], W_HH, RECURRENT)\n"
-        "        for b in range(batch):\n"
+        f"        np.dot({d_gh}[t, lo:hi], W_HH, RECURRENT)\n"
+        "        for b in range(lo, hi):\n"
         "            for j in range(hidden):\n"
         + carry
         + "            if t >= LENGTHS[b]:\n"
         "                for j in range(hidden):\n"
         + release
     )
-    return forward, backward
+    # Element-wise parameter gradients are sums over rows: each block of rows sums into
+    # its own row of PARTIAL_<name>, and the blocks are added at the end.
+    partial_args = (f"D_OUT, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, "
+                    f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[chunk]' for n in d_params])}")
+    backward_sequence = (
+        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
+        f"def backward_sequence({backward_args}, CHUNKS):\n"
+        '    """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""\n'
+        "    batch = D_OUT.shape[1]\n"
+        + "".join(f"    PARTIAL_{n} = np.zeros((CHUNKS, {n}.shape[0]), {n}.dtype)\n" for n in d_params)
+        + "    for chunk in numba.prange(CHUNKS):\n"
+        f"        backward_rows({partial_args}, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)\n"
+        + ("    for chunk in range(CHUNKS):\n" if d_params else "")
+        + "".join(f"        {n} += PARTIAL_{n}[chunk]\n" for n in d_params)
+    )
+    return forward_rows, forward_sequence, backward_rows, backward_sequence
 
 
 def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> str:
@@ -264,7 +467,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
     derivation = cell if isinstance(cell, Derivation) else derive(cell)
     layout = _Layout(derivation)
     spec = layout.spec
-    forward_sequence, backward_sequence = _sequence_functions(layout)
+    forward_rows, forward_sequence, backward_rows, backward_sequence = _sequence_functions(layout)
     if header is None:
         header = (f"# Generated by lstmkit.codegen from the cell spec {spec.name!r}. Do not edit.\n"
                   f"# Regenerate with: {REGENERATE_COMMAND}\n")
@@ -287,15 +490,25 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         "Forward equations, with the values the forward pass saves named:\n\n"
         f"{equations.replace('#   ', '    ')}\n\n"
         "Gradients (δs = gradient of the new state s), before common subexpressions:\n\n"
-        f"{gradients.replace('#   ', '    ')}\n"
+        f"{gradients.replace('#   ', '    ')}\n\n"
+        "Compiled with error_model=\"numpy\" and the \"contract\" fast-math flag alone; the\n"
+        "docstring of lstmkit.codegen says why.\n"
         '"""\n'
         "import math\n\n"
         "import numba\n"
-        "import numpy as np\n\n"
+        "import numpy as np\n"
+        "from llvmlite import ir\n"
+        "from numba import types\n"
+        "from numba.core.compiler import CompilerBase, DefaultPassBuilder\n"
+        "from numba.extending import intrinsic, overload\n\n"
         f"{constants}\n\n"
+        f"{ACTIVATIONS}\n\n"
+        f"{NO_OVERLAP}\n\n"
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"
+        f"{forward_rows}\n\n"
         f"{forward_sequence}\n\n"
+        f"{backward_rows}\n\n"
         f"{backward_sequence}"
     )
 

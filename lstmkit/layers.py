@@ -9,11 +9,11 @@ takes the gradient of the outputs and fills ``layer.grads``.
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
-from . import codegen, driver
-from .cells import get_cell, gru_spec, lstm_spec, rnn_spec
-from .symbolic import CellSpec
+from . import driver
 
 __all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM"]
 
@@ -41,9 +41,19 @@ class RecurrentLayer:
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None):
-        spec = get_cell(cell) if isinstance(cell, str) else cell
-        if not isinstance(spec, CellSpec):
-            raise TypeError(f"cell must be a CellSpec or a built-in cell name, got {type(cell).__name__}")
+        # A built-in cell by name needs only its generated kernels, not SymPy: importing
+        # SymPy is a large part of `import lstmkit`, so the spec is built when asked for.
+        if isinstance(cell, str):
+            kernels, spec = _builtin_kernels(cell), None
+        else:
+            from .symbolic import CellSpec
+
+            if not isinstance(cell, CellSpec):
+                raise TypeError(f"cell must be a CellSpec or a built-in cell name, got {type(cell).__name__}")
+            from . import codegen
+
+            spec = cell.validate()
+            kernels = codegen.load_kernels(spec)
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -53,8 +63,8 @@ class RecurrentLayer:
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        self.cell = spec.validate()
-        self.kernels = codegen.load_kernels(spec)
+        self._cell = spec
+        self.kernels = kernels
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
@@ -66,6 +76,15 @@ class RecurrentLayer:
         self.params = self._init_params(np.random.default_rng(seed))
         self.grads = {}
         self._tape = None
+
+    @property
+    def cell(self):
+        """The layer's :class:`~lstmkit.symbolic.CellSpec`."""
+        if self._cell is None:
+            from .cells import get_cell
+
+            self._cell = get_cell(self.kernels.CELL)
+        return self._cell
 
     # -- parameters -------------------------------------------------------------
     def _suffixes(self):
@@ -175,7 +194,13 @@ class RecurrentLayer:
     def __call__(self, x, state=None, lengths=None):
         return self.forward(x, state, lengths)
 
-    def forward(self, x, state=None, lengths=None):
+    def forward(self, x, state=None, lengths=None, *, inference=False):
+        """Run the layer over ``x``; see the class docstring.
+
+        ``inference=True`` keeps nothing for backward (no saved gate values, no
+        state histories beyond two steps), so it is faster and lighter, and
+        ``backward`` cannot follow it.
+        """
         x, unbatched = self._check_input(x)
         steps, batch = x.shape[0], x.shape[1]
         lengths = self._check_lengths(lengths, steps, batch)
@@ -184,7 +209,6 @@ class RecurrentLayer:
         tapes = []
         finals = [np.empty((self.num_layers * self.num_directions, batch, self.hidden_size), self.dtype)
                   for _ in self.kernels.STATES]
-        out_index = self.kernels.STATES.index(self.kernels.OUTPUT)
         layer_input = x
         for layer in range(self.num_layers):
             outputs = []
@@ -192,23 +216,22 @@ class RecurrentLayer:
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
-                histories, tape = driver.sequence_forward(
+                output, final_states, tape = driver.sequence_forward(
                     self.kernels, source, self.params[f"weight_ih{suffix}"],
                     self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
                     self.params.get(f"bias_hh{suffix}"),
                     [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
-                    [s[slot] for s in initial], lengths)
+                    [s[slot] for s in initial], lengths, keep=not inference)
                 tapes.append(tape)
-                for final, history in zip(finals, histories):
-                    final[slot] = history[steps]
-                output = histories[out_index][1:]
+                for final, final_state in zip(finals, final_states):
+                    final[slot] = final_state
                 output = output if direction == 0 else _reverse_rows(output, lengths)
                 outputs.append(output)
             layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
         y = np.array(layer_input, copy=True) if layer_input is outputs[0] else layer_input
         if lengths is not None and steps:
             y[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
-        self._tape = (tapes, lengths if lengths is not None else None, unbatched, x.shape)
+        self._tape = None if inference else (tapes, lengths, unbatched, x.shape)
         return self._format_output(y, unbatched), self._format_state(finals, unbatched)
 
     # -- backward ---------------------------------------------------------------
@@ -220,7 +243,7 @@ class RecurrentLayer:
         omitted. Returns ``(dx, d_initial_state)`` and fills ``self.grads``.
         """
         if self._tape is None:
-            raise RuntimeError("call forward before backward")
+            raise RuntimeError("call forward before backward (forward with inference=True keeps nothing for it)")
         tapes, lengths, unbatched, x_shape = self._tape
         if tapes and tapes[0].used:
             raise RuntimeError("backward was already run for this forward pass; call forward again")
@@ -336,7 +359,15 @@ class RecurrentLayer:
         extra += ", batch_first=True" if self.batch_first else ""
         extra += ", bias=False" if not self.bias else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
-                f"cell={self.cell.name!r}, dtype={self.dtype})")
+                f"cell={self.kernels.CELL!r}, dtype={self.dtype})")
+
+
+def _builtin_kernels(name):
+    from .kernels import BUILTIN
+
+    if name not in BUILTIN:
+        raise ValueError(f"no built-in cell {name!r}; choose one of {sorted(BUILTIN)}")
+    return importlib.import_module(f"lstmkit.kernels.{name}")
 
 
 def _reverse_rows(array, lengths):
@@ -354,7 +385,9 @@ class RNN(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, **kwargs):
-        super().__init__(rnn_spec(nonlinearity), input_size, hidden_size, num_layers, bias,
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, **kwargs)
         self.nonlinearity = nonlinearity
 
@@ -364,7 +397,7 @@ class LSTM(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, **kwargs):
-        super().__init__(lstm_spec(), input_size, hidden_size, num_layers, bias, batch_first,
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, **kwargs)
 
 
@@ -373,7 +406,7 @@ class GRU(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, **kwargs):
-        super().__init__(gru_spec(), input_size, hidden_size, num_layers, bias, batch_first,
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, **kwargs)
 
 
@@ -385,7 +418,7 @@ class PeepholeLSTM(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, **kwargs):
-        super().__init__(get_cell("peephole_lstm"), input_size, hidden_size, num_layers, bias,
+        super().__init__("peephole_lstm", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, **kwargs)
 
 
@@ -394,5 +427,5 @@ class CoupledLSTM(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, **kwargs):
-        super().__init__(get_cell("coupled_lstm"), input_size, hidden_size, num_layers, bias,
+        super().__init__("coupled_lstm", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, **kwargs)

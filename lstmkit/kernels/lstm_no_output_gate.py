@@ -19,11 +19,18 @@ Gradients (δs = gradient of the new state s), before common subexpressions:
     d_g_g = d_c*input_gate*(1 - candidate**2) + d_h*input_gate*(1 - candidate**2)*(1 - tanh_cell**2)
     d_h_prev = 0
     d_c_prev = d_c*forget_gate + d_h*forget_gate*(1 - tanh_cell**2)
+
+Compiled with error_model="numpy" and the "contract" fast-math flag alone; the
+docstring of lstmkit.codegen says why.
 """
 import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.extending import intrinsic, overload
 
 CELL = 'lstm_no_output_gate'
 GATES = ('i', 'f', 'g')
@@ -36,24 +43,150 @@ SUMMED_BLOCKS = True  # True: d/dgx == d/dgh for every block, one gradient array
 SPEC_KEY = '92bf926c7c27d626'
 
 
-@numba.njit(cache=True, nogil=True)
-def forward_step(GX, GH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
-    """One step, element-wise: new states and the values backward needs (SAVED)."""
+# -- Activations ---------------------------------------------------------------------
+# math.exp and math.tanh are calls into the C library, one element at a time. These
+# are arithmetic alone, so LLVM vectorizes the step loops (16 float32 or 8 float64
+# lanes with AVX-512), and each is compiled for the precision of its argument.
+# They are accurate to a few units in the last place. Saturated inputs give exactly
+# 0 or ±1, so gradients stay finite; NaN stays NaN.
+
+
+@intrinsic
+def _power_of_two(typingctx, k):
+    """2**k for a float k that holds an integer, built from the exponent bits."""
+    if not isinstance(k, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = signature.args[0].bitwidth
+        integer = ir.IntType(bits)
+        real = args[0].type
+        # saturating conversion: defined (0) for NaN, whose result is NaN anyway
+        convert = builder.module.declare_intrinsic("llvm.fptosi.sat", [integer, real],
+                                                   ir.FunctionType(integer, [real]))
+        exponent = builder.add(builder.call(convert, args), ir.Constant(integer, BIAS[bits]))
+        return builder.bitcast(builder.shl(exponent, ir.Constant(integer, MANTISSA[bits])), real)
+
+    return k(k), codegen
+
+
+MANTISSA = {32: 23, 64: 52}           # fraction bits of IEEE single and double
+BIAS = {32: 127, 64: 1023}            # exponent bias
+LN2_PARTS = {32: (6.9314575195e-01, 1.4286067653e-06),   # ln 2 = high + low, high with
+             64: (6.93147180369123816490e-01,           # trailing zero bits so that
+                  1.90821492927058770002e-10)}           # k·high is exact (fdlibm)
+SATURATION = {32: 80.0, 64: 700.0}    # |x| beyond which e**x would leave the normal range
+
+
+def expm1(x):
+    """e**x − 1. Kernels compile the overload below; this body is for Python callers."""
+    return math.expm1(x)
+
+
+@overload(expm1, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _expm1(x):
+    if not isinstance(x, types.Float):
+        return None
+    real = np.float32 if x.bitwidth == 32 else np.float64
+    # x = k·ln 2 + r with |r| ≤ ln(2)/2, and e**x − 1 = 2**k·(e**r − 1) + (2**k − 1).
+    # e**r − 1 = r·(1 + r/2! + r²/3! + ...): as many Taylor terms as the precision needs.
+    epsilon, r_max = float(np.finfo(real).eps), math.log(2) / 2
+    terms = 1
+    while r_max ** terms / math.factorial(terms + 1) >= epsilon / 2:
+        terms += 1
+    taylor = tuple(real(1 / math.factorial(k)) for k in range(terms, 0, -1))  # 1/n!, ..., 1/1!
+    log2_e, half, one = real(1 / math.log(2)), real(0.5), real(1)
+    ln2_high, ln2_low = (real(part) for part in LN2_PARTS[x.bitwidth])
+
+    def expm1_impl(x):
+        k = np.floor(x * log2_e + half)
+        r = (x - k * ln2_high) - k * ln2_low
+        series = taylor[0]
+        for coefficient in taylor[1:]:
+            series = series * r + coefficient
+        series = series * r
+        scale = _power_of_two(k)
+        return scale * series + (scale - one)
+
+    return expm1_impl
+
+
+def sigmoid(x):
+    """σ(x) = 1 / (1 + e**−x). Kernels compile the overload below."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@overload(sigmoid, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _sigmoid(x):
+    if not isinstance(x, types.Float):
+        return None
+    real = np.float32 if x.bitwidth == 32 else np.float64
+    limit, one, two = real(SATURATION[x.bitwidth]), real(1), real(2)
+
+    def sigmoid_impl(x):
+        x = limit if x > limit else x     # σ is 0 or 1 to the last bit long before
+        x = -limit if x < -limit else x
+        return one / (two + expm1(-x))   # 1 / (1 + e**−x)
+
+    return sigmoid_impl
+
+
+def tanh(x):
+    """tanh(x). Kernels compile the overload below."""
+    return math.tanh(x)
+
+
+@overload(tanh, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _tanh(x):
+    if not isinstance(x, types.Float):
+        return None
+    real = np.float32 if x.bitwidth == 32 else np.float64
+    limit, two = real(20), real(2)
+
+    def tanh_impl(x):
+        x = limit if x > limit else x     # tanh(20) is 1 to the last bit
+        x = -limit if x < -limit else x
+        e = expm1(two * x)               # (e**2x − 1) / (e**2x + 1), exact near 0
+        return e / (e + two)
+
+    return tanh_impl
+
+
+class NoOverlapCompiler(CompilerBase):
+    """Numba's nopython pipeline, telling LLVM that no two array arguments overlap.
+
+    A step kernel touches many arrays; without this LLVM would have to check at run
+    time that none of them overlap, gives up ("too many memory checks") and leaves
+    the loop scalar. The sequence functions never pass overlapping arrays.
+    """
+
+    def define_pipelines(self):
+        self.state.flags.noalias = True
+        return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
+def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
+    """One step, element-wise: new states and the values backward needs (SAVED).
+
+    GX, GH: [batch, G·hidden] products x_t W_ihᵀ and h_(t−1) W_hhᵀ, without biases.
+    """
+    real = GX.dtype.type  # numbers in the arrays' precision
     batch, hidden = H.shape
     for b in range(batch):
         for j in range(hidden):
-            gx_i = GX[b, j]
+            gx_i = GX[b, j] + BIAS_IH[j]
             gh_i = GH[b, j] + BIAS_HH[j]
-            gx_f = GX[b, hidden + j]
+            gx_f = GX[b, hidden + j] + BIAS_IH[hidden + j]
             gh_f = GH[b, hidden + j] + BIAS_HH[hidden + j]
-            gx_g = GX[b, 2 * hidden + j]
+            gx_g = GX[b, 2 * hidden + j] + BIAS_IH[2 * hidden + j]
             gh_g = GH[b, 2 * hidden + j] + BIAS_HH[2 * hidden + j]
             c_prev = C_PREV[b, j]
-            forget_gate = 1.0 / (1.0 + math.exp(-(gh_f + gx_f)))
-            input_gate = 1.0 / (1.0 + math.exp(-(gh_i + gx_i)))
-            candidate = math.tanh(gh_g + gx_g)
+            forget_gate = sigmoid(gh_f + gx_f)
+            input_gate = sigmoid(gh_i + gx_i)
+            candidate = tanh(gh_g + gx_g)
             cell = c_prev*forget_gate + candidate*input_gate
-            tanh_cell = math.tanh(cell)
+            tanh_cell = tanh(cell)
             h = tanh_cell
             c = cell
             H[b, j] = h
@@ -64,13 +197,14 @@ def forward_step(GX, GH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
             SAVED[b, 3 * hidden + j] = tanh_cell
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
     """One step back: gradients of the pre-activations and of the previous states.
 
     D_OUT is the gradient of this step's output, D_<state> that of each new
     state from later steps; parameter gradients are accumulated (+=).
     """
+    real = SAVED.dtype.type  # numbers in the arrays' precision
     batch, hidden = D_OUT.shape
     for b in range(batch):
         for j in range(hidden):
@@ -81,39 +215,51 @@ def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
             c_prev = C_PREV[b, j]
             d_h = D_OUT[b, j] + D_H[b, j]
             d_c = D_C[b, j]
-            tmp0 = d_c - d_h*(tanh_cell * tanh_cell - 1.0)
+            tmp0 = d_c - d_h*(tanh_cell * tanh_cell - real(1))
             tmp1 = -tmp0
             tmp2 = input_gate*tmp1
-            D_GX[b, j] = candidate*tmp2*(input_gate - 1.0)
-            D_GX[b, hidden + j] = c_prev*forget_gate*tmp1*(forget_gate - 1.0)
-            D_GX[b, 2 * hidden + j] = tmp2*(candidate * candidate - 1.0)
-            D_H_PREV[b, j] = 0.0
+            D_GX[b, j] = candidate*tmp2*(input_gate - real(1))
+            D_GX[b, hidden + j] = c_prev*forget_gate*tmp1*(forget_gate - real(1))
+            D_GX[b, 2 * hidden + j] = tmp2*(candidate * candidate - real(1))
+            D_H_PREV[b, j] = real(0)
             D_C_PREV[b, j] = forget_gate*tmp0
 
 
-@numba.njit(cache=True, nogil=True)
-def forward_sequence(GX, W_HH_T, BIAS_HH, H, C, SAVED, LENGTHS):
-    """Run forward_step over time.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
+    """Run forward_step over time for the batch rows lo:hi.
 
-    GX: [T, B, G·hidden] input projections x_t W_ihᵀ + b_ih.
-    H, C: [T + 1, B, hidden] state histories; index 0 holds the
-    initial state, t + 1 the state after step t (filled here).
-    SAVED: [T, B, S·hidden]. LENGTHS: [B]; past its length a row keeps its state.
+    GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).
+    H, C: [slots, B, hidden] state histories used as rings: slot 0 holds
+    the initial state and slot (t + 1) % slots the state after step t. With T + 1
+    slots the whole history is kept; inference passes 2 for the states it drops.
+    SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.
+    LENGTHS: [B]; past its length a row keeps its state.
     """
-    steps, batch = GX.shape[0], GX.shape[1]
-    GH = np.empty((batch, GX.shape[2]), GX.dtype)
+    steps = GX.shape[0]
+    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)
     for t in range(steps):
-        np.dot(H[t], W_HH_T, GH)
-        forward_step(GX[t], GH, BIAS_HH, H[t], C[t], H[t + 1], C[t + 1], SAVED[t])
-        for b in range(batch):
+        prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
+        prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
+        np.dot(H[prev_h, lo:hi], W_HH_T, GH)
+        forward_step(GX[t, lo:hi], GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
+        for b in range(lo, hi):
             if t >= LENGTHS[b]:
-                H[t + 1, b] = H[t, b]
-                C[t + 1, b] = C[t, b]
+                H[next_h, b] = H[prev_h, b]
+                C[next_c, b] = C[prev_c, b]
 
 
-@numba.njit(cache=True, nogil=True)
-def backward_sequence(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX):
-    """Backpropagation through time over backward_step.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+def forward_sequence(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS):
+    """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
+    batch = GX.shape[1]
+    for chunk in numba.prange(CHUNKS):
+        forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def backward_rows(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
+    """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
     D_H, D_C: [B, hidden]: on entry the gradient of the final states,
@@ -121,27 +267,35 @@ def backward_sequence(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX):
     D_GX: [T, B, G·hidden], filled with the gradient of the
     pre-activations; parameter gradients are accumulated.
     """
-    steps, batch, hidden = D_OUT.shape
-    D_H_PREV = np.empty_like(D_H)
-    HELD_D_H = np.empty_like(D_H)
-    D_C_PREV = np.empty_like(D_C)
-    HELD_D_C = np.empty_like(D_C)
-    RECURRENT = np.empty_like(D_OUT[0])
+    steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
+    D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
+    HELD_D_H = np.empty((hi - lo, hidden), D_OUT.dtype)
+    D_C_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
+    HELD_D_C = np.empty((hi - lo, hidden), D_OUT.dtype)
+    RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)
     for t in range(steps - 1, -1, -1):
-        for b in range(batch):
+        for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
                 for j in range(hidden):
-                    HELD_D_H[b, j] = D_H[b, j]
-                    D_H[b, j] = 0.0
-                    HELD_D_C[b, j] = D_C[b, j]
-                    D_C[b, j] = 0.0
-        backward_step(SAVED[t], C[t], D_OUT[t], D_H, D_C, D_GX[t], D_H_PREV, D_C_PREV)
-        np.dot(D_GX[t], W_HH, RECURRENT)
-        for b in range(batch):
+                    HELD_D_H[b - lo, j] = D_H[b, j]
+                    D_H[b, j] = 0
+                    HELD_D_C[b - lo, j] = D_C[b, j]
+                    D_C[b, j] = 0
+        backward_step(SAVED[t, lo:hi], C[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_H_PREV, D_C_PREV)
+        np.dot(D_GX[t, lo:hi], W_HH, RECURRENT)
+        for b in range(lo, hi):
             for j in range(hidden):
-                D_H[b, j] = D_H_PREV[b, j] + RECURRENT[b, j]
-                D_C[b, j] = D_C_PREV[b, j]
+                D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
+                D_C[b, j] = D_C_PREV[b - lo, j]
             if t >= LENGTHS[b]:
                 for j in range(hidden):
-                    D_H[b, j] = HELD_D_H[b, j]
-                    D_C[b, j] = HELD_D_C[b, j]
+                    D_H[b, j] = HELD_D_H[b - lo, j]
+                    D_C[b, j] = HELD_D_C[b - lo, j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+def backward_sequence(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, CHUNKS):
+    """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
+    batch = D_OUT.shape[1]
+    for chunk in numba.prange(CHUNKS):
+        backward_rows(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)

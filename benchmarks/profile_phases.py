@@ -1,0 +1,154 @@
+"""Where lstmkit's time goes: one forward+backward split into its phases.
+
+    python benchmarks/profile_phases.py                      # LSTM, float32, (50, 128, 512, 512)
+    python benchmarks/profile_phases.py --cell gru --dtype float64 --size 100 32 32 128
+
+Each phase is timed on its own, on the same arrays the driver uses, with the
+same threads (2): the whole-sequence GEMMs, the bias sums, the loop over time
+(threaded blocks of rows when the driver would use them), and inside that
+loop, measured on one thread over the whole batch, the recurrent products
+``h W_hhᵀ`` / ``dg W_hh`` against the generated step kernels. "layer
+overhead" is the layer's total minus the phases: input checks, allocations,
+copies and Python.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_name, "2")
+
+import numba  # noqa: E402
+
+import lstmkit  # noqa: E402
+from lstmkit import driver  # noqa: E402
+
+
+def _median_seconds(function, repeats):
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+@numba.njit
+def _recurrent_products(histories, weight, out):
+    for t in range(histories.shape[0]):
+        np.dot(histories[t], weight, out)
+
+
+def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repeats=5):
+    """Seconds of each phase of one forward+backward (medians over ``repeats``)."""
+    steps, batch, n_in, hidden = size
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    layer = lstmkit.RecurrentLayer(cell, n_in, hidden, dtype=dtype, seed=0)
+    kernels = layer.kernels
+    x = rng.standard_normal((steps, batch, n_in)).astype(dtype)
+    dy = rng.standard_normal((steps, batch, hidden)).astype(dtype)
+    w_ih, w_hh = layer.params["weight_ih_l0"], layer.params["weight_hh_l0"]
+    b_ih, b_hh = layer.params["bias_ih_l0"], layer.params["bias_hh_l0"]
+    gates = w_ih.shape[0]
+    times = {}
+
+    def forward_backward():
+        layer(x)
+        layer.backward(dy)
+
+    times["total forward"] = _median_seconds(lambda: layer(x), repeats)
+    times["total forward+backward"] = _median_seconds(forward_backward, repeats)
+
+    x_flat = x.reshape(steps * batch, n_in)
+    pre = np.empty((steps * batch, gates), dtype)
+    times["GEMM x W_ihᵀ (all steps)"] = _median_seconds(lambda: np.matmul(x_flat, w_ih.T, out=pre), repeats)
+
+    # the loop over time, as the driver runs it
+    lengths = np.full(batch, steps, np.int64)
+    initial = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
+    _, _, tape = driver.sequence_forward(kernels, x, w_ih, w_hh, b_ih, b_hh, [], initial, None)
+    blocks = driver.row_blocks(steps, batch, gates, hidden)
+    histories = tape.histories
+    saved = tape.saved
+    forward_args = (tape.pre_activations, w_hh.T, b_ih, b_hh, *histories, saved, lengths)
+    label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
+    times[label] = _median_seconds(
+        lambda: driver._run(kernels.forward_rows, kernels.forward_sequence, forward_args, batch, blocks),
+        repeats)
+    d_states = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
+    d_pre_h = [] if kernels.SUMMED_BLOCKS else [np.empty_like(tape.pre_activations)]
+    backward_args = (dy, w_hh, *histories, saved, lengths, *d_states, tape.pre_activations, *d_pre_h)
+    label = f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
+    times[label] = _median_seconds(
+        lambda: driver._run(kernels.backward_rows, kernels.backward_sequence, backward_args, batch, blocks),
+        repeats)
+
+    # inside the loop, one thread, whole batch
+    with driver._one_blas_thread():
+        output = histories[kernels.STATES.index(kernels.OUTPUT)]
+        gh = np.empty((batch, gates), dtype)
+        times["  of which recurrent GEMMs, forward (1 thread)"] = _median_seconds(
+            lambda: _recurrent_products(output[:steps], w_hh.T, gh), repeats)
+        recurrent = np.empty((batch, hidden), dtype)
+        times["  of which recurrent GEMMs, backward (1 thread)"] = _median_seconds(
+            lambda: _recurrent_products(tape.pre_activations, w_hh, recurrent), repeats)
+    state_args = [h[:steps] for h in histories]
+    next_args = [h[1:] for h in histories]
+
+    def forward_steps():
+        for t in range(steps):
+            kernels.forward_step(tape.pre_activations[t], gh, b_ih, b_hh, *(s[t] for s in state_args),
+                                 *(s[t] for s in next_args), saved[t])
+
+    times["  of which step kernels, forward (1 thread)"] = _median_seconds(forward_steps, repeats)
+    d_prev = [np.empty((batch, hidden), dtype) for _ in kernels.STATES]
+    reads = [histories[kernels.STATES.index(s)] for s in kernels.BACKWARD_READS_STATES]
+
+    def backward_steps():
+        for t in range(steps):
+            kernels.backward_step(saved[t], *(r[t] for r in reads), dy[t], *d_states,
+                                  tape.pre_activations[t], *(d[t] for d in d_pre_h), *d_prev)
+
+    times["  of which step kernels, backward (1 thread)"] = _median_seconds(backward_steps, repeats)
+
+    d_flat = tape.pre_activations.reshape(steps * batch, gates)
+    h_flat = output[:steps].reshape(steps * batch, hidden)
+    times["GEMM dW_ih = dGᵀ X"] = _median_seconds(lambda: d_flat.T @ x_flat, repeats)
+    times["GEMM dW_hh = dGᵀ H"] = _median_seconds(lambda: d_flat.T @ h_flat, repeats)
+    times["GEMM dX = dG W_ih"] = _median_seconds(lambda: d_flat @ w_ih, repeats)
+    times["bias sums"] = _median_seconds(lambda: d_flat.sum(axis=0), repeats) * (1 if kernels.SUMMED_BLOCKS else 2)
+    phases = [k for k in times if not k.startswith("total") and not k.startswith("  ")]
+    times["layer overhead (total − phases)"] = times["total forward+backward"] - sum(times[k] for k in phases)
+    return times
+
+
+def format_profile(times, cell, dtype, size):
+    total = times["total forward+backward"]
+    lines = [f"{cell} {dtype} (T, B, n, d) = {tuple(size)}: where one forward+backward spends its time",
+             f"{'phase':<52} {'ms':>9} {'% of total':>11}"]
+    for name, seconds in times.items():
+        lines.append(f"{name:<52} {seconds * 1e3:>9.2f} {100 * seconds / total:>10.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cell", default="lstm")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--size", nargs=4, type=int, default=[50, 128, 512, 512])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    times = profile_phases(args.cell, args.dtype, tuple(args.size), args.repeats)
+    print(format_profile(times, args.cell, args.dtype, args.size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
