@@ -1,7 +1,20 @@
 """The adding problem (U[0, 1] variant), T = 50, hidden 32, batch 64, Adam, at most 2,000 steps:
 the LSTM gets below test MSE 0.01, the tanh RNN stays above 0.05 (the mean predictor scores ≈ 0.167).
 Training is noisy, so each claim must hold for a majority of 3 seeds."""
+import pytest
+import scipy.linalg  # noqa: F401 (Numba's np.dot calls BLAS through SciPy: load it before the limit)
+from threadpoolctl import threadpool_limits
+
 from lstmkit.experiments import train_adding_problem
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """These matrices are small: one BLAS thread is faster than two, and on two cores the
+    idle threads of NumPy's and SciPy's BLAS would otherwise spin against each other
+    (the chapters do the same)."""
+    with threadpool_limits(1):
+        yield
 
 
 def holds_for_most_seeds(claim, seeds=(0, 1, 2)):

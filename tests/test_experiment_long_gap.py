@@ -2,8 +2,20 @@
 both the tanh RNN and the LSTM get the language right; at a long gap only the LSTM does.
 Each claim must hold for a majority of 3 seeds."""
 import numpy as np
+import pytest
+import scipy.linalg  # noqa: F401 (Numba's np.dot calls BLAS through SciPy: load it before the limit)
+from threadpoolctl import threadpool_limits
 
 from lstmkit.experiments import gate_trace, train_long_gap
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """These matrices are small: one BLAS thread is faster than two, and on two cores the
+    idle threads of NumPy's and SciPy's BLAS would otherwise spin against each other
+    (the chapters do the same)."""
+    with threadpool_limits(1):
+        yield
 
 SHORT_GAP, LONG_GAP = 5, 20
 

@@ -1,11 +1,23 @@
 """The models learn the real data the chapters use: Python's own source and a real time series."""
 import numpy as np
+import pytest
+import scipy.linalg  # noqa: F401 (Numba's np.dot calls BLAS through SciPy: load it before the limit)
+from threadpoolctl import threadpool_limits
 
 from lstmkit import tasks
 from lstmkit.models import CharLanguageModel, SequenceRegressor
 from lstmkit.nn import MSELoss, SoftmaxCrossEntropy
 from lstmkit.optim import Adam
 from lstmkit.train import fit
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """These matrices are small: one BLAS thread is faster than two, and on two cores the
+    idle threads of NumPy's and SciPy's BLAS would otherwise spin against each other
+    (the chapters do the same)."""
+    with threadpool_limits(1):
+        yield
 
 
 def test_char_model_beats_the_unigram_entropy_of_held_out_source():
