@@ -58,8 +58,6 @@ def _limit_threads(threads=THREADS, numba_threads=THREADS):
 
 
 def _lstmkit_worker():
-    import numpy as np
-
     sys.path.insert(0, str(ROOT))
     from lstmkit import tasks
     from lstmkit.models import SequenceRegressor
