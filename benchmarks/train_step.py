@@ -14,12 +14,23 @@ lstmkit: ``SequenceRegressor`` + ``MSELoss`` + ``clip_grad_norm`` + ``Adam``.
 torch: ``nn.LSTM`` + ``nn.Linear`` + ``nn.MSELoss`` + ``clip_grad_norm_`` +
 ``torch.optim.Adam`` with its defaults, ``zero_grad()`` included.
 
-Each implementation runs in its own worker process on 2 threads (BLAS, OpenMP,
-torch), so one library's idle threads never spin against the other's. The
-parent asks the workers in turn, round by round, so load from elsewhere on the
-machine falls on both alike. A round's sample is the median over ``calls``
-steps; the table shows the median over rounds. A ratio above 1 means lstmkit
-is faster.
+Each implementation runs in its own worker process, so one library's idle
+threads never spin against the other's; the parent asks the workers in turn,
+round by round, so load from elsewhere on the machine falls on both alike. A
+round's sample is the median over ``calls`` steps; the table shows the
+median over rounds. A ratio above 1 means lstmkit is faster.
+
+Three thread configurations are measured (``--configs`` picks some):
+
+* ``all-2``: BLAS, OpenMP, Numba and torch all told 2 threads;
+* ``torch-2/lstmkit-1``: torch on 2 threads (``torch.set_num_threads(2)``),
+  lstmkit on one BLAS and one Numba thread, which is faster for matrices this
+  small (NumPy's and SciPy's BLAS each keep 2 threads that spin between calls);
+* ``all-1``: everyone on one thread;
+* ``all-1/malloc``: the same, with glibc told to keep freed memory
+  (``MALLOC_TRIM_THRESHOLD_`` etc., for both workers): a training forward
+  pass allocates a few MB for backward, and by default glibc gives them back
+  to the OS and page-faults them in again on every step.
 """
 from __future__ import annotations
 
@@ -40,15 +51,13 @@ STEPS, BATCH, INPUT, HIDDEN = 50, 64, 2, 32
 PHASES = ("step", "forward+loss", "backward", "clip+adam")
 
 
-def _limit_threads(numba_threads=THREADS):
+def _limit_threads(threads=THREADS, numba_threads=THREADS):
     for variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ[variable] = str(THREADS)
+        os.environ[variable] = str(threads)
     os.environ["NUMBA_NUM_THREADS"] = str(numba_threads)
 
 
 def _lstmkit_worker():
-    import numpy as np
-
     sys.path.insert(0, str(ROOT))
     from lstmkit import tasks
     from lstmkit.models import SequenceRegressor
@@ -81,7 +90,7 @@ def _torch_worker():
     import numpy as np
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     sys.path.insert(0, str(ROOT))
     from lstmkit import tasks
 
@@ -114,12 +123,12 @@ def _torch_worker():
     return {"step": step, "phases": (forward, backward, update)}
 
 
-def _serve(name, connection, numba_threads):
-    _limit_threads(numba_threads)
+def _serve(name, connection, threads, numba_threads):
+    _limit_threads(threads, numba_threads)
     import numpy as np
 
     bench = {"lstmkit": _lstmkit_worker, "torch": _torch_worker}[name]()
-    for _ in range(20):                   # warm-up: compilation, allocator, caches
+    for _ in range(200):                  # warm-up: compilation, allocator, caches
         bench["step"]()
     connection.send("ready")
     while True:
@@ -139,28 +148,39 @@ def _serve(name, connection, numba_threads):
         connection.send({phase: float(np.median(values)) for phase, values in samples.items()})
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 20 steps")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--calls", type=int, default=None)
-    parser.add_argument("--numba-threads", type=int, default=THREADS,
-                        help="threads Numba may use for lstmkit's kernels (default 2, like the others)")
-    parser.add_argument("--output", type=Path, default=RESULTS / "train_step.json")
-    args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 9)
-    calls = args.calls or (20 if args.quick else 50)
+# name: (torch threads, lstmkit's BLAS threads, lstmkit's Numba threads, glibc malloc tuned)
+CONFIGS = {
+    "all-2": (2, 2, 2, False),              # every library told 2 threads
+    "torch-2/lstmkit-1": (2, 1, 1, False),  # torch as the issue asks (2); lstmkit on one thread
+    "all-1": (1, 1, 1, False),              # everyone on one thread
+    "all-1/malloc": (1, 1, 1, True),        # the same, glibc told to keep freed memory
+}
+# glibc returns large freed blocks to the OS and page-faults them back on the next
+# allocation; these keep them in the heap (set for both workers alike)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20),
+              "MALLOC_TOP_PAD_": str(64 << 20)}
 
-    _limit_threads()
+
+def measure(config, rounds, calls):
+    """Both workers under one thread configuration; returns {name: {phase: median seconds}}, rounds."""
     import numpy as np
 
+    torch_threads, blas_threads, numba_threads, malloc_tuned = CONFIGS[config]
     context = multiprocessing.get_context("spawn")
     workers = {}
-    for name in ("lstmkit", "torch"):
-        parent, child = context.Pipe()
-        process = context.Process(target=_serve, args=(name, child, args.numba_threads), daemon=True)
-        process.start()
-        workers[name] = (process, parent)
+    saved_environment = dict(os.environ)
+    if malloc_tuned:
+        os.environ.update(MALLOC_ENV)      # read by glibc when the worker starts
+    try:
+        for name in ("lstmkit", "torch"):
+            parent, child = context.Pipe()
+            threads = blas_threads if name == "lstmkit" else torch_threads
+            process = context.Process(target=_serve, args=(name, child, threads, numba_threads), daemon=True)
+            process.start()
+            workers[name] = (process, parent)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environment)
     for name, (_, connection) in workers.items():
         if connection.recv() != "ready":
             raise RuntimeError(f"the {name} worker failed to start")
@@ -174,29 +194,51 @@ def main(argv=None):
         for process, connection in workers.values():
             connection.send(None)
             process.join(timeout=10)
-
     medians = {name: {phase: float(np.median([r[phase] for r in data])) for phase in PHASES}
                for name, data in rounds_data.items()}
-    ratio = medians["torch"]["step"] / medians["lstmkit"]["step"]
-    print(f"adding-problem training step: LSTM input {INPUT}, hidden {HIDDEN}, T={STEPS}, batch {BATCH}, "
-          f"float32, {THREADS} threads ({args.numba_threads} for Numba); median of {rounds} rounds × {calls} steps")
-    print(f"{'phase':<14}{'lstmkit ms':>12}{'torch ms':>12}{'torch/lstmkit':>15}")
-    for phase in PHASES:
-        ours, theirs = medians["lstmkit"][phase] * 1e3, medians["torch"][phase] * 1e3
-        print(f"{phase:<14}{ours:>12.3f}{theirs:>12.3f}{theirs / ours:>15.2f}")
-    print(f"whole step: lstmkit is {ratio:.2f}× torch's speed" + (" (faster)" if ratio >= 1 else " (slower)"))
+    return medians, rounds_data
 
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 20 steps")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS),
+                        help="thread configurations to measure (default: all)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "train_step.json")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 9)
+    calls = args.calls or (20 if args.quick else 50)
+
+    _limit_threads()
     import numba
+    import numpy as np
     import torch
+
+    print(f"adding-problem training step: LSTM input {INPUT}, hidden {HIDDEN}, T={STEPS}, batch {BATCH}, "
+          f"float32; median of {rounds} rounds × {calls} steps; ratio > 1: lstmkit faster")
+    results = {}
+    for config in args.configs:
+        medians, rounds_data = measure(config, rounds, calls)
+        torch_threads, blas_threads, numba_threads, malloc_tuned = CONFIGS[config]
+        ratio = medians["torch"]["step"] / medians["lstmkit"]["step"]
+        print(f"\n[{config}] torch {torch_threads} thread(s); lstmkit {blas_threads} BLAS, "
+              f"{numba_threads} Numba thread(s)" + ("; glibc malloc keeps freed memory" if malloc_tuned else ""))
+        print(f"{'phase':<14}{'lstmkit ms':>12}{'torch ms':>12}{'torch/lstmkit':>15}")
+        for phase in PHASES:
+            ours, theirs = medians["lstmkit"][phase] * 1e3, medians["torch"][phase] * 1e3
+            print(f"{phase:<14}{ours:>12.3f}{theirs:>12.3f}{theirs / ours:>15.2f}")
+        results[config] = {"torch_threads": torch_threads, "lstmkit_blas_threads": blas_threads,
+                           "lstmkit_numba_threads": numba_threads, "malloc_tuned": malloc_tuned,
+                           "median_seconds": medians,
+                           "torch_over_lstmkit": ratio, "rounds": rounds_data}
 
     result = {
         "benchmark": "adding-problem training step (forward, MSE, backward, clip 1.0, Adam)",
         "config": {"steps": STEPS, "batch": BATCH, "input_size": INPUT, "hidden_size": HIDDEN,
-                   "dtype": "float32", "threads": THREADS, "numba_threads": args.numba_threads,
-                   "rounds": rounds, "calls_per_round": calls},
-        "median_seconds": medians,
-        "torch_over_lstmkit": ratio,
-        "rounds": rounds_data,
+                   "dtype": "float32", "rounds": rounds, "calls_per_round": calls},
+        "results": results,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
                     "python": platform.python_version(), "numpy": np.__version__,
@@ -204,7 +246,7 @@ def main(argv=None):
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    print(f"\nwrote {args.output}")
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import tasks
 from .layers import RecurrentLayer
-from .models import SequenceClassifier, SequenceRegressor, make_recurrent_layer
+from .models import SequenceClassifier, SequenceRegressor
 from .nn import MSELoss, SoftmaxCrossEntropy
 from .optim import Adam
 from .train import fit
