@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
-# Two cores: keep BLAS from spawning more threads than there are cores.
-export OPENBLAS_NUM_THREADS ?= 2
-export MKL_NUM_THREADS ?= 2
+# Two cores. Tests and notebooks multiply small matrices, where a second BLAS
+# thread costs more than it gives and spins against Numba's and torch's threads:
+# one BLAS thread there. The benchmark sets 2 threads for every pool itself.
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
@@ -51,7 +53,8 @@ check-generated: $(VENV)/.installed
 
 ## make bench: lstmkit vs NumPy vs torch CPU (OPENBLAS_CORETYPE/L2_SIZE unset for this command only)
 bench: $(VENV)/.installed
-	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/bench.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2 \
+		$(PY) benchmarks/bench.py
 
 clean:
 	rm -rf build $(VENV)

@@ -9,6 +9,9 @@ import importlib
 
 from .layers import GRU, LSTM, RNN, CoupledLSTM, PeepholeLSTM, RecurrentLayer
 
+# the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint, .tasks, .experiments
+from . import checkpoint, experiments, models, nn, optim, tasks, train
+
 __version__ = "0.1.0"
 
 # The symbolic side (SymPy) loads on first use: a layer of a built-in cell runs

@@ -116,6 +116,48 @@ class RecurrentLayer:
     def num_parameters(self):
         return sum(p.size for p in self.params.values())
 
+    def set_forget_bias(self, value=1.0):
+        """Initialise the forget gate's bias (Jozefowicz et al. 2015 recommend 1).
+
+        torch's LSTM has two biases that are summed; this sets the forget
+        block of ``bias_ih`` to ``value`` and that of ``bias_hh`` to 0 in
+        every layer and direction, so the gate starts at σ(value + W·[h, x]).
+        Raises ValueError for a cell without a forget gate (RNN, GRU, NFG).
+        """
+        if "f" not in self.kernels.GATES:
+            raise ValueError(f"cell {self.cell.name!r} has no forget gate (its gate blocks are "
+                             f"{', '.join(self.kernels.GATES)}); set_forget_bias needs an 'f' block")
+        if not self.bias:
+            raise ValueError("set_forget_bias needs a layer with biases (bias=True)")
+        value = float(value)
+        if not np.isfinite(value):
+            raise ValueError(f"forget bias must be finite, got {value}")
+        block = self.kernels.GATES.index("f")
+        forget = slice(block * self.hidden_size, (block + 1) * self.hidden_size)
+        for _, _, suffix in self._suffixes():
+            self.params[f"bias_ih{suffix}"][forget] = value
+            self.params[f"bias_hh{suffix}"][forget] = 0.0
+        return self
+
+    def gate_activations(self, layer=0, direction=0):
+        """The values the last forward pass saved for one layer and direction, by name.
+
+        Returns ``{name: [T, B, hidden_size]}`` for every name in the cell's
+        ``SAVED`` tuple (for the LSTM: forget_gate, input_gate, candidate,
+        output_gate, tanh_cell), time-major and, for the reverse direction,
+        in the reversed order that direction read the sequence. Steps past a
+        sequence's length hold values the output ignores.
+        """
+        if self._tape is None:
+            raise RuntimeError("call forward before gate_activations")
+        if not (0 <= layer < self.num_layers and 0 <= direction < self.num_directions):
+            raise ValueError(f"layer must lie in [0, {self.num_layers}) and direction in "
+                             f"[0, {self.num_directions}), got layer={layer}, direction={direction}")
+        saved = self._tape[0][layer * self.num_directions + direction].saved
+        steps, batch = saved.shape[:2]
+        blocks = saved.reshape(steps, batch, len(self.kernels.SAVED), self.hidden_size)
+        return {name: blocks[:, :, k].copy() for k, name in enumerate(self.kernels.SAVED)}
+
     def state_dict(self):
         """A copy of every parameter, keyed as in torch."""
         return {name: value.copy() for name, value in self.params.items()}

@@ -1,0 +1,139 @@
+"""Save and load a model's parameters and its optimizer's state as one ``.npz`` file.
+
+The file holds only plain arrays (``np.load(..., allow_pickle=False)`` reads
+it): ``format``, ``architecture`` (a JSON string: class, cell, readout, …),
+``model/<param name>`` and, when an optimizer is saved,
+``optimizer/class`` and ``optimizer/<entry>``. Loading checks the whole
+file against the model before it changes anything: a checkpoint of another
+architecture, or a truncated or corrupt file, raises :class:`CheckpointError`
+and leaves the model and the optimizer as they were.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "architecture_of"]
+
+FORMAT = "lstmkit-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into this model: wrong architecture, truncated or corrupt."""
+
+
+def architecture_of(model):
+    """What, besides parameter names and shapes, a checkpoint must match (a JSON-able dict)."""
+    if hasattr(model, "architecture"):
+        return model.architecture()
+    description = {"class": type(model).__name__}
+    if hasattr(model, "kernels"):               # a RecurrentLayer
+        description.update(cell=model.cell.name, cell_key=model.kernels.SPEC_KEY,
+                           bidirectional=model.bidirectional, num_layers=model.num_layers)
+    return description
+
+
+def save_checkpoint(path, model, optimizer=None, **extra):
+    """Write ``model``'s parameters (and ``optimizer``'s state) to ``path`` (.npz).
+
+    ``extra`` numbers or arrays (e.g. ``step=1200``) are stored as
+    ``extra/<name>`` and returned by :func:`load_checkpoint`. The file is
+    written beside its destination and renamed into place, so an interrupted
+    save never leaves a half-written checkpoint under ``path``.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"checkpoint path must end in .npz (np.savez would append it), got {path}")
+    arrays = {"format": np.array(FORMAT),
+              "architecture": np.array(json.dumps(architecture_of(model), sort_keys=True))}
+    arrays.update({f"model/{name}": value for name, value in model.state_dict().items()})
+    if optimizer is not None:
+        arrays["optimizer/class"] = np.array(type(optimizer).__name__)
+        arrays.update({f"optimizer/{key}": value for key, value in optimizer.state_dict().items()})
+    for name, value in extra.items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "biufU":
+            raise TypeError(f"extra {name!r}: only numbers, booleans and strings can be stored "
+                            f"without pickling, got dtype {value.dtype}")
+        arrays[f"extra/{name}"] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def _read(path):
+    """Every array in the file, read eagerly so corruption shows up here, not later."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{type(error).__name__}: {error}") from error
+
+
+def load_checkpoint(path, model, optimizer=None):
+    """Load ``path`` into ``model`` (and ``optimizer``); returns the ``extra`` values saved with it.
+
+    Raises :class:`CheckpointError` naming what differs when the file does
+    not fit; nothing is changed in that case.
+    """
+    arrays = _read(path)
+    if "format" not in arrays or str(arrays["format"]) != FORMAT:
+        raise CheckpointError(f"{path} is not an lstmkit checkpoint (expected format {FORMAT!r})")
+    try:
+        saved_architecture = json.loads(str(arrays["architecture"]))
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: the architecture record is missing or damaged") from error
+    expected_architecture = json.loads(json.dumps(architecture_of(model)))
+    if saved_architecture != expected_architecture:
+        differences = {key: (saved_architecture.get(key), expected_architecture.get(key))
+                       for key in sorted(set(saved_architecture) | set(expected_architecture))
+                       if saved_architecture.get(key) != expected_architecture.get(key)}
+        raise CheckpointError(f"{path} holds a different architecture; (saved, this model): {differences}")
+
+    parameters = {key[len("model/"):]: value for key, value in arrays.items() if key.startswith("model/")}
+    shapes = model.parameter_shapes()
+    missing = [name for name in shapes if name not in parameters]
+    unexpected = [name for name in parameters if name not in shapes]
+    wrong_shape = {name: (parameters[name].shape, shapes[name]) for name in shapes
+                   if name in parameters and parameters[name].shape != tuple(shapes[name])}
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(f"{path} does not match {model!r}: missing {missing}, unexpected {unexpected}, "
+                              f"shape (saved, expected) {wrong_shape}")
+
+    optimizer_state = None
+    if optimizer is not None:
+        if "optimizer/class" not in arrays:
+            raise CheckpointError(f"{path} holds no optimizer state")
+        saved_class = str(arrays["optimizer/class"])
+        if saved_class != type(optimizer).__name__:
+            raise CheckpointError(f"{path} holds {saved_class} state, not {type(optimizer).__name__}")
+        optimizer_state = {key[len("optimizer/"):]: value for key, value in arrays.items()
+                           if key.startswith("optimizer/") and key != "optimizer/class"}
+
+    # Both loads check everything before copying; if the optimizer's check
+    # fails after the model took its values, put the model back.
+    before = model.state_dict()
+    try:
+        model.load_state_dict(parameters)
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer_state)
+    except (KeyError, ValueError, TypeError) as error:
+        model.load_state_dict(before)
+        raise CheckpointError(f"{path} does not fit: {error}") from error
+    return {key[len("extra/"):]: (value.item() if value.ndim == 0 else value)
+            for key, value in arrays.items() if key.startswith("extra/")}

@@ -1,0 +1,264 @@
+"""Optimizers and gradient clipping, with the update rules of ``torch.optim``.
+
+An optimizer holds the model's ``params`` dict and updates its arrays in
+place; ``step(grads)`` takes the gradients by the same names (a model's
+``grads`` after ``backward``). Each rule below is written as torch's
+documentation writes it, and the tests compare every one with torch on the
+same gradients.
+
+``state_dict()`` returns plain arrays (step count, hyperparameters, moment
+buffers), so a checkpoint can store it without pickling.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adam", "Adagrad", "clip_grad_norm", "clip_grad_value", "global_norm"]
+
+
+def global_norm(grads):
+    """√(Σ over all arrays of Σ g²): the norm of every gradient taken as one vector."""
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients in place so their global norm is at most ``max_norm``.
+
+    As ``torch.nn.utils.clip_grad_norm_``: the factor is
+    ``min(1, max_norm / (norm + 1e-6))``. Returns the norm before clipping.
+    Unlike torch (which by default scales by NaN), a NaN or infinite norm
+    raises FloatingPointError: the step that produced it has diverged.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}")
+    total_norm = global_norm(grads)
+    if not math.isfinite(total_norm):
+        raise FloatingPointError(f"the gradient norm is {total_norm}; training has diverged")
+    scale = max_norm / (total_norm + 1e-6)
+    if scale < 1.0:
+        for g in grads.values():
+            g *= scale
+    return total_norm
+
+
+def clip_grad_value(grads, clip_value):
+    """Clip every gradient element to [−clip_value, clip_value] in place, as
+    ``torch.nn.utils.clip_grad_value_`` (min-char-rnn clips to ±5 this way)."""
+    if not clip_value > 0:
+        raise ValueError(f"clip_value must be positive, got {clip_value}")
+    for g in grads.values():
+        np.clip(g, -clip_value, clip_value, out=g)
+
+
+class Optimizer:
+    """Common bookkeeping: the parameter dict, the step count, checked gradients.
+
+    Subclasses list their hyperparameters in ``HYPERPARAMETERS`` and their
+    per-parameter buffers in ``BUFFERS``, and implement ``_update(name,
+    param, grad)``.
+    """
+
+    HYPERPARAMETERS: tuple = ()
+    BUFFERS: tuple = ()
+
+    def __init__(self, params):
+        if not isinstance(params, dict) or not params:
+            raise TypeError("params: expected a non-empty dict name → array (a model's .params)")
+        for name, value in params.items():
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                raise TypeError(f"params[{name!r}]: expected a float NumPy array")
+        self.params = params
+        self.step_count = 0
+        self.state = {buffer: {} for buffer in self.BUFFERS}
+
+    def step(self, grads):
+        """Apply one update. ``grads`` must hold a gradient for every parameter."""
+        self._check_grads(grads)
+        self.step_count += 1
+        for name, param in self.params.items():
+            self._update(name, param, grads[name])
+
+    def _check_grads(self, grads):
+        # checked before any update, so a bad call leaves every parameter as it was
+        missing = [name for name in self.params if name not in grads]
+        unexpected = [name for name in grads if name not in self.params]
+        if missing or unexpected:
+            raise KeyError(f"grads must have the keys of params: missing {missing}, unexpected {unexpected}")
+        for name, param in self.params.items():
+            grad = grads[name]
+            if not isinstance(grad, np.ndarray) or grad.shape != param.shape:
+                raise ValueError(f"grads[{name!r}]: expected an array of shape {param.shape}, "
+                                 f"got {getattr(grad, 'shape', type(grad).__name__)}")
+            if not np.all(np.isfinite(grad)):
+                raise FloatingPointError(f"grads[{name!r}] contains NaN or inf")
+
+    def _buffer(self, buffer, name, param, fill=0.0):
+        state = self.state[buffer]
+        if name not in state:
+            state[name] = np.full_like(param, fill)
+        return state[name]
+
+    # -- saving and loading --------------------------------------------------------
+    def state_dict(self):
+        """Arrays only: ``step``, each hyperparameter, and ``<buffer>.<param name>``."""
+        result = {"step": np.array(self.step_count, np.int64)}
+        result.update({k: np.array(getattr(self, k), np.float64) for k in self.HYPERPARAMETERS})
+        for buffer in self.BUFFERS:
+            for name, value in self.state[buffer].items():
+                result[f"{buffer}.{name}"] = value.copy()
+        return result
+
+    def load_state_dict(self, state_dict):
+        """Restore from :meth:`state_dict`; everything is checked before anything changes."""
+        expected = {"step": ()}
+        expected.update({k: np.shape(getattr(self, k)) for k in self.HYPERPARAMETERS})
+        buffers = {}
+        for key in state_dict:
+            buffer, _, name = key.partition(".")
+            if key in expected:
+                continue
+            if buffer not in self.BUFFERS or name not in self.params:
+                raise KeyError(f"optimizer state: unexpected entry {key!r} for {type(self).__name__} "
+                               f"over parameters {list(self.params)}")
+            buffers[key] = (buffer, name)
+        missing = [key for key in expected if key not in state_dict]
+        if missing:
+            raise KeyError(f"optimizer state: missing entries {missing} for {type(self).__name__}")
+        for key, shape in expected.items():
+            value = np.asarray(state_dict[key])
+            if value.shape != shape or value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
+                raise ValueError(f"optimizer state {key!r}: expected a finite number of shape {shape}, "
+                                 f"got {value.dtype} {value.shape}")
+        for key, (buffer, name) in buffers.items():
+            value = np.asarray(state_dict[key])
+            if value.shape != self.params[name].shape or value.dtype.kind != "f":
+                raise ValueError(f"optimizer state {key!r}: expected a float array of shape "
+                                 f"{self.params[name].shape}, got {value.dtype} {value.shape}")
+        # all checked: now change things
+        self.step_count = int(state_dict["step"])
+        for key in self.HYPERPARAMETERS:
+            value = np.asarray(state_dict[key], np.float64)
+            setattr(self, key, tuple(value.tolist()) if value.ndim else float(value))
+        self.state = {buffer: {} for buffer in self.BUFFERS}
+        for key, (buffer, name) in buffers.items():
+            self.state[buffer][name] = np.array(state_dict[key], dtype=self.params[name].dtype)
+
+    def __repr__(self):
+        settings = ", ".join(f"{k}={getattr(self, k)}" for k in self.HYPERPARAMETERS)
+        return f"{type(self).__name__}({settings})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, as ``torch.optim.SGD``::
+
+        g ← g + weight_decay · p
+        b ← g (first step),  b ← momentum · b + (1 − dampening) · g (later)
+        g ← g + momentum · b (nesterov) or b
+        p ← p − lr · g
+    """
+
+    HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    BUFFERS = ("momentum_buffer",)
+
+    def __init__(self, params, lr=1e-2, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params)
+        if not lr > 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"need lr > 0, momentum ≥ 0, weight_decay ≥ 0; got {lr}, {momentum}, {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
+        self.lr, self.momentum, self.dampening = float(lr), float(momentum), float(dampening)
+        self.weight_decay, self.nesterov = float(weight_decay), float(bool(nesterov))
+
+    def _update(self, name, param, grad):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        if self.momentum:
+            buffers = self.state["momentum_buffer"]
+            if name not in buffers:
+                buffers[name] = np.array(grad, dtype=param.dtype, copy=True)
+            else:
+                buffers[name] *= self.momentum
+                buffers[name] += (1.0 - self.dampening) * grad
+            grad = grad + self.momentum * buffers[name] if self.nesterov else buffers[name]
+        param -= self.lr * grad
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015), as ``torch.optim.Adam``::
+
+        g ← g + weight_decay · p
+        m ← β₁ m + (1 − β₁) g          v ← β₂ v + (1 − β₂) g²
+        p ← p − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)
+    """
+
+    HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay")
+    BUFFERS = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params)
+        if not lr > 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or not eps >= 0 or weight_decay < 0:
+            raise ValueError(f"need lr > 0, 0 ≤ betas < 1, eps ≥ 0, weight_decay ≥ 0; "
+                             f"got lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def step(self, grads):
+        self._check_grads(grads)
+        self.step_count += 1
+        beta1, beta2 = self.betas
+        # the bias corrections depend only on the step: compute them once per step
+        self._step_size = self.lr / (1.0 - beta1 ** self.step_count)
+        self._correction2_sqrt = math.sqrt(1.0 - beta2 ** self.step_count)
+        for name, param in self.params.items():
+            self._update(name, param, grads[name])
+
+    def _update(self, name, param, grad):
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        exp_avg = self._buffer("exp_avg", name, param)
+        exp_avg_sq = self._buffer("exp_avg_sq", name, param)
+        exp_avg *= beta1
+        exp_avg += (1.0 - beta1) * grad
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1.0 - beta2) * (grad * grad)
+        denominator = np.sqrt(exp_avg_sq)
+        denominator /= self._correction2_sqrt
+        denominator += self.eps
+        param -= self._step_size * (exp_avg / denominator)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al. 2011), as ``torch.optim.Adagrad`` and min-char-rnn::
+
+        g ← g + weight_decay · p
+        G ← G + g²
+        p ← p − lr / (1 + (t − 1) · lr_decay) · g / (√G + eps)
+
+    min-char-rnn writes the last line ``p −= lr · g / √(G + 1e-8)``; torch (and
+    this class) add eps outside the root, which differs only where G ≈ 0.
+    """
+
+    HYPERPARAMETERS = ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value")
+    BUFFERS = ("sum",)
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10):
+        super().__init__(params)
+        if not lr > 0 or lr_decay < 0 or weight_decay < 0 or initial_accumulator_value < 0 or not eps >= 0:
+            raise ValueError("need lr > 0 and lr_decay, weight_decay, initial_accumulator_value, eps ≥ 0")
+        self.lr, self.lr_decay, self.eps = float(lr), float(lr_decay), float(eps)
+        self.weight_decay = float(weight_decay)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+
+    def _update(self, name, param, grad):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        squared_sum = self._buffer("sum", name, param, self.initial_accumulator_value)
+        squared_sum += grad * grad
+        step_size = self.lr / (1.0 + (self.step_count - 1) * self.lr_decay)
+        denominator = np.sqrt(squared_sum)
+        denominator += self.eps
+        param -= step_size * (grad / denominator)

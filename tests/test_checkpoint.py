@@ -1,0 +1,165 @@
+"""Checkpoints: a round trip continues training exactly; bad files fail clearly and change nothing."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import lstmkit
+from lstmkit import tasks
+from lstmkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lstmkit.models import SequenceClassifier, SequenceRegressor
+from lstmkit.nn import MSELoss
+from lstmkit.optim import SGD, Adam
+from lstmkit.train import fit
+
+
+def trained(seed=0, steps=5):
+    model = SequenceRegressor("lstm", 2, 6, seed=seed)
+    optimizer = Adam(model.params, lr=1e-2)
+    fit(model, MSELoss(), optimizer, tasks.adding_problem_sampler(8), steps=steps, batch_size=4,
+        progress=False, seed=seed)
+    return model, optimizer
+
+
+def snapshot(model, optimizer=None):
+    state = {f"model/{k}": v.copy() for k, v in model.params.items()}
+    if optimizer is not None:
+        state.update({f"optimizer/{k}": np.array(v, copy=True) for k, v in optimizer.state_dict().items()})
+    return state
+
+
+def assert_unchanged(before, model, optimizer=None):
+    after = snapshot(model, optimizer)
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+
+def test_round_trip_then_training_continues_identically(tmp_path):
+    model, optimizer = trained()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer, step=5, note="adding")
+    with np.load(path, allow_pickle=False) as archive:      # plain arrays, no pickles
+        assert "model/rnn.weight_ih_l0" in archive.files and "optimizer/exp_avg.head.bias" in archive.files
+        assert json.loads(str(archive["architecture"]))["cell"] == "lstm"
+
+    restored = SequenceRegressor("lstm", 2, 6, seed=99)
+    restored_optimizer = Adam(restored.params, lr=0.5)
+    extra = load_checkpoint(path, restored, restored_optimizer)
+    assert extra == {"step": 5, "note": "adding"}
+    assert restored_optimizer.lr == 1e-2 and restored_optimizer.step_count == 5
+    for name in model.params:
+        np.testing.assert_array_equal(restored.params[name], model.params[name])
+    for run_model, run_optimizer in ((model, optimizer), (restored, restored_optimizer)):
+        fit(run_model, MSELoss(), run_optimizer, tasks.adding_problem_sampler(8), steps=3, batch_size=4,
+            progress=False, seed=7)
+    for name in model.params:
+        np.testing.assert_array_equal(restored.params[name], model.params[name])
+
+
+def test_a_plain_layer_round_trips(tmp_path):
+    layer = lstmkit.GRU(3, 4, num_layers=2, bidirectional=True, seed=0)
+    path = save_checkpoint(tmp_path / "gru.npz", layer)
+    other = lstmkit.GRU(3, 4, num_layers=2, bidirectional=True, seed=1)
+    load_checkpoint(path, other)
+    for name in layer.params:
+        np.testing.assert_array_equal(other.params[name], layer.params[name])
+    with pytest.raises(CheckpointError, match="architecture"):
+        load_checkpoint(path, lstmkit.LSTM(3, 4, num_layers=2, bidirectional=True))
+
+
+@pytest.mark.parametrize("make_other,message", [
+    (lambda: SequenceRegressor("lstm", 2, 7, seed=1), "shape"),                # another width
+    (lambda: SequenceRegressor("gru", 2, 6, seed=1), "architecture"),          # another cell
+    (lambda: SequenceRegressor("lstm_no_input_activation", 2, 6, seed=1), "architecture"),  # same shapes
+    (lambda: SequenceRegressor("lstm", 2, 6, num_layers=2, seed=1), "architecture"),
+    (lambda: SequenceClassifier("lstm", 5, 6, 1, seed=1), "architecture"),
+])
+def test_a_different_architecture_is_refused_and_nothing_changes(tmp_path, make_other, message):
+    model, optimizer = trained()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer)
+    other = make_other()
+    other_optimizer = Adam(other.params, lr=1e-3)
+    before = snapshot(other, other_optimizer)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path, other, other_optimizer)
+    assert_unchanged(before, other, other_optimizer)
+
+
+def test_a_different_optimizer_is_refused_and_nothing_changes(tmp_path):
+    model, optimizer = trained()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer)
+    other = SequenceRegressor("lstm", 2, 6, seed=1)
+    sgd = SGD(other.params, lr=0.1, momentum=0.9)
+    before = snapshot(other, sgd)
+    with pytest.raises(CheckpointError, match="Adam state, not SGD"):
+        load_checkpoint(path, other, sgd)
+    assert_unchanged(before, other, sgd)
+    model_only = save_checkpoint(tmp_path / "model_only.npz", model)
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        load_checkpoint(model_only, other, Adam(other.params))
+    assert_unchanged({k: v for k, v in before.items() if k.startswith("model/")}, other)
+
+
+def test_damaged_optimizer_state_rolls_the_model_back(tmp_path):
+    model, optimizer = trained()
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, model, optimizer)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["optimizer/exp_avg.head.bias"] = np.zeros(3, np.float32)         # wrong shape
+    np.savez(path, **arrays)
+    other = SequenceRegressor("lstm", 2, 6, seed=1)
+    other_optimizer = Adam(other.params)
+    before = snapshot(other, other_optimizer)
+    with pytest.raises(CheckpointError, match="exp_avg.head.bias"):
+        load_checkpoint(path, other, other_optimizer)
+    assert_unchanged(before, other, other_optimizer)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "not_npz", "pickled"])
+def test_a_truncated_or_corrupt_file_is_refused_and_nothing_changes(tmp_path, damage):
+    model, optimizer = trained()
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, model, optimizer)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":                  # damage the stored bytes of an array: the zip CRC catches it
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("model/rnn.weight_hh_l0.npy")
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200
+        path.write_bytes(data[:start] + bytes(b ^ 0xFF for b in data[start:start + 16]) + data[start + 16:])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "not_npz":
+        path.write_text("these are not the weights you are looking for")
+    elif damage == "pickled":               # an object array would need unpickling: refused
+        np.savez(path, format=np.array("lstmkit-checkpoint-1"),
+                 architecture=np.array([{"cell": "lstm"}], dtype=object))
+    other = SequenceRegressor("lstm", 2, 6, seed=1)
+    other_optimizer = Adam(other.params)
+    before = snapshot(other, other_optimizer)
+    with pytest.raises(CheckpointError, match="truncated or corrupt|not an lstmkit checkpoint"):
+        load_checkpoint(path, other, other_optimizer)
+    assert_unchanged(before, other, other_optimizer)
+
+
+def test_saving_never_leaves_a_half_written_file(tmp_path, monkeypatch):
+    model, optimizer = trained()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer)
+    good = path.read_bytes()
+
+    def failing_savez(file, **arrays):
+        file.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, optimizer)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
+    with pytest.raises(ValueError, match=".npz"):
+        save_checkpoint(tmp_path / "run.ckpt", model)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.npz", model)
