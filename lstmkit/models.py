@@ -29,7 +29,6 @@ import numpy as np
 
 from .layers import RecurrentLayer
 from .nn import Embedding, Linear, Module
-from .symbolic import CellSpec
 
 __all__ = ["SequenceModel", "SequenceRegressor", "SequenceClassifier", "SequenceTagger",
            "CharLanguageModel", "make_recurrent_layer"]
@@ -40,7 +39,11 @@ def make_recurrent_layer(cell, input_size, hidden_size, *, num_layers=1, bidirec
     """A recurrent layer from a cell name, a CellSpec or a RecurrentLayer subclass."""
     options = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
                    dtype=dtype, seed=seed)
-    if isinstance(cell, (str, CellSpec)):
+    if isinstance(cell, str):
+        return RecurrentLayer(cell, input_size, hidden_size, **options)
+    from .symbolic import CellSpec  # here, not at import: built-in cells run without SymPy
+
+    if isinstance(cell, CellSpec):
         return RecurrentLayer(cell, input_size, hidden_size, **options)
     if isinstance(cell, type) and issubclass(cell, RecurrentLayer) and cell is not RecurrentLayer:
         return cell(input_size, hidden_size, **options)
