@@ -23,14 +23,10 @@ Gradients (δs = gradient of the new state s), before common subexpressions:
 Compiled with error_model="numpy" and the "contract" fast-math flag alone; the
 docstring of lstmkit.codegen says why.
 """
-import math
-
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core.compiler import CompilerBase, DefaultPassBuilder
-from numba.extending import intrinsic, overload
+
+from lstmkit.kernel_runtime import NoOverlapCompiler, sigmoid, tanh  # noqa: F401
 
 CELL = 'lstm_no_forget_gate'
 GATES = ('i', 'g', 'o')
@@ -41,128 +37,6 @@ SAVED = ('input_gate', 'candidate', 'output_gate', 'tanh_cell')
 BACKWARD_READS_STATES = ()
 SUMMED_BLOCKS = True  # True: d/dgx == d/dgh for every block, one gradient array
 SPEC_KEY = '6fe5bd5cc937108c'
-
-
-# -- Activations ---------------------------------------------------------------------
-# math.exp and math.tanh are calls into the C library, one element at a time. These
-# are arithmetic alone, so LLVM vectorizes the step loops (16 float32 or 8 float64
-# lanes with AVX-512), and each is compiled for the precision of its argument.
-# They are accurate to a few units in the last place. Saturated inputs give exactly
-# 0 or ±1, so gradients stay finite; NaN stays NaN.
-
-
-@intrinsic
-def _power_of_two(typingctx, k):
-    """2**k for a float k that holds an integer, built from the exponent bits."""
-    if not isinstance(k, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        bits = signature.args[0].bitwidth
-        integer = ir.IntType(bits)
-        real = args[0].type
-        # saturating conversion: defined (0) for NaN, whose result is NaN anyway
-        convert = builder.module.declare_intrinsic("llvm.fptosi.sat", [integer, real],
-                                                   ir.FunctionType(integer, [real]))
-        exponent = builder.add(builder.call(convert, args), ir.Constant(integer, BIAS[bits]))
-        return builder.bitcast(builder.shl(exponent, ir.Constant(integer, MANTISSA[bits])), real)
-
-    return k(k), codegen
-
-
-MANTISSA = {32: 23, 64: 52}           # fraction bits of IEEE single and double
-BIAS = {32: 127, 64: 1023}            # exponent bias
-LN2_PARTS = {32: (6.9314575195e-01, 1.4286067653e-06),   # ln 2 = high + low, high with
-             64: (6.93147180369123816490e-01,           # trailing zero bits so that
-                  1.90821492927058770002e-10)}           # k·high is exact (fdlibm)
-SATURATION = {32: 80.0, 64: 700.0}    # |x| beyond which e**x would leave the normal range
-
-
-def expm1(x):
-    """e**x − 1. Kernels compile the overload below; this body is for Python callers."""
-    return math.expm1(x)
-
-
-@overload(expm1, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
-def _expm1(x):
-    if not isinstance(x, types.Float):
-        return None
-    real = np.float32 if x.bitwidth == 32 else np.float64
-    # x = k·ln 2 + r with |r| ≤ ln(2)/2, and e**x − 1 = 2**k·(e**r − 1) + (2**k − 1).
-    # e**r − 1 = r·(1 + r/2! + r²/3! + ...): as many Taylor terms as the precision needs.
-    epsilon, r_max = float(np.finfo(real).eps), math.log(2) / 2
-    terms = 1
-    while r_max ** terms / math.factorial(terms + 1) >= epsilon / 2:
-        terms += 1
-    taylor = tuple(real(1 / math.factorial(k)) for k in range(terms, 0, -1))  # 1/n!, ..., 1/1!
-    log2_e, half, one = real(1 / math.log(2)), real(0.5), real(1)
-    ln2_high, ln2_low = (real(part) for part in LN2_PARTS[x.bitwidth])
-
-    def expm1_impl(x):
-        k = np.floor(x * log2_e + half)
-        r = (x - k * ln2_high) - k * ln2_low
-        series = taylor[0]
-        for coefficient in taylor[1:]:
-            series = series * r + coefficient
-        series = series * r
-        scale = _power_of_two(k)
-        return scale * series + (scale - one)
-
-    return expm1_impl
-
-
-def sigmoid(x):
-    """σ(x) = 1 / (1 + e**−x). Kernels compile the overload below."""
-    return 1.0 / (1.0 + math.exp(-x))
-
-
-@overload(sigmoid, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
-def _sigmoid(x):
-    if not isinstance(x, types.Float):
-        return None
-    real = np.float32 if x.bitwidth == 32 else np.float64
-    limit, one, two = real(SATURATION[x.bitwidth]), real(1), real(2)
-
-    def sigmoid_impl(x):
-        x = limit if x > limit else x     # σ is 0 or 1 to the last bit long before
-        x = -limit if x < -limit else x
-        return one / (two + expm1(-x))   # 1 / (1 + e**−x)
-
-    return sigmoid_impl
-
-
-def tanh(x):
-    """tanh(x). Kernels compile the overload below."""
-    return math.tanh(x)
-
-
-@overload(tanh, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
-def _tanh(x):
-    if not isinstance(x, types.Float):
-        return None
-    real = np.float32 if x.bitwidth == 32 else np.float64
-    limit, two = real(20), real(2)
-
-    def tanh_impl(x):
-        x = limit if x > limit else x     # tanh(20) is 1 to the last bit
-        x = -limit if x < -limit else x
-        e = expm1(two * x)               # (e**2x − 1) / (e**2x + 1), exact near 0
-        return e / (e + two)
-
-    return tanh_impl
-
-
-class NoOverlapCompiler(CompilerBase):
-    """Numba's nopython pipeline, telling LLVM that no two array arguments overlap.
-
-    A step kernel touches many arrays; without this LLVM would have to check at run
-    time that none of them overlap, gives up ("too many memory checks") and leaves
-    the loop scalar. The sequence functions never pass overlapping arrays.
-    """
-
-    def define_pipelines(self):
-        self.state.flags.noalias = True
-        return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
