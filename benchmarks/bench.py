@@ -380,7 +380,7 @@ def format_table(results):
     lines.append("ratios: other time / lstmkit time (above 1: lstmkit is faster); medians over "
                  f"{results.get('rounds')} rounds.")
     for key, label in (("warm_start", "warm start"), ("cold_compile", "cold compile"),
-                       ("memory", "memory")):
+                       ("memory", "memory, LSTM"), ("memory_gru", "memory, GRU")):
         if key in results:
             lines.append(f"{label}: {json.dumps(results[key])}")
     return "\n".join(lines)
@@ -400,29 +400,33 @@ print(time.perf_counter() - start)
 """
 
 COLD_COMPILE_SCRIPT = """
-import time
+import sys, time
 import numpy as np
 import lstmkit
+from lstmkit import driver
 from lstmkit.cells import BUILTIN_CELLS
+threaded = sys.argv[1] == "threaded"
+if threaded:   # the loops on blocks of rows and the products on Numba's threads
+    driver.PARALLEL_MIN_WORK = 0
 rng = np.random.default_rng(0)
 start = time.perf_counter()
 for name in BUILTIN_CELLS:
     for dtype in (np.float32, np.float64):
         layer = lstmkit.RecurrentLayer(name, 3, 4, dtype=dtype, seed=0)
-        x = rng.standard_normal((5, 2, 3)).astype(dtype)
+        x = rng.standard_normal((8, 16, 3) if threaded else (5, 2, 3)).astype(dtype)
         y, _ = layer(x)
         layer.backward(np.ones_like(y))
 print(time.perf_counter() - start)
 """
 
 
-def _python(script, env=None, cwd=ROOT):
+def _python(script, env=None, cwd=ROOT, args=()):
     environment = dict(os.environ)
     environment.update(thread_environment())
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
     environment.update(env or {})
     begin = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", script], env=environment, cwd=cwd,
+    done = subprocess.run([sys.executable, "-c", script, *args], env=environment, cwd=cwd,
                           capture_output=True, text=True, check=True)
     return time.perf_counter() - begin, float(done.stdout.strip().splitlines()[-1])
 
@@ -439,10 +443,14 @@ def warm_start_seconds(repeats=3):
 
 def cold_compile_seconds():
     """Compile every built-in cell (forward and backward, float32 and float64) with an
-    empty Numba cache, in a new process. Returns seconds of the compile loop."""
+    empty Numba cache, in a new process. Returns seconds of the compile loop: the
+    one-thread paths that small layers use, and then, with that cache, the threaded
+    paths that large layers add (loops on blocks of rows, products on Numba's threads)."""
     with tempfile.TemporaryDirectory() as cache:
-        _, seconds = _python(COLD_COMPILE_SCRIPT, env={"NUMBA_CACHE_DIR": cache})
-    return {"all_builtin_cells_s": seconds}
+        environment = {"NUMBA_CACHE_DIR": cache}
+        _, seconds = _python(COLD_COMPILE_SCRIPT, env=environment, args=("one-thread",))
+        _, threaded = _python(COLD_COMPILE_SCRIPT, env=environment, args=("threaded",))
+    return {"all_builtin_cells_s": seconds, "threaded_paths_s": threaded}
 
 
 MEMORY_SCRIPT = """
@@ -455,8 +463,13 @@ layer = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU}[cell](n_in, hidden, dtype=dty
 rng = np.random.default_rng(0)
 x = rng.standard_normal((steps, batch, n_in)).astype(dtype)
 dy = rng.standard_normal((steps, batch, hidden)).astype(dtype)
-small = np.zeros((2, 1, n_in), dtype)
-layer(small); layer.backward(np.zeros((2, 1, hidden), dtype))   # compile outside the measurement
+# compile (or load) outside the measurement, the threaded products included
+from lstmkit import driver
+threshold, driver.PARALLEL_MIN_WORK = driver.PARALLEL_MIN_WORK, 0
+warm_up, warm_layer = x[:max(1, steps // 4)], type(layer)(n_in, hidden, dtype=dtype, seed=0)
+warm_layer(warm_up); warm_layer.backward(np.zeros(warm_up.shape[:2] + (hidden,), dtype))
+del warm_layer
+driver.PARALLEL_MIN_WORK = threshold
 
 
 def high_water_mark():
@@ -586,7 +599,8 @@ def main(argv=None):
     if not args.no_extras:
         results["warm_start"] = warm_start_seconds()
         results["cold_compile"] = cold_compile_seconds()
-        results["memory"] = peak_memory(size=sizes[-1])
+        results["memory"] = peak_memory("lstm", size=sizes[-1])
+        results["memory_gru"] = peak_memory("gru", size=sizes[-1])
     save(results)
     print(format_table(results))
     print(f"\nwrote {path.relative_to(ROOT)}")

@@ -4,12 +4,15 @@
     python benchmarks/profile_phases.py --cell gru --dtype float64 --size 100 32 32 128
 
 Each phase is timed on its own, on the same arrays the driver uses, with the
-same threads (2): the whole-sequence GEMMs, the bias sums, the loop over time
-(threaded blocks of rows when the driver would use them), and inside that
-loop, measured on one thread over the whole batch, the recurrent products
-``h W_hhᵀ`` / ``dg W_hh`` against the generated step kernels. "layer
-overhead" is the layer's total minus the phases: input checks, allocations,
-copies and Python.
+same threads (2) and the same calls: the whole-sequence GEMMs (on Numba's
+threads in slabs of rows where the driver runs them so, else NumPy's
+``matmul``), the bias sums, the loop over time (threaded blocks of rows when
+the driver would use them), and inside that loop, measured on one thread over
+the whole batch, the recurrent products ``h W_hhᵀ`` / ``dg W_hh`` against the
+generated step kernels. "layer overhead" is the layer's total minus the
+phases: input checks, allocations, copies, Python, and threads getting in
+each other's way. "total forward" is inference (``inference=True``), as in
+``bench.py``.
 """
 from __future__ import annotations
 
@@ -63,12 +66,23 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         layer(x)
         layer.backward(dy)
 
-    times["total forward"] = _median_seconds(lambda: layer(x), repeats)
+    times["total forward"] = _median_seconds(lambda: layer.forward(x, inference=True), repeats)
     times["total forward+backward"] = _median_seconds(forward_backward, repeats)
 
     x_flat = x.reshape(steps * batch, n_in)
     pre = np.empty((steps * batch, gates), dtype)
-    times["GEMM x W_ihᵀ (all steps)"] = _median_seconds(lambda: np.matmul(x_flat, w_ih.T, out=pre), repeats)
+    on_numba_threads = driver._large(steps, batch, gates, hidden)
+    slabs = min(numba.get_num_threads(), steps * batch)
+
+    def product(a, b, out):
+        """a @ b into out, the way the driver computes its whole-sequence products."""
+        if on_numba_threads:
+            with driver._one_blas_thread():
+                driver._matmul_row_blocks(a, b, out, slabs)
+        else:
+            np.matmul(a, b, out=out)
+
+    times["GEMM x W_ihᵀ (all steps)"] = _median_seconds(lambda: product(x_flat, w_ih.T, pre), repeats)
 
     # the loop over time, as the driver runs it
     lengths = np.full(batch, steps, np.int64)
@@ -120,9 +134,19 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     d_flat = tape.pre_activations.reshape(steps * batch, gates)
     h_flat = output[:steps].reshape(steps * batch, hidden)
-    times["GEMM dW_ih = dGᵀ X"] = _median_seconds(lambda: d_flat.T @ x_flat, repeats)
-    times["GEMM dW_hh = dGᵀ H"] = _median_seconds(lambda: d_flat.T @ h_flat, repeats)
-    times["GEMM dX = dG W_ih"] = _median_seconds(lambda: d_flat @ w_ih, repeats)
+    scratch = saved.reshape(-1)
+
+    def gram(a, b):
+        """aᵀb the way the driver computes it (on Numba's threads, partials in the saved values)."""
+        if on_numba_threads:
+            with driver._one_blas_thread():
+                return driver._gram_row_slabs(a, b, scratch)
+        return a.T @ b
+
+    dx = np.empty_like(x_flat)
+    times["GEMM dW_ih = dGᵀ X"] = _median_seconds(lambda: gram(d_flat, x_flat), repeats)
+    times["GEMM dW_hh = dGᵀ H"] = _median_seconds(lambda: gram(d_flat, h_flat), repeats)
+    times["GEMM dX = dG W_ih"] = _median_seconds(lambda: product(d_flat, w_ih, dx), repeats)
     times["bias sums"] = _median_seconds(lambda: d_flat.sum(axis=0), repeats) * (1 if kernels.SUMMED_BLOCKS else 2)
     phases = [k for k in times if not k.startswith("total") and not k.startswith("  ")]
     times["layer overhead (total − phases)"] = times["total forward+backward"] - sum(times[k] for k in phases)

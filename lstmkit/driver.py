@@ -14,22 +14,32 @@ Threads. Each batch row's recurrence is independent of the others, so the
 loop over time runs on blocks of rows at once, one Numba thread per block,
 each with single-threaded BLAS for its own small products: the blocks never
 wait for one another inside the loop, and BLAS threads never compete with
-Numba threads for the cores. The whole-sequence GEMMs between the loops are
-large and go to NumPy's BLAS with its own threads.
+Numba threads for the cores. When the loop has threads, the whole-sequence
+products before and after it run on the same Numba threads too, one slab of
+rows each: on OpenBLAS's own threads they were as fast, but those keep
+spinning for a while after each product, and took a third of the next loop's
+two cores. The slabs of ``dGᵀX`` and ``dGᵀH`` are fixed in number
+(``GRAM_SLABS``), so the gradients do not depend on the number of threads.
 
 Memory. The buffer that holds ``X W_ihᵀ`` in forward is not needed afterwards,
-so backward writes the gradient of the pre-activations into it. Inference
-(``keep=False``) keeps no saved values and only two slots of each state
-history other than the output.
+so backward writes the gradient of the pre-activations into it. The saved gate
+values are dead once the loop backward is done: their memory holds the partial
+products of ``dGᵀX`` and ``dGᵀH`` and is freed before ``dX`` is allocated.
+Inference (``keep=False``) keeps no saved values and only two slots of each
+state history other than the output. A :class:`Workspace` lends a tape its
+buffers and gets them back, through :func:`release`, once backward is done,
+so that a training loop reuses the same memory on every step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-__all__ = ["Tape", "sequence_forward", "sequence_backward", "row_blocks", "PARALLEL_MIN_WORK"]
+__all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_blocks",
+           "PARALLEL_MIN_WORK"]
 
 # Below this many multiply-adds in the recurrent products of one sequence (about a
 # millisecond of work on one core), threads save little and risk much: on a busy
@@ -38,26 +48,98 @@ __all__ = ["Tape", "sequence_forward", "sequence_backward", "row_blocks", "PARAL
 PARALLEL_MIN_WORK = 50_000_000
 
 
+class Workspace:
+    """Buffers that one direction of one layer reuses from call to call.
+
+    A training step needs the same few large arrays every time. Fresh ones
+    cost more than the arithmetic at small sizes: glibc gives large freed
+    blocks back to the OS, and every page faults in again on first touch. A
+    buffer here is lent to one tape at a time (``take`` removes it) and comes
+    back through :func:`release`; one idle buffer is kept per role, the
+    largest seen, so the memory held is that of one call.
+    """
+
+    def __init__(self):
+        self._idle = {}   # role → 1-d buffer
+
+    def take(self, role, shape, dtype):
+        """An uninitialised array of ``shape``: an idle buffer if one is large enough."""
+        size = math.prod(shape)
+        buffer = self._idle.pop(role, None)
+        if buffer is None or buffer.dtype != dtype or buffer.size < size:
+            buffer = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
+
+    def give(self, role, array):
+        """Take back an array that ``take`` lent; nothing else may still use it."""
+        buffer = array if array.base is None else array.base
+        idle = self._idle.get(role)
+        if idle is None or idle.dtype != buffer.dtype or idle.size < buffer.size:
+            self._idle[role] = buffer
+
+    @property
+    def nbytes(self):
+        """Bytes of the idle buffers."""
+        return sum(buffer.nbytes for buffer in self._idle.values())
+
+
 @dataclass
 class Tape:
     """What one direction of one layer keeps from forward for backward."""
 
     x: np.ndarray               # [T, B, n] layer input
     pre_activations: np.ndarray  # [T, B, G·d]; reused for their gradient
-    histories: tuple            # per state: [T + 1, B, d]
-    saved: np.ndarray           # [T, B, S·d]
+    histories: tuple            # per state: [T + 1, B, d] (two slots for dropped states in inference)
+    saved: np.ndarray           # [T, B, S·d] ([1, B, S·d] in inference); backward frees it
     lengths: np.ndarray         # [B] int64
     weight_ih: np.ndarray
     weight_hh: np.ndarray
     params: tuple               # element-wise parameters, [d] each
-    used: bool = False
+    keep: bool                  # False: inference, backward cannot follow
+    output_state: int           # index of the output state in histories
+    workspace: Workspace        # where the buffers came from and go back to
+    d_pre_h: np.ndarray = None  # backward's second gradient array (GRU), from the workspace
+    used: bool = False          # backward has run
+    released: bool = False      # the buffers went back to the workspace
+
+
+def release(tape: Tape, keep_output=False):
+    """Give a tape's buffers back to its workspace, for the next call to reuse.
+
+    Backward calls it when done; the caller of an inference forward calls it
+    once nothing reads the buffers any more. ``keep_output``: the output history
+    is still in use (the caller returned a view of it) and is not given back.
+    """
+    if tape.released:
+        return
+    tape.released = True
+    workspace = tape.workspace
+    workspace.give("pre_activations", tape.pre_activations)
+    if tape.saved is not None:     # backward frees it early
+        workspace.give("saved", tape.saved)
+    if tape.d_pre_h is not None:
+        workspace.give("d_pre_h", tape.d_pre_h)
+    for k, history in enumerate(tape.histories):
+        if not (keep_output and k == tape.output_state):
+            workspace.give(f"history {k}", history)
+    tape.pre_activations = tape.saved = tape.d_pre_h = tape.histories = None
 
 
 def row_blocks(steps, batch, gates, hidden):
     """How many blocks of batch rows the loop over time runs at once (1: no threads)."""
-    if batch < 2 or steps * batch * gates * hidden < PARALLEL_MIN_WORK:
+    if batch < 2 or not _large(steps, batch, gates, hidden):
         return 1
     return min(batch, numba.get_num_threads())
+
+
+def _large(steps, batch, gates, hidden):
+    """Worth Numba's threads: the whole-sequence products then run on them as well."""
+    return steps * batch * gates * hidden >= PARALLEL_MIN_WORK
+
+
+# aᵀb over the rows of a sequence is summed from this many slabs of rows, whatever the
+# number of threads, so that the gradients do not depend on the machine
+GRAM_SLABS = 4
 
 
 _blas = None
@@ -82,45 +164,62 @@ def _run(serial, parallel, args, batch, blocks):
             parallel(*args, blocks)
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _matmul_row_blocks(a, b, out, blocks):
+    """out = a @ b, the rows split into ``blocks`` slabs, one Numba thread (and BLAS call) each."""
+    rows = a.shape[0]
+    for block in numba.prange(blocks):
+        lo, hi = block * rows // blocks, (block + 1) * rows // blocks
+        np.dot(a[lo:hi], b, out[lo:hi])
+
+
 def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params, initial_states,
-                     lengths, keep=True):
+                     lengths, keep=True, workspace=None):
     """One direction of one layer. Returns ``(output, final_states, tape)``.
 
     ``x`` is [T, B, n] C-contiguous; ``initial_states`` one [B, d] array per
     state in ``kernels.STATES`` order; ``lengths`` [B] int64, or None for full
-    rows. ``output`` is [T, B, d] (a view of the output history); with
-    ``keep=False`` nothing is saved for backward and ``tape`` is None.
+    rows. ``output`` is [T, B, d] and ``final_states`` are views of the tape's
+    state histories: copy what must outlive :func:`release`. With
+    ``keep=False`` nothing is saved for backward (the tape only carries the
+    buffers for ``release``). Buffers come from ``workspace`` when one is given.
     """
+    if workspace is None:
+        workspace = Workspace()
     steps, batch, n_in = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
     if lengths is None:
         lengths = np.full(batch, steps, np.int64)
     gates = len(kernels.GATES) * hidden
-    pre_activations = np.empty((steps, batch, gates), dtype)
-    np.matmul(x.reshape(steps * batch, n_in), weight_ih.T,
-              out=pre_activations.reshape(steps * batch, gates))
+    pre_activations = workspace.take("pre_activations", (steps, batch, gates), dtype)
+    x_flat, pre_flat = x.reshape(steps * batch, n_in), pre_activations.reshape(steps * batch, gates)
+    if _large(steps, batch, gates, hidden) and n_in:
+        with _one_blas_thread():
+            _matmul_row_blocks(x_flat, weight_ih.T, pre_flat, min(numba.get_num_threads(), steps * batch))
+    else:
+        np.matmul(x_flat, weight_ih.T, out=pre_flat)
     if bias_ih is None:
         bias_ih = np.zeros(gates, dtype)
     if bias_hh is None:
         bias_hh = np.zeros(gates, dtype)
     histories = []
-    for name, state in zip(kernels.STATES, initial_states):
+    for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
         slots = steps + 1 if keep or name == kernels.OUTPUT else 2
-        history = np.empty((slots, batch, hidden), dtype)
+        history = workspace.take(f"history {k}", (slots, batch, hidden), dtype)
         history[0] = state
         histories.append(history)
-    saved = np.empty((steps if keep else min(steps, 1), batch, len(kernels.SAVED) * hidden), dtype)
+    saved = workspace.take("saved", (steps if keep else min(steps, 1), batch, len(kernels.SAVED) * hidden),
+                           dtype)
     args = (pre_activations, weight_hh.T, bias_ih, bias_hh, *histories, *params, saved, lengths)
     if steps:
         _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
              row_blocks(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
-    output = histories[kernels.STATES.index(kernels.OUTPUT)][1:]
-    if not keep:
-        return output, finals, None
+    output_state = kernels.STATES.index(kernels.OUTPUT)
+    output = histories[output_state][1:]
     tape = Tape(x, pre_activations, tuple(histories), saved, lengths, weight_ih, weight_hh,
-                tuple(params))
+                tuple(params), keep, output_state, workspace)
     return output, finals, tape
 
 
@@ -131,12 +230,17 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     ``(dx, d_initial_states, grads)`` with grads keyed ``weight_ih``,
     ``weight_hh``, ``bias_ih``, ``bias_hh`` and the element-wise parameter names.
     """
+    if not tape.keep:
+        raise RuntimeError("an inference forward pass (keep=False) saved nothing for backward")
     if tape.used:
         raise RuntimeError("backward was already run for this forward pass; call forward again")
     tape.used = True
     steps, batch, n_in = tape.x.shape
     d_pre_x = tape.pre_activations  # overwritten: forward no longer needs it
-    d_pre_h = d_pre_x if kernels.SUMMED_BLOCKS else np.empty_like(d_pre_x)
+    if kernels.SUMMED_BLOCKS:
+        d_pre_h = d_pre_x
+    else:
+        d_pre_h = tape.d_pre_h = tape.workspace.take("d_pre_h", d_pre_x.shape, d_pre_x.dtype)
     d_states = [np.array(d, dtype=tape.x.dtype, order="C", copy=True) for d in d_final_states]
     d_params = [np.zeros_like(p) for p in tape.params]
     gradient_arrays = [d_pre_x] + ([] if kernels.SUMMED_BLOCKS else [d_pre_h])
@@ -146,19 +250,48 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
                 *d_states, *gradient_arrays, *d_params)
         _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
              row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
+        del args    # holds the saved values, which are freed below
 
     d_pre_x_flat = d_pre_x.reshape(steps * batch, gates)
     d_pre_h_flat = d_pre_h.reshape(steps * batch, gates)
     x_flat = tape.x.reshape(steps * batch, n_in)
-    output = tape.histories[kernels.STATES.index(kernels.OUTPUT)]
+    output = tape.histories[tape.output_state]
     h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
-    grads = {
-        "weight_ih": d_pre_x_flat.T @ x_flat,
-        "weight_hh": d_pre_h_flat.T @ h_prev_flat,
-    }
+    # the saved values are dead: they hold the partial products, then go before dx comes
+    scratch = tape.saved.reshape(-1)
+    if (_large(steps, batch, gates, output.shape[2]) and n_in > 0 and steps * batch >= GRAM_SLABS
+            and scratch.size >= GRAM_SLABS * gates * max(n_in, output.shape[2])):
+        with _one_blas_thread():     # on Numba's threads; see the module docstring
+            grads = {"weight_ih": _gram_row_slabs(d_pre_x_flat, x_flat, scratch),
+                     "weight_hh": _gram_row_slabs(d_pre_h_flat, h_prev_flat, scratch)}
+            scratch = tape.saved = None
+            dx = np.empty_like(tape.x)
+            _matmul_row_blocks(d_pre_x_flat, tape.weight_ih, dx.reshape(steps * batch, n_in),
+                               min(numba.get_num_threads(), steps * batch))
+    else:
+        grads = {"weight_ih": d_pre_x_flat.T @ x_flat, "weight_hh": d_pre_h_flat.T @ h_prev_flat}
+        scratch = tape.saved = None
+        dx = (d_pre_x_flat @ tape.weight_ih).reshape(tape.x.shape)
     if has_bias:
         grads["bias_ih"] = d_pre_x_flat.sum(axis=0)
         grads["bias_hh"] = grads["bias_ih"].copy() if kernels.SUMMED_BLOCKS else d_pre_h_flat.sum(axis=0)
     grads.update(zip(kernels.PARAMS, d_params))
-    dx = (d_pre_x_flat @ tape.weight_ih).reshape(tape.x.shape)
+    release(tape)
     return dx, d_states, grads
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gram_row_slabs_into(a, b, partials):
+    rows, slabs = a.shape[0], partials.shape[0]
+    for slab in numba.prange(slabs):
+        lo, hi = slab * rows // slabs, (slab + 1) * rows // slabs
+        np.dot(a[lo:hi].T, b[lo:hi], partials[slab])
+
+
+def _gram_row_slabs(a, b, scratch):
+    """aᵀb as the sum over GRAM_SLABS slabs of rows of aₖᵀbₖ, the slabs spread over
+    Numba's threads; the partial products live in ``scratch``."""
+    shape = (GRAM_SLABS, a.shape[1], b.shape[1])
+    partials = scratch[:math.prod(shape)].reshape(shape)
+    _gram_row_slabs_into(a, b, partials)
+    return partials.sum(axis=0)

@@ -36,10 +36,13 @@ def _power_of_two(typingctx, k):
         bits = signature.args[0].bitwidth
         integer = ir.IntType(bits)
         real = args[0].type
-        # saturating conversion: defined (0) for NaN, whose result is NaN anyway
-        convert = builder.module.declare_intrinsic("llvm.fptosi.sat", [integer, real],
-                                                   ir.FunctionType(integer, [real]))
-        exponent = builder.add(builder.call(convert, args), ir.Constant(integer, BIAS[bits]))
+        # k + 1.5·2**m (m fraction bits) holds k in its low bits: integer k without a
+        # float-to-int conversion, which LLVM would do one lane at a time
+        magic = 1.5 * 2.0 ** MANTISSA[bits]
+        shifted = builder.bitcast(builder.fadd(args[0], ir.Constant(real, magic)), integer)
+        magic_bits = int(np.array(magic, dtype=f"f{bits // 8}").view(f"i{bits // 8}"))
+        exponent = builder.add(builder.sub(shifted, ir.Constant(integer, magic_bits)),
+                               ir.Constant(integer, BIAS[bits]))
         return builder.bitcast(builder.shl(exponent, ir.Constant(integer, MANTISSA[bits])), real)
 
     return k(k), codegen

@@ -76,6 +76,8 @@ class RecurrentLayer:
         self.params = self._init_params(np.random.default_rng(seed))
         self.grads = {}
         self._tape = None
+        # per layer and direction: the buffers each call lends its tape (driver.Workspace)
+        self._workspaces = [driver.Workspace() for _ in range(self.num_layers * self.num_directions)]
 
     @property
     def cell(self):
@@ -146,10 +148,14 @@ class RecurrentLayer:
         ``SAVED`` tuple (for the LSTM: forget_gate, input_gate, candidate,
         output_gate, tanh_cell), time-major and, for the reverse direction,
         in the reversed order that direction read the sequence. Steps past a
-        sequence's length hold values the output ignores.
+        sequence's length hold values the output ignores. Call it before
+        backward, which hands their memory to the next call.
         """
         if self._tape is None:
             raise RuntimeError("call forward before gate_activations")
+        if self._tape[0][0].released:
+            raise RuntimeError("backward consumed the values the last forward pass saved; call "
+                               "gate_activations before backward, or forward again")
         if not (0 <= layer < self.num_layers and 0 <= direction < self.num_directions):
             raise ValueError(f"layer must lie in [0, {self.num_layers}) and direction in "
                              f"[0, {self.num_directions}), got layer={layer}, direction={direction}")
@@ -221,26 +227,42 @@ class RecurrentLayer:
                     self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
                     self.params.get(f"bias_hh{suffix}"),
                     [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
-                    [s[slot] for s in initial], lengths, keep=not inference)
+                    [s[slot] for s in initial], lengths, keep=not inference,
+                    workspace=self._workspaces[slot])
                 tapes.append(tape)
                 for final, final_state in zip(finals, final_states):
                     final[slot] = final_state
                 output = output if direction == 0 else _reverse_rows(output, lengths)
                 outputs.append(output)
             layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
-        y = np.array(layer_input, copy=True) if layer_input is outputs[0] else layer_input
+
+        # y must not share memory with what backward reads (the caller may change it),
+        # and none of it may be lent again by a later call
+        y, y_is_history = layer_input, len(outputs) == 1
+        if self.batch_first and not unbatched:
+            y, y_is_history = np.ascontiguousarray(layer_input.transpose(1, 0, 2)), False
+        elif y_is_history and not inference:
+            y, y_is_history = layer_input.copy(), False
         if lengths is not None and steps:
-            y[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
-        self._tape = None if inference else (tapes, lengths, unbatched, x.shape)
-        return self._format_output(y, unbatched), self._format_state(finals, unbatched)
+            time_major = y.transpose(1, 0, 2) if self.batch_first and not unbatched else y
+            time_major[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
+        if inference:
+            last_layer = len(tapes) - self.num_directions
+            for k, tape in enumerate(tapes):
+                driver.release(tape, keep_output=y_is_history and k >= last_layer)
+            self._tape = None
+        else:
+            self._tape = (tapes, lengths, unbatched, x.shape)
+        return (y[:, 0, :] if unbatched else y), self._format_state(finals, unbatched)
 
     # -- backward ---------------------------------------------------------------
     def backward(self, d_output, d_state=None):
         """Backpropagation through time for the last forward call.
 
         ``d_output`` is the gradient of the loss with respect to ``y`` (same
-        shape); ``d_state`` that with respect to the final state(s), zeros if
-        omitted. Returns ``(dx, d_initial_state)`` and fills ``self.grads``.
+        shape), or None for zeros (a loss on the final state alone);
+        ``d_state`` that with respect to the final state(s), zeros if omitted.
+        Returns ``(dx, d_initial_state)`` and fills ``self.grads``.
         """
         if self._tape is None:
             raise RuntimeError("call forward before backward (forward with inference=True keeps nothing for it)")
@@ -249,12 +271,23 @@ class RecurrentLayer:
             raise RuntimeError("backward was already run for this forward pass; call forward again")
         steps, batch = x_shape[0], x_shape[1]
         expected = (steps, batch, self.hidden_size * self.num_directions)
-        dy = self._check_array(d_output, "d_output", self._external_shape(expected, unbatched))
-        dy = self._to_time_major(dy, unbatched)
+        if d_output is not None:
+            self._check_array(d_output, "d_output", self._external_shape(expected, unbatched))
         d_final = self._check_state(d_state, batch, unbatched, "d_state")
 
+        # dy: time-major, zero past each row's length; the caller's array when it already is
+        workspace, borrowed = self._workspaces[0], None
+        if d_output is None:
+            dy = borrowed = workspace.take("d_output", expected, self.dtype)
+            dy.fill(0.0)
+        else:
+            dy = d_output[:, None, :] if unbatched else d_output
+            dy = dy.transpose(1, 0, 2) if self.batch_first and not unbatched else dy
+            if lengths is not None or not dy.flags.c_contiguous:
+                borrowed = workspace.take("d_output", expected, self.dtype)
+                borrowed[...] = dy
+                dy = borrowed
         if lengths is not None and steps:
-            dy = dy.copy()
             dy[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
         grads = {}
         d_initial = [np.empty_like(d) for d in d_final]
@@ -274,6 +307,8 @@ class RecurrentLayer:
                 dx = dx if direction == 0 else _reverse_rows(dx, lengths)
                 d_input = dx if d_input is None else d_input + dx
             d_layer_output = d_input
+        if borrowed is not None:
+            workspace.give("d_output", borrowed)
         self.grads = {name: grads[name] for name in self.params}
         dx = self._format_output(d_layer_output, unbatched)
         return dx, self._format_state(d_initial, unbatched)

@@ -135,13 +135,13 @@ class SequenceModel(Module):
             summary = outputs                                   # [B, T, D·d]
         else:
             summary = self._final_hidden(final_states)          # [B, D·d]
-        self._cache = (outputs.shape, final_states)
+        self._cache = final_states
         return self.head(summary)
 
     def backward(self, d_output):
         if self._cache is None:
             raise RuntimeError("call forward before backward")
-        outputs_shape, final_states = self._cache
+        final_states = self._cache
         d_summary = self.head.backward(d_output)
         if self.readout == "every":
             d_inputs, _ = self.rnn.backward(d_summary)
@@ -152,7 +152,7 @@ class SequenceModel(Module):
             directions, hidden = self.rnn.num_directions, self.rnn.hidden_size
             d_hidden[-directions:] = d_summary.reshape(-1, directions, hidden).transpose(1, 0, 2)
             d_state = tuple(d_states) if len(d_states) > 1 else d_states[0]
-            d_inputs, _ = self.rnn.backward(np.zeros(outputs_shape, self.dtype), d_state)
+            d_inputs, _ = self.rnn.backward(None, d_state)
         if self.embedding is not None:
             d_inputs = self.embedding.backward(d_inputs)
         self.grads = {f"{part}.{name}": grad for part, module in self._parts()

@@ -42,6 +42,29 @@ def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypatch):
+    """Every product split over threads splits the same way on any machine: a notebook
+    executed on two cores prints the same digits on eight."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs at least 2 Numba threads (this machine has 1 core)")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((11, 6, 5)).astype(np.float32)
+    lengths = np.array([11, 4, 0, 9, 11, 7])
+    monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
+    results = []
+    threads_before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            layer = lstmkit.RecurrentLayer(cell, 5, 7, num_layers=2, bidirectional=True, seed=3)
+            results.append(run_layer(layer, x, lengths))
+    finally:
+        numba.set_num_threads(threads_before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inference_gives_the_same_outputs_and_keeps_nothing(cell, dtype):
     rng = np.random.default_rng(4)
@@ -105,3 +128,129 @@ def test_generated_activations_saturate_and_keep_nan(dtype):
         _apply(getattr(kernel_runtime, name), values, got)
         np.testing.assert_allclose(got[:4], expected, atol=float(np.finfo(dtype).tiny) * 2**40)
         assert np.isnan(got[4]), name
+
+
+# -- buffers reused from call to call (driver.Workspace) -------------------------------------
+def _tape_buffers(layer):
+    """The buffers a workspace lends again (backward frees the saved values instead)."""
+    tape = layer._tape[0][0]
+    return [tape.pre_activations, *tape.histories]
+
+
+def run_layer_keeping_buffers(layer, x, seed):
+    """run_layer, and the first tape's buffers as forward left them."""
+    buffers = []
+    forward = layer.forward
+
+    def spy(*args, **kwargs):
+        result = forward(*args, **kwargs)
+        buffers.extend(_tape_buffers(layer))
+        return result
+
+    layer.forward = spy
+    try:
+        return run_layer(layer, x, seed=seed), buffers
+    finally:
+        del layer.forward
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_reused_buffers_change_no_result_the_caller_holds(cell, batch_first):
+    """A second step reuses the first step's memory, and nothing the first step returned
+    (outputs, final states, input gradients, parameter gradients) changes."""
+    rng = np.random.default_rng(5)
+    layer = lstmkit.RecurrentLayer(cell, 3, 4, num_layers=2, batch_first=batch_first, seed=0)
+    shape = (2, 6, 3) if batch_first else (6, 2, 3)
+    first_x, second_x = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+
+    first, first_buffers = run_layer_keeping_buffers(layer, first_x, seed=1)
+    assert layer._tape[0][0].released               # backward gave the buffers back
+    assert layer._tape[0][0].saved is None          # and freed the saved values
+    first_copies = [a.copy() for a in first]
+    second, second_buffers = run_layer_keeping_buffers(layer, second_x, seed=2)
+    for before, after in zip(first_buffers, second_buffers):
+        assert np.shares_memory(before, after)       # the same memory, reused
+    for kept, copy in zip(first, first_copies):
+        np.testing.assert_array_equal(kept, copy)
+    # and the second step's numbers are those of a fresh layer
+    fresh = lstmkit.RecurrentLayer(cell, 3, 4, num_layers=2, batch_first=batch_first, seed=0)
+    for a, b in zip(second, run_layer(fresh, second_x, seed=2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_reuse_before_backward_and_inference_outputs_stay_put():
+    rng = np.random.default_rng(6)
+    layer = lstmkit.LSTM(3, 4, seed=0)
+    x1, x2 = (rng.standard_normal((5, 2, 3)).astype(np.float32) for _ in range(2))
+    layer(x1)
+    pending = _tape_buffers(layer)
+    layer(x2)                      # the first pass had no backward: its tape is not recycled
+    for before, after in zip(pending, _tape_buffers(layer)):
+        assert not np.shares_memory(before, after)
+
+    y1, (h1, c1) = layer.forward(x1, inference=True)
+    kept = [y1.copy(), h1.copy(), c1.copy()]
+    y2, _ = layer.forward(x2, inference=True)
+    assert not np.shares_memory(y1, y2)
+    for a, b in zip((y1, h1, c1), kept):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gate_activations_after_backward_raise():
+    """Backward gives the saved values' memory back for reuse: reading them after it is an error."""
+    rng = np.random.default_rng(7)
+    layer = lstmkit.LSTM(3, 4, seed=0)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    y, _ = layer(x)
+    layer.gate_activations()
+    layer.backward(np.ones_like(y))
+    with pytest.raises(RuntimeError, match="call gate_activations before backward"):
+        layer.gate_activations()
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_backward_without_output_gradient_is_backward_with_zeros(batch_first):
+    rng = np.random.default_rng(8)
+    layer = lstmkit.GRU(3, 4, num_layers=2, batch_first=batch_first, dtype=np.float64, seed=0)
+    x = rng.standard_normal((2, 6, 3) if batch_first else (6, 2, 3))
+    lengths = np.array([6, 3])
+    d_state = rng.standard_normal((2, 2, 4))
+    y, _ = layer(x, lengths=lengths)
+    dx_zeros, d_h0_zeros = layer.backward(np.zeros_like(y), d_state)
+    grads_zeros = dict(layer.grads)
+    layer(x, lengths=lengths)
+    dx_none, d_h0_none = layer.backward(None, d_state)
+    np.testing.assert_array_equal(dx_none, dx_zeros)
+    np.testing.assert_array_equal(d_h0_none, d_h0_zeros)
+    for name, grad in grads_zeros.items():
+        np.testing.assert_array_equal(layer.grads[name], grad)
+    assert np.abs(grads_zeros["weight_hh_l0"]).max() > 0
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_backward_frees_the_saved_values_before_its_results_take_their_place(large, monkeypatch):
+    """Backward's peak is what forward left plus the parameter gradients: dx is allocated
+    only after the saved values are freed (on both ways of computing the products)."""
+    import tracemalloc
+
+    monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0 if large else 10**12)
+    rng = np.random.default_rng(10)
+    layer = lstmkit.LSTM(24, 32, dtype=np.float64, seed=0)
+    x = rng.standard_normal((40, 16, 24))
+    dy = rng.standard_normal((40, 16, 32))
+    layer(x)
+    layer.backward(dy)                         # compile and warm up outside the measurement
+    tracemalloc.start()
+    try:
+        layer(x)
+        after_forward = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        dx, _ = layer.backward(dy)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    gradient_bytes = sum(g.nbytes for g in layer.grads.values())
+    saved_bytes = 40 * 16 * len(layer.kernels.SAVED) * 32 * 8
+    assert dx.nbytes < saved_bytes
+    assert peak - after_forward <= gradient_bytes + 64 * 1024
