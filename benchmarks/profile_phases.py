@@ -42,6 +42,11 @@ def _median_seconds(function, repeats):
     return float(np.median(times))
 
 
+def _in_driver_context(batch, serial, parallel, args, blocks):
+    with driver._blas_on_one_thread(batch):
+        driver._run(serial, parallel, args, batch, blocks)
+
+
 @numba.njit
 def _recurrent_products(histories, weight, out):
     for t in range(histories.shape[0]):
@@ -76,11 +81,11 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     def product(a, b, out):
         """a @ b into out, the way the driver computes its whole-sequence products."""
-        if on_numba_threads:
-            with driver._one_blas_thread():
+        with driver._blas_on_one_thread(batch):
+            if on_numba_threads:
                 driver._matmul_row_blocks(a, b, out, slabs)
-        else:
-            np.matmul(a, b, out=out)
+            else:
+                np.matmul(a, b, out=out)
 
     times["GEMM x W_ihᵀ (all steps)"] = _median_seconds(lambda: product(x_flat, w_ih.T, pre), repeats)
 
@@ -94,14 +99,15 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     forward_args = (tape.pre_activations, w_hh.T, b_ih, b_hh, *histories, saved, lengths)
     label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
-        lambda: driver._run(kernels.forward_rows, kernels.forward_sequence, forward_args, batch, blocks),
+        lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
         repeats)
     d_states = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
     d_pre_h = [] if kernels.SUMMED_BLOCKS else [np.empty_like(tape.pre_activations)]
     backward_args = (dy, w_hh, *histories, saved, lengths, *d_states, tape.pre_activations, *d_pre_h)
     label = f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
-        lambda: driver._run(kernels.backward_rows, kernels.backward_sequence, backward_args, batch, blocks),
+        lambda: _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence, backward_args,
+                                   blocks),
         repeats)
 
     # inside the loop, one thread, whole batch
@@ -138,10 +144,8 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     def gram(a, b):
         """aᵀb the way the driver computes it (on Numba's threads, partials in the saved values)."""
-        if on_numba_threads:
-            with driver._one_blas_thread():
-                return driver._gram_row_slabs(a, b, scratch)
-        return a.T @ b
+        with driver._blas_on_one_thread(batch):
+            return driver._gram_row_slabs(a, b, scratch) if on_numba_threads else a.T @ b
 
     dx = np.empty_like(x_flat)
     times["GEMM dW_ih = dGᵀ X"] = _median_seconds(lambda: gram(d_flat, x_flat), repeats)

@@ -10,16 +10,17 @@ The layout follows the performance plan in DESIGN.md:
   ``dX = dG W_ih``, ``dW_hh = dGᵀH_prev`` and the bias sums are each one
   whole-sequence GEMM or reduction.
 
-Threads. Each batch row's recurrence is independent of the others, so the
-loop over time runs on blocks of rows at once, one Numba thread per block,
-each with single-threaded BLAS for its own small products: the blocks never
-wait for one another inside the loop, and BLAS threads never compete with
-Numba threads for the cores. When the loop has threads, the whole-sequence
-products before and after it run on the same Numba threads too, one slab of
-rows each: on OpenBLAS's own threads they were as fast, but those keep
-spinning for a while after each product, and took a third of the next loop's
-two cores. The slabs of ``dGᵀX`` and ``dGᵀH`` are fixed in number
-(``GRAM_SLABS``), so the gradients do not depend on the number of threads.
+Threads. lstmkit never uses BLAS's own threads: OpenBLAS's keep spinning for a
+while after each product, and spinning ones took a third of the two cores
+from whatever ran next. A small layer runs on the calling thread, its
+products too small to gain from splitting. In a large one, each batch row's
+recurrence being independent of the others, the loop over time runs on blocks
+of rows at once, one Numba thread per block, each with single-threaded BLAS
+for its own small products, so that the blocks never wait for one another
+inside the loop; and the whole-sequence products before and after it run on
+the same Numba threads, one slab of rows each. The slabs of ``dGᵀX`` and
+``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the gradients do not depend
+on the number of threads.
 
 Memory. The buffer that holds ``X W_ihᵀ`` in forward is not needed afterwards,
 so backward writes the gradient of the pre-activations into it. The saved gate
@@ -32,6 +33,7 @@ so that a training loop reuses the same memory on every step.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -142,26 +144,46 @@ def _large(steps, batch, gates, hidden):
 GRAM_SLABS = 4
 
 
-_blas = None
+_blas_libraries = None
 
 
+@contextlib.contextmanager
 def _one_blas_thread():
-    """A context in which every loaded BLAS runs on the calling thread alone."""
-    global _blas
-    if _blas is None:
+    """A context in which every loaded BLAS runs on the calling thread alone.
+
+    Calls each library's own thread setting (a few microseconds in all), rather
+    than threadpoolctl's ``limit``, which costs more than a small layer's step.
+    """
+    global _blas_libraries
+    if _blas_libraries is None:
         import scipy.linalg.cython_blas  # noqa: F401 (the BLAS np.dot calls inside @njit)
         from threadpoolctl import ThreadpoolController
 
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _blas.limit(limits=1)
+        _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    previous = [library.get_num_threads() for library in _blas_libraries]
+    for library in _blas_libraries:
+        library.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for library, threads in zip(_blas_libraries, previous):
+            library.set_num_threads(threads)
+
+
+def _blas_on_one_thread(batch):
+    """The context every call runs in: BLAS's own threads unused (module docstring).
+
+    A single row is left alone: its products are matrix-vector ones, which BLAS
+    keeps on one thread anyway, and switching costs a noticeable part of such a call.
+    """
+    return _one_blas_thread() if batch > 1 else contextlib.nullcontext()
 
 
 def _run(serial, parallel, args, batch, blocks):
-    if blocks == 1:
-        serial(*args, 0, batch)
+    if blocks > 1:
+        parallel(*args, blocks)
     else:
-        with _one_blas_thread():
-            parallel(*args, blocks)
+        serial(*args, 0, batch)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -192,17 +214,11 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     if lengths is None:
         lengths = np.full(batch, steps, np.int64)
     gates = len(kernels.GATES) * hidden
-    pre_activations = workspace.take("pre_activations", (steps, batch, gates), dtype)
-    x_flat, pre_flat = x.reshape(steps * batch, n_in), pre_activations.reshape(steps * batch, gates)
-    if _large(steps, batch, gates, hidden) and n_in:
-        with _one_blas_thread():
-            _matmul_row_blocks(x_flat, weight_ih.T, pre_flat, min(numba.get_num_threads(), steps * batch))
-    else:
-        np.matmul(x_flat, weight_ih.T, out=pre_flat)
     if bias_ih is None:
         bias_ih = np.zeros(gates, dtype)
     if bias_hh is None:
         bias_hh = np.zeros(gates, dtype)
+    pre_activations = workspace.take("pre_activations", (steps, batch, gates), dtype)
     histories = []
     for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
         slots = steps + 1 if keep or name == kernels.OUTPUT else 2
@@ -211,10 +227,16 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         histories.append(history)
     saved = workspace.take("saved", (steps if keep else min(steps, 1), batch, len(kernels.SAVED) * hidden),
                            dtype)
-    args = (pre_activations, weight_hh.T, bias_ih, bias_hh, *histories, *params, saved, lengths)
-    if steps:
-        _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
-             row_blocks(steps, batch, gates, hidden))
+    x_flat, pre_flat = x.reshape(steps * batch, n_in), pre_activations.reshape(steps * batch, gates)
+    with _blas_on_one_thread(batch):
+        if _large(steps, batch, gates, hidden) and n_in:
+            _matmul_row_blocks(x_flat, weight_ih.T, pre_flat, min(numba.get_num_threads(), steps * batch))
+        else:
+            np.matmul(x_flat, weight_ih.T, out=pre_flat)
+        if steps:
+            args = (pre_activations, weight_hh.T, bias_ih, bias_hh, *histories, *params, saved, lengths)
+            _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
+                 row_blocks(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
@@ -245,33 +267,33 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     d_params = [np.zeros_like(p) for p in tape.params]
     gradient_arrays = [d_pre_x] + ([] if kernels.SUMMED_BLOCKS else [d_pre_h])
     gates = d_pre_x.shape[2]
-    if steps:
-        args = (d_output, tape.weight_hh, *tape.histories, *tape.params, tape.saved, tape.lengths,
-                *d_states, *gradient_arrays, *d_params)
-        _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
-             row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
-        del args    # holds the saved values, which are freed below
-
     d_pre_x_flat = d_pre_x.reshape(steps * batch, gates)
     d_pre_h_flat = d_pre_h.reshape(steps * batch, gates)
     x_flat = tape.x.reshape(steps * batch, n_in)
     output = tape.histories[tape.output_state]
     h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
-    # the saved values are dead: they hold the partial products, then go before dx comes
-    scratch = tape.saved.reshape(-1)
-    if (_large(steps, batch, gates, output.shape[2]) and n_in > 0 and steps * batch >= GRAM_SLABS
-            and scratch.size >= GRAM_SLABS * gates * max(n_in, output.shape[2])):
-        with _one_blas_thread():     # on Numba's threads; see the module docstring
+    with _blas_on_one_thread(batch):
+        if steps:
+            args = (d_output, tape.weight_hh, *tape.histories, *tape.params, tape.saved, tape.lengths,
+                    *d_states, *gradient_arrays, *d_params)
+            _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
+                 row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
+            del args    # holds the saved values, which are freed below
+        # the saved values are dead: they hold the partial products, then go before dx comes
+        scratch = tape.saved.reshape(-1)
+        if (_large(steps, batch, gates, output.shape[2]) and n_in > 0 and steps * batch >= GRAM_SLABS
+                and scratch.size >= GRAM_SLABS * gates * max(n_in, output.shape[2])):
+            # on Numba's threads; see the module docstring
             grads = {"weight_ih": _gram_row_slabs(d_pre_x_flat, x_flat, scratch),
                      "weight_hh": _gram_row_slabs(d_pre_h_flat, h_prev_flat, scratch)}
             scratch = tape.saved = None
             dx = np.empty_like(tape.x)
             _matmul_row_blocks(d_pre_x_flat, tape.weight_ih, dx.reshape(steps * batch, n_in),
                                min(numba.get_num_threads(), steps * batch))
-    else:
-        grads = {"weight_ih": d_pre_x_flat.T @ x_flat, "weight_hh": d_pre_h_flat.T @ h_prev_flat}
-        scratch = tape.saved = None
-        dx = (d_pre_x_flat @ tape.weight_ih).reshape(tape.x.shape)
+        else:
+            grads = {"weight_ih": d_pre_x_flat.T @ x_flat, "weight_hh": d_pre_h_flat.T @ h_prev_flat}
+            scratch = tape.saved = None
+            dx = (d_pre_x_flat @ tape.weight_ih).reshape(tape.x.shape)
     if has_bias:
         grads["bias_ih"] = d_pre_x_flat.sum(axis=0)
         grads["bias_hh"] = grads["bias_ih"].copy() if kernels.SUMMED_BLOCKS else d_pre_h_flat.sum(axis=0)

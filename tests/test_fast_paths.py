@@ -254,3 +254,21 @@ def test_backward_frees_the_saved_values_before_its_results_take_their_place(lar
     saved_bytes = 40 * 16 * len(layer.kernels.SAVED) * 32 * 8
     assert dx.nbytes < saved_bytes
     assert peak - after_forward <= gradient_bytes + 64 * 1024
+
+
+def test_layers_keep_blas_on_one_thread_and_give_the_setting_back():
+    """BLAS's own threads spin after each product and slow whatever runs next: the driver
+    runs every call with BLAS on one thread, and restores the caller's setting after."""
+    import scipy.linalg.cython_blas  # noqa: F401 (the BLAS the kernels call, loaded as they do)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        with driver._blas_on_one_thread(batch=2):
+            inside = blas_threads()
+        after = blas_threads()
+    assert len(inside) >= 1 and set(inside.values()) == {1}
+    assert after == before and set(before.values()) == {2}
