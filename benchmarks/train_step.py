@@ -20,17 +20,19 @@ round by round, so load from elsewhere on the machine falls on both alike. A
 round's sample is the median over ``calls`` steps; the table shows the
 median over rounds. A ratio above 1 means lstmkit is faster.
 
-Three thread configurations are measured (``--configs`` picks some):
+Four configurations are measured (``--configs`` picks some):
 
 * ``all-2``: BLAS, OpenMP, Numba and torch all told 2 threads;
 * ``torch-2/lstmkit-1``: torch on 2 threads (``torch.set_num_threads(2)``),
-  lstmkit on one BLAS and one Numba thread, which is faster for matrices this
-  small (NumPy's and SciPy's BLAS each keep 2 threads that spin between calls);
+  lstmkit on one BLAS and one Numba thread;
 * ``all-1``: everyone on one thread;
 * ``all-1/malloc``: the same, with glibc told to keep freed memory
-  (``MALLOC_TRIM_THRESHOLD_`` etc., for both workers): a training forward
-  pass allocates a few MB for backward, and by default glibc gives them back
-  to the OS and page-faults them in again on every step.
+  (``MALLOC_TRIM_THRESHOLD_`` etc., for both workers).
+
+They differ for lstmkit no more than the noise: a layer reuses its buffers from
+step to step (no page faults for fresh memory, which the malloc setting once
+hid) and never runs its products on BLAS's own threads (which once made
+``all-2`` twice as slow). They stay to show it.
 """
 from __future__ import annotations
 
