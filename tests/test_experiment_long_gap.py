@@ -1,40 +1,14 @@
 """The long-gap language task ("I grew up in France … I speak fluent French"): at a short gap
 both the tanh RNN and the LSTM get the language right; at a long gap only the LSTM does.
 Each claim must hold for a majority of 3 seeds."""
-import numba
 import numpy as np
 import pytest
-import scipy.linalg  # noqa: F401 (Numba's np.dot calls BLAS through SciPy: load it before the limit)
-from threadpoolctl import threadpool_limits
 
+from conftest import holds_for_most_seeds
 from lstmkit.experiments import gate_trace, train_long_gap
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These matrices are small: one thread is faster than two. On two cores shared with
-    other work, the idle threads of NumPy's and SciPy's BLAS spin against each other and
-    Numba's row-block threads wait for one another at every step (the chapters limit BLAS too)."""
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        numba.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 SHORT_GAP, LONG_GAP = 5, 20
-
-
-def holds_for_most_seeds(claim, seeds=(0, 1, 2)):
-    """Majority vote; stops as soon as the majority is decided. Returns (verdict, results)."""
-    results = []
-    for seed in seeds:
-        results.append(claim(seed))
-        passed = sum(ok for ok, _ in results)
-        if passed * 2 > len(seeds) or (len(results) - passed) * 2 > len(seeds):
-            break
-    return sum(ok for ok, _ in results) * 2 > len(seeds), results
 
 
 def test_both_cells_bridge_a_short_gap():

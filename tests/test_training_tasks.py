@@ -1,9 +1,6 @@
 """The models learn the real data the chapters use: Python's own source and a real time series."""
-import numba
 import numpy as np
 import pytest
-import scipy.linalg  # noqa: F401 (Numba's np.dot calls BLAS through SciPy: load it before the limit)
-from threadpoolctl import threadpool_limits
 
 from lstmkit import tasks
 from lstmkit.models import CharLanguageModel, SequenceRegressor
@@ -11,19 +8,7 @@ from lstmkit.nn import MSELoss, SoftmaxCrossEntropy
 from lstmkit.optim import Adam
 from lstmkit.train import fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These matrices are small: one thread is faster than two. On two cores shared with
-    other work, the idle threads of NumPy's and SciPy's BLAS spin against each other and
-    Numba's row-block threads wait for one another at every step (the chapters limit BLAS too)."""
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        numba.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_char_model_beats_the_unigram_entropy_of_held_out_source():
