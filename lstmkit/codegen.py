@@ -53,6 +53,9 @@ KERNEL_DIR = Path(__file__).parent / "kernels"
 REGENERATE_COMMAND = "python -m lstmkit generate"
 INDENT = " " * 12  # statements inside ``for b: for j:``
 RESERVED = {"real", "sigmoid", "tanh", "expm1", "math", "np", "numba", "batch", "hidden", "b", "j"}
+# arrays the kernels name whatever the cell
+FIXED_ARRAYS = ("GX", "GH", "BIAS_IH", "BIAS_HH", "SAVED", "LENGTHS", "CHUNKS", "W_HH", "W_HH_T",
+                "D_OUT", "D_GX", "D_GH", "RECURRENT")
 
 
 class KernelPrinter(PythonCodePrinter):
@@ -123,7 +126,7 @@ class _Layout:
         self.states = list(spec.states)
         self.params = list(spec.param_names)
         prev, _ = derivation.backward_inputs()
-        self.backward_prev = [str(s)[: -len("_prev")] for s in prev]
+        self.backward_prev = [s for s in self.states if spec.prev[s] in prev]
         self.summed = derivation.summed_blocks
         names = {str(sym) for sym, _ in derivation.forward} | {str(sym) for sym, _ in derivation.backward_cse}
         names |= {str(s) for s in spec.input_symbols}
@@ -131,22 +134,35 @@ class _Layout:
         if clash:
             raise ValueError(f"{spec.name}: the name(s) {clash} are used by the generated kernels; "
                              "rename them in the cell spec")
+        # every array the kernels name after a state or a parameter, next to the fixed ones
+        arrays = list(FIXED_ARRAYS)
+        for s in self.states:
+            arrays += [_array(s), f"{_array(s)}_PREV", f"D_{_array(s)}", f"D_{_array(s)}_PREV",
+                       f"HELD_D_{_array(s)}"]
+        for p in self.params:
+            arrays += [_array(p), f"D_{_array(p)}", f"PARTIAL_D_{_array(p)}"]
+        clash = sorted({a for a in arrays if arrays.count(a) > 1})
+        if clash:
+            raise ValueError(f"{spec.name}: state or parameter names give the kernel arrays {clash} "
+                             "twice (array names are the names in capitals); rename them in the cell spec")
 
     # gradient symbols -> where they are written
     def gradient_targets(self):
+        spec = self.spec
+        gx = {sym: g for g, sym in spec.gx.items()}
+        gh = {sym: g for g, sym in spec.gh.items()}
+        prev = {sym: s for s, sym in spec.prev.items()}
         out = []
         for sym, expr in self.derivation.gradients.items():
-            name = str(sym)
-            if self.summed and name.startswith("d_g_"):
-                out.append(("D_GX", self.gate_index[name[4:]], expr, "="))
-            elif name.startswith("d_gx_"):
-                out.append(("D_GX", self.gate_index[name[5:]], expr, "="))
-            elif name.startswith("d_gh_"):
-                out.append(("D_GH", self.gate_index[name[5:]], expr, "="))
-            elif name.endswith("_prev"):
-                out.append((_array(name), None, expr, "="))
-            else:  # element-wise parameter: summed over the batch
-                out.append((_array(name), "param", expr, "+="))
+            wrt = self.derivation.wrt[sym]
+            if wrt in gx:      # also d/dgh when the blocks are summed: one array
+                out.append(("D_GX", self.gate_index[gx[wrt]], expr, "="))
+            elif wrt in gh:
+                out.append(("D_GH", self.gate_index[gh[wrt]], expr, "="))
+            elif wrt in prev:
+                out.append((f"D_{_array(prev[wrt])}_PREV", None, expr, "="))
+            else:              # element-wise parameter: summed over the batch
+                out.append((f"D_{_array(str(wrt))}", "param", expr, "+="))
         return out
 
 

@@ -79,11 +79,6 @@ class Workspace:
         if idle is None or idle.dtype != buffer.dtype or idle.size < buffer.size:
             self._idle[role] = buffer
 
-    @property
-    def nbytes(self):
-        """Bytes of the idle buffers."""
-        return sum(buffer.nbytes for buffer in self._idle.values())
-
 
 @dataclass
 class Tape:

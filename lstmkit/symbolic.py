@@ -250,7 +250,8 @@ class Derivation:
     backward reads that is not a previous state or a parameter.
     ``backward_cse`` are the common subexpressions of the gradients and
     ``gradients`` maps each gradient symbol (``d_gx_i``, ``d_c_prev``,
-    ``d_<param>``, ...) to its expression.
+    ``d_<param>``, ...) to its expression; ``wrt`` maps it to the symbol it is
+    the gradient with respect to (``gx_i``, ``c_prev``, the parameter, ...).
     """
 
     spec: CellSpec
@@ -261,6 +262,7 @@ class Derivation:
     backward_cse: list
     gradients: dict
     raw_gradients: dict = field(repr=False)
+    wrt: dict = field(repr=False, default_factory=dict)
 
     @property
     def grad_out(self):
@@ -289,9 +291,8 @@ class Derivation:
             names[sym] = rf"\delta {_state_latex(s)}_t"
         lines = []
         for sym, expr in self.raw_gradients.items():
-            target = str(sym)[2:]
-            target_sym = sp.Symbol(target, real=True)
-            lhs = r"\frac{\partial L}{\partial %s}" % names.get(target_sym, _default_latex(target))
+            target = self.wrt[sym]
+            lhs = r"\frac{\partial L}{\partial %s}" % names.get(target, _default_latex(str(target)))
             lines.append(rf"{lhs} &= {sp.latex(sp.factor_terms(expr), symbol_names=names)}")
         return lines
 
@@ -351,7 +352,7 @@ def derive(spec: CellSpec) -> Derivation:
                  for g in spec.gates for s in spec.states)
 
     grad_out = {s: sp.Symbol(f"d_{s}", real=True) for s in spec.states}
-    targets = []
+    targets = []           # (gradient symbol, the symbol it is the gradient with respect to)
     if summed:
         targets += [(sp.Symbol(f"d_g_{g}", real=True), spec.gx[g]) for g in spec.gates]
     else:
@@ -381,7 +382,7 @@ def derive(spec: CellSpec) -> Derivation:
     subexprs, reduced = sp.cse(list(raw.values()), symbols=sp.numbered_symbols("tmp", real=True),
                                optimizations="basic", order="none")
     gradients = dict(zip(raw, reduced))
-    return Derivation(spec, forward, saved, activations, summed, subexprs, gradients, raw)
+    return Derivation(spec, forward, saved, activations, summed, subexprs, gradients, raw, dict(targets))
 
 
 def _enters_as_sum(expr, gx, gh):

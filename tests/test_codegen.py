@@ -73,3 +73,24 @@ def test_user_cell_with_element_wise_parameter(tmp_path, monkeypatch, rng):
     assert layer.params["leak_l0"].shape == (3,)
     errors = layer_gradcheck(layer, rng.standard_normal((6, 2, 2)))
     assert errors["leak_l0"] < 1e-6 and max(errors.values()) < 1e-6, errors
+
+
+def test_parameter_names_shaped_like_generated_names(tmp_path, monkeypatch, rng):
+    """The generator knows what each gradient is with respect to, rather than reading it back
+    from names: parameters called ``g_scale`` and ``w_prev`` are parameters like any other."""
+    monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
+    spec = CellSpec("scaled_rnn", gates="h", states=("h",), params=("g_scale", "w_prev"))
+    spec.update("h", tanh(spec.param["g_scale"] * (spec.gx["h"] + spec.gh["h"])
+                          + spec.param["w_prev"] * spec.prev["h"]))
+    layer = RecurrentLayer(spec, 2, 3, dtype=np.float64, seed=2)
+    errors = layer_gradcheck(layer, rng.standard_normal((6, 2, 2)))
+    assert errors["g_scale_l0"] < 1e-6 and errors["w_prev_l0"] < 1e-6 and max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("param", ["saved", "lengths", "w_hh"])
+def test_names_that_would_give_an_array_twice_are_refused(tmp_path, monkeypatch, param):
+    monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
+    spec = CellSpec("clashing_rnn", gates="h", states=("h",), params=(param,))
+    spec.update("h", tanh(spec.gx["h"] + spec.gh["h"] + spec.param[param] * spec.prev["h"]))
+    with pytest.raises(ValueError, match=param.upper()):
+        RecurrentLayer(spec, 2, 3, dtype=np.float64, seed=0)
