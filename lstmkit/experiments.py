@@ -130,7 +130,7 @@ def train_long_gap(cell, gap, *, num_countries=4, hidden_size=32, embedding_dim=
                   eval_data={"inputs": test["inputs"], "targets": test["targets"]},
                   eval_every=steps, metrics=("accuracy",), clip_norm=clip_norm, progress=progress,
                   seed=np.random.default_rng(seeds[2]))
-    correct = model.forward(test["inputs"]).argmax(axis=-1) == test["targets"]
+    correct = model.predict(test["inputs"]).argmax(axis=-1) == test["targets"]
     changed = test["subject_changed"]
     return {"accuracy": history["eval_accuracy"][-1],
             "accuracy_changed": float(correct[changed].mean()) if changed.any() else None,

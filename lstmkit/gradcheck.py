@@ -58,11 +58,10 @@ def layer_gradcheck(layer, x, state=None, lengths=None, eps=1e-6, seed=0):
     packed = lambda: tuple(states) if len(states) > 1 else states[0]  # noqa: E731
 
     def loss():
-        out, fin = layer(x, packed(), lengths)
+        out, fin = layer.forward(x, packed(), lengths, inference=True)
         return float(np.sum(out * projection_y)
                      + sum(np.sum(f * p) for f, p in zip(_as_list(fin), projection_states)))
 
-    layer(x, packed(), lengths)
     d_state = tuple(projection_states) if len(projection_states) > 1 else projection_states[0]
     dx, d_initial = layer.backward(projection_y, d_state)
     analytic = {name: g.copy() for name, g in layer.grads.items()}

@@ -25,6 +25,8 @@ and ``head``. The arrays are the parts' own, so an optimizer updating
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .layers import RecurrentLayer
@@ -119,7 +121,8 @@ class SequenceModel(Module):
                 "bidirectional": self.rnn.bidirectional, "num_layers": self.rnn.num_layers}
 
     # -- forward and backward, side by side ---------------------------------------
-    def forward(self, inputs, lengths=None):
+    def forward(self, inputs, lengths=None, *, inference=False):
+        """The head's output; ``inference=True``: the recurrent layer keeps nothing for backward."""
         if self.embedding is not None:
             if not isinstance(inputs, np.ndarray) or inputs.ndim != 2:
                 raise ValueError(f"inputs: expected token ids of shape (B, T), got "
@@ -130,13 +133,31 @@ class SequenceModel(Module):
                 raise ValueError(f"inputs: expected features of shape (B, T, {self.input_size}), got "
                                  f"{getattr(inputs, 'shape', type(inputs).__name__)}")
             features = inputs
-        outputs, final_states = self.rnn(features, None, lengths)
+        outputs, final_states = self.rnn.forward(features, None, lengths, inference=inference)
         if self.readout == "every":
             summary = outputs                                   # [B, T, D·d]
         else:
             summary = self._final_hidden(final_states)          # [B, D·d]
         self._cache = final_states
         return self.head(summary)
+
+    def predict(self, inputs, lengths=None):
+        """``forward`` for evaluation: nothing is kept for backward, and a forward pass
+        whose backward is still to come is left alone."""
+        with self._pending_backward_left_alone():
+            return self.forward(inputs, lengths, inference=True)
+
+    @contextlib.contextmanager
+    def _pending_backward_left_alone(self):
+        """Forward passes inside leave what the last forward kept for backward as it was."""
+        tokens = self.embedding._tokens if self.embedding is not None else None
+        saved = (self._cache, self.rnn._tape, self.head._x)
+        try:
+            yield
+        finally:
+            self._cache, self.rnn._tape, self.head._x = saved
+            if self.embedding is not None:
+                self.embedding._tokens = tokens
 
     def backward(self, d_output):
         if self._cache is None:
@@ -238,11 +259,9 @@ class CharLanguageModel(SequenceModel):
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         rng = np.random.default_rng(seed)
-        # sampling must not disturb a forward pass whose backward is still to come
-        saved = (self.rnn._tape, self.embedding._tokens, self.head._x)
-        try:
+        with self._pending_backward_left_alone():
             features = self.embedding(prompt[None, :].astype(np.int64))
-            outputs, state = self.rnn(features)
+            outputs, state = self.rnn.forward(features, inference=True)
             logits = self.head(outputs[:, -1])[0]
             generated = np.empty(length, np.int64)
             for k in range(length):
@@ -250,8 +269,7 @@ class CharLanguageModel(SequenceModel):
                 probabilities = np.exp(scaled - scaled.max())
                 probabilities /= probabilities.sum()
                 generated[k] = rng.choice(self.vocab_size, p=probabilities)
-                outputs, state = self.rnn(self.embedding(generated[None, k:k + 1]), state)
+                outputs, state = self.rnn.forward(self.embedding(generated[None, k:k + 1]), state,
+                                                  inference=True)
                 logits = self.head(outputs[:, -1])[0]
-        finally:
-            self.rnn._tape, self.embedding._tokens, self.head._x = saved
         return generated

@@ -72,7 +72,8 @@ def evaluate(model, loss, data, metrics=(), batch_size=1024):
     functions ``f(predictions, batch) → float``. Returns ``{"loss": …, name: …}``.
     """
     rows = _check_data(data, "eval data")
-    predictions = [model.forward(chunk["inputs"], chunk.get("lengths"))
+    predict = getattr(model, "predict", model.forward)   # keeps nothing for backward, where it can
+    predictions = [predict(chunk["inputs"], chunk.get("lengths"))
                    for chunk in (take_batch(data, slice(start, start + batch_size))
                                  for start in range(0, rows, batch_size))]
     predictions = np.concatenate(predictions, axis=0)

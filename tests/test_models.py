@@ -208,6 +208,23 @@ def test_sampling_is_seeded_and_leaves_a_pending_backward_alone():
         np.testing.assert_array_equal(model.grads[name], reference.grads[name])
 
 
+@pytest.mark.parametrize("model_class, inputs", [
+    (CharLanguageModel, np.random.default_rng(1).integers(0, 10, (3, 6))),
+    (SequenceRegressor, np.random.default_rng(1).standard_normal((3, 6, 10)).astype(np.float32)),
+])
+def test_predict_is_forward_keeping_nothing_and_leaves_a_pending_backward_alone(model_class, inputs):
+    model, reference = model_class("lstm", 10, 8, seed=0), model_class("lstm", 10, 8, seed=0)
+    out = model.forward(inputs[:2])
+    predicted = model.predict(inputs)
+    np.testing.assert_array_equal(predicted, reference.forward(inputs))
+    assert model.rnn._tape is not None and model.rnn._tape[3][:2] == (6, 2)   # the pending pass
+    model.backward(np.ones_like(out))
+    reference.forward(inputs[:2])
+    reference.backward(np.ones_like(out))
+    for name in model.grads:
+        np.testing.assert_array_equal(model.grads[name], reference.grads[name])
+
+
 def test_cold_sampling_is_greedy():
     model = CharLanguageModel("gru", 6, 5, dtype=np.float64, seed=1)
     prompt = np.array([0, 3])
