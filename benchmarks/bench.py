@@ -36,6 +36,7 @@ the start of the run, torch's (MKL) included.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -163,31 +164,44 @@ def gemm_rate(dtype, implementation="numpy", size=2048, repeats=3):
 
     ``numpy``: NumPy's ``matmul``; ``numba``: ``np.dot`` inside ``@njit``, which
     calls the BLAS that SciPy ships (what lstmkit's sequence loops use);
-    ``torch``: ``torch.matmul``.
+    ``torch``: ``torch.matmul``. None where the library is missing.
     """
+    call = _gemm_call(np.dtype(dtype).name, implementation, size)
+    if call is None:
+        return None
+    seconds = float(np.median(time_function(call, repeats=repeats, min_seconds=0.2)))
+    return 2 * size ** 3 / seconds
+
+
+@functools.lru_cache(maxsize=None)
+def _gemm_operands(dtype, size):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)
-    out = np.empty((size, size), dtype)
+    return a, b, np.empty((size, size), dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _gemm_call(dtype, implementation, size):
+    """The product, ready to time: built (and for Numba compiled) once per worker, since the
+    rate is measured again after every lstmkit sample."""
+    a, b, out = _gemm_operands(dtype, size)
     if implementation == "numpy":
-        call = lambda: np.matmul(a, b, out=out)  # noqa: E731
-    elif implementation == "numba":
+        return lambda: np.matmul(a, b, out=out)
+    if implementation == "numba":
         import numba
 
         dot = numba.njit(lambda a, b, out: np.dot(a, b, out))
-        call = lambda: dot(a, b, out)  # noqa: E731
-    elif implementation == "torch":
+        return lambda: dot(a, b, out)
+    if implementation == "torch":
         try:
             import torch
         except ImportError:
             return None
         torch.set_num_threads(THREADS)
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
-        call = lambda: torch.matmul(ta, tb, out=tout)  # noqa: E731
-    else:
-        raise ValueError(implementation)
-    seconds = float(np.median(time_function(call, repeats=repeats, min_seconds=0.2)))
-    return 2 * size ** 3 / seconds
+        return lambda: torch.matmul(ta, tb, out=tout)
+    raise ValueError(implementation)
 
 
 # -- worker processes -----------------------------------------------------------------

@@ -19,27 +19,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-import numpy as np
-
+# before NumPy loads its BLAS, which reads them (bench.py imports NumPy)
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_name, "2")
 
 import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from bench import time_function  # noqa: E402
 
 import lstmkit  # noqa: E402
 from lstmkit import driver  # noqa: E402
 
 
 def _median_seconds(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(time_function(function, repeats=repeats, min_seconds=0)))
 
 
 def _in_driver_context(batch, serial, parallel, args, blocks):
@@ -64,6 +58,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     dy = rng.standard_normal((steps, batch, hidden)).astype(dtype)
     w_ih, w_hh = layer.params["weight_ih_l0"], layer.params["weight_hh_l0"]
     b_ih, b_hh = layer.params["bias_ih_l0"], layer.params["bias_hh_l0"]
+    params = [layer.params[f"{name}_l0"] for name in kernels.PARAMS]   # element-wise, e.g. peepholes
     gates = w_ih.shape[0]
     times = {}
 
@@ -76,7 +71,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     x_flat = x.reshape(steps * batch, n_in)
     pre = np.empty((steps * batch, gates), dtype)
-    on_numba_threads = driver._large(steps, batch, gates, hidden)
+    on_numba_threads = driver.products_on_numba_threads(steps, batch, gates, hidden, n_in)
     slabs = min(numba.get_num_threads(), steps * batch)
 
     def product(a, b, out):
@@ -92,18 +87,20 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     # the loop over time, as the driver runs it
     lengths = np.full(batch, steps, np.int64)
     initial = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
-    _, _, tape = driver.sequence_forward(kernels, x, w_ih, w_hh, b_ih, b_hh, [], initial, None)
+    _, _, tape = driver.sequence_forward(kernels, x, w_ih, w_hh, b_ih, b_hh, params, initial, None)
     blocks = driver.row_blocks(steps, batch, gates, hidden)
     histories = tape.histories
     saved = tape.saved
-    forward_args = (tape.pre_activations, w_hh.T, b_ih, b_hh, *histories, saved, lengths)
+    forward_args = (tape.pre_activations, w_hh.T, b_ih, b_hh, *histories, *params, saved, lengths)
     label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
         lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
         repeats)
     d_states = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
     d_pre_h = [] if kernels.SUMMED_BLOCKS else [np.empty_like(tape.pre_activations)]
-    backward_args = (dy, w_hh, *histories, saved, lengths, *d_states, tape.pre_activations, *d_pre_h)
+    d_params = [np.zeros_like(p) for p in params]
+    backward_args = (dy, w_hh, *histories, *params, saved, lengths, *d_states, tape.pre_activations,
+                     *d_pre_h, *d_params)
     label = f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
         lambda: _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence, backward_args,
@@ -125,7 +122,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     def forward_steps():
         for t in range(steps):
             kernels.forward_step(tape.pre_activations[t], gh, b_ih, b_hh, *(s[t] for s in state_args),
-                                 *(s[t] for s in next_args), saved[t])
+                                 *params, *(s[t] for s in next_args), saved[t])
 
     times["  of which step kernels, forward (1 thread)"] = _median_seconds(forward_steps, repeats)
     d_prev = [np.empty((batch, hidden), dtype) for _ in kernels.STATES]
@@ -133,19 +130,20 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     def backward_steps():
         for t in range(steps):
-            kernels.backward_step(saved[t], *(r[t] for r in reads), dy[t], *d_states,
-                                  tape.pre_activations[t], *(d[t] for d in d_pre_h), *d_prev)
+            kernels.backward_step(saved[t], *(r[t] for r in reads), *params, dy[t], *d_states,
+                                  tape.pre_activations[t], *(d[t] for d in d_pre_h), *d_prev, *d_params)
 
     times["  of which step kernels, backward (1 thread)"] = _median_seconds(backward_steps, repeats)
 
     d_flat = tape.pre_activations.reshape(steps * batch, gates)
     h_flat = output[:steps].reshape(steps * batch, hidden)
     scratch = saved.reshape(-1)
+    grams_on_numba_threads = driver.products_on_numba_threads(steps, batch, gates, hidden, n_in, scratch)
 
     def gram(a, b):
         """aᵀb the way the driver computes it (on Numba's threads, partials in the saved values)."""
         with driver._blas_on_one_thread(batch):
-            return driver._gram_row_slabs(a, b, scratch) if on_numba_threads else a.T @ b
+            return driver._gram_row_slabs(a, b, scratch) if grams_on_numba_threads else a.T @ b
 
     dx = np.empty_like(x_flat)
     times["GEMM dW_ih = dGᵀ X"] = _median_seconds(lambda: gram(d_flat, x_flat), repeats)

@@ -43,6 +43,7 @@ import os
 import platform
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,6 +55,7 @@ PHASES = ("step", "forward+loss", "backward", "clip+adam")
 
 
 def _limit_threads(threads=THREADS, numba_threads=THREADS):
+    # set here, not imported from bench.py, which imports NumPy (its BLAS reads them on load)
     for variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[variable] = str(threads)
     os.environ["NUMBA_NUM_THREADS"] = str(numba_threads)
@@ -213,11 +215,6 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 9)
     calls = args.calls or (20 if args.quick else 50)
 
-    _limit_threads()
-    import numba
-    import numpy as np
-    import torch
-
     print(f"adding-problem training step: LSTM input {INPUT}, hidden {HIDDEN}, T={STEPS}, batch {BATCH}, "
           f"float32; median of {rounds} rounds × {calls} steps; ratio > 1: lstmkit faster")
     results = {}
@@ -243,8 +240,8 @@ def main(argv=None):
         "results": results,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
-                    "python": platform.python_version(), "numpy": np.__version__,
-                    "numba": numba.__version__, "torch": torch.__version__},
+                    "python": platform.python_version(),
+                    **{name: metadata.version(name) for name in ("numpy", "numba", "torch")}},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -134,6 +134,18 @@ def _large(steps, batch, gates, hidden):
     return steps * batch * gates * hidden >= PARALLEL_MIN_WORK
 
 
+def products_on_numba_threads(steps, batch, gates, hidden, n_in, scratch=None):
+    """Whether the whole-sequence products run on Numba's threads (see the module docstring).
+
+    With ``scratch`` (the saved values, dead by then), whether backward's ``dGᵀX``
+    and ``dGᵀH`` do too: their partial products must fit in it.
+    """
+    if not (_large(steps, batch, gates, hidden) and n_in > 0):
+        return False
+    return scratch is None or (steps * batch >= GRAM_SLABS
+                               and scratch.size >= GRAM_SLABS * gates * max(n_in, hidden))
+
+
 # aᵀb over the rows of a sequence is summed from this many slabs of rows, whatever the
 # number of threads, so that the gradients do not depend on the machine
 GRAM_SLABS = 4
@@ -224,7 +236,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
                            dtype)
     x_flat, pre_flat = x.reshape(steps * batch, n_in), pre_activations.reshape(steps * batch, gates)
     with _blas_on_one_thread(batch):
-        if _large(steps, batch, gates, hidden) and n_in:
+        if products_on_numba_threads(steps, batch, gates, hidden, n_in):
             _matmul_row_blocks(x_flat, weight_ih.T, pre_flat, min(numba.get_num_threads(), steps * batch))
         else:
             np.matmul(x_flat, weight_ih.T, out=pre_flat)
@@ -276,8 +288,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
             del args    # holds the saved values, which are freed below
         # the saved values are dead: they hold the partial products, then go before dx comes
         scratch = tape.saved.reshape(-1)
-        if (_large(steps, batch, gates, output.shape[2]) and n_in > 0 and steps * batch >= GRAM_SLABS
-                and scratch.size >= GRAM_SLABS * gates * max(n_in, output.shape[2])):
+        if products_on_numba_threads(steps, batch, gates, output.shape[2], n_in, scratch):
             # on Numba's threads; see the module docstring
             grads = {"weight_ih": _gram_row_slabs(d_pre_x_flat, x_flat, scratch),
                      "weight_hh": _gram_row_slabs(d_pre_h_flat, h_prev_flat, scratch)}
