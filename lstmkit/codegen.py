@@ -41,9 +41,9 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
+from .kernel_runtime import JIT_OPTIONS
 from .symbolic import CellSpec, Derivation, derive
 
 __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR",
@@ -128,6 +128,7 @@ class _Layout:
         prev, _ = derivation.backward_inputs()
         self.backward_prev = [s for s in self.states if spec.prev[s] in prev]
         self.summed = derivation.summed_blocks
+        self.gradient_arrays = ["D_GX"] + ([] if self.summed else ["D_GH"])   # of the pre-activations
         names = {str(sym) for sym, _ in derivation.forward} | {str(sym) for sym, _ in derivation.backward_cse}
         names |= {str(s) for s in spec.input_symbols}
         clash = sorted(names & RESERVED)
@@ -145,6 +146,24 @@ class _Layout:
         if clash:
             raise ValueError(f"{spec.name}: state or parameter names give the kernel arrays {clash} "
                              "twice (array names are the names in capitals); rename them in the cell spec")
+
+    # each step kernel's parameters, with what the loop over time passes for them
+    def forward_step_arguments(self):
+        arguments = [("GX", "GX[t, lo:hi]"), ("GH", "GH"), ("BIAS_IH", "BIAS_IH"), ("BIAS_HH", "BIAS_HH")]
+        arguments += [(f"{_array(s)}_PREV", f"{_array(s)}[prev_{s}, lo:hi]") for s in self.states]
+        arguments += [(_array(p), _array(p)) for p in self.params]
+        arguments += [(_array(s), f"{_array(s)}[next_{s}, lo:hi]") for s in self.states]
+        return arguments + [("SAVED", "SAVED[t % SAVED.shape[0], lo:hi]")]
+
+    def backward_step_arguments(self):
+        arguments = [("SAVED", "SAVED[t, lo:hi]")]
+        arguments += [(f"{_array(s)}_PREV", f"{_array(s)}[t, lo:hi]") for s in self.backward_prev]
+        arguments += [(_array(p), _array(p)) for p in self.params]
+        arguments += [("D_OUT", "D_OUT[t, lo:hi]")]
+        arguments += [(f"D_{_array(s)}", f"D_{_array(s)}[lo:hi]") for s in self.states]
+        arguments += [(g, f"{g}[t, lo:hi]") for g in self.gradient_arrays]
+        arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states]
+        return arguments + [(f"D_{_array(p)}",) * 2 for p in self.params]
 
     # gradient symbols -> where they are written
     def gradient_targets(self):
@@ -168,7 +187,7 @@ class _Layout:
 
 # Every kernel is compiled with these options (see the module docstring); the step
 # kernels also declare that their array arguments never overlap.
-KERNEL_OPTIONS = 'cache=True, nogil=True, error_model="numpy", fastmath={"contract"}'
+KERNEL_OPTIONS = "cache=True, nogil=True, " + ", ".join(f"{k}={v!r}" for k, v in JIT_OPTIONS.items())
 STEP_OPTIONS = KERNEL_OPTIONS + ", pipeline_class=NoOverlapCompiler"
 
 def _forward_step(layout: _Layout):
@@ -192,8 +211,7 @@ def _forward_step(layout: _Layout):
     lines += [f"{_array(s)}[b, j] = {s}" for s in layout.states]
     lines += [f"SAVED[b, {_column(k)}] = {name}" for k, name in enumerate(layout.saved)]
 
-    args = (["GX", "GH", "BIAS_IH", "BIAS_HH"] + [f"{_array(s)}_PREV" for s in layout.states]
-            + [_array(p) for p in layout.params] + [_array(s) for s in layout.states] + ["SAVED"])
+    args = [name for name, _ in layout.forward_step_arguments()]
     first = _array(layout.states[0])
     return (
         f"@numba.njit({STEP_OPTIONS})\n"
@@ -215,18 +233,14 @@ def _backward_step(layout: _Layout):
     lines += [f"{s}_prev = {_array(s)}_PREV[b, j]" for s in layout.backward_prev]
     lines += [f"{p} = {_array(p)}[j]" for p in layout.params]
     for s in layout.states:
-        extra = f"D_OUT[b, j] + " if s == spec.output else ""
+        extra = "D_OUT[b, j] + " if s == spec.output else ""
         lines.append(f"d_{s} = {extra}D_{_array(s)}[b, j]")
     lines += [f"{sym} = {_code(expr)}" for sym, expr in der.backward_cse]
     for array, where, expr, op in layout.gradient_targets():
         index = "j" if where == "param" else ("b, j" if where is None else f"b, {_column(where)}")
         lines.append(f"{array}[{index}] {op} {_code(expr)}")
 
-    outputs = ["D_GX"] + ([] if layout.summed else ["D_GH"])
-    args = (["SAVED"] + [f"{_array(s)}_PREV" for s in layout.backward_prev]
-            + [_array(p) for p in layout.params] + ["D_OUT"] + [f"D_{_array(s)}" for s in layout.states]
-            + outputs + [f"D_{_array(s)}_PREV" for s in layout.states]
-            + [f"D_{_array(p)}" for p in layout.params])
+    args = [name for name, _ in layout.backward_step_arguments()]
     return (
         f"@numba.njit({STEP_OPTIONS})\n"
         f"def backward_step({', '.join(args)}):\n"
@@ -251,10 +265,7 @@ def _sequence_functions(layout: _Layout):
     # -- forward -------------------------------------------------------------------------
     slots = "".join(f"        prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]\n"
                     for s, n in zip(layout.states, states))
-    step_args = (["GX[t, lo:hi]", "GH", "BIAS_IH", "BIAS_HH"]
-                 + [f"{n}[prev_{s}, lo:hi]" for s, n in zip(layout.states, states)] + params
-                 + [f"{n}[next_{s}, lo:hi]" for s, n in zip(layout.states, states)]
-                 + ["SAVED[t % SAVED.shape[0], lo:hi]"])
+    step_args = [passed for _, passed in layout.forward_step_arguments()]
     hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
                    for s, n in zip(layout.states, states))
     forward_args = f"GX, W_HH_T, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS"
@@ -292,11 +303,9 @@ def _sequence_functions(layout: _Layout):
     d_states = [f"D_{n}" for n in states]
     d_prev = [f"D_{n}_PREV" for n in states]
     d_params = [f"D_{n}" for n in params]
-    d_gh = "D_GX" if layout.summed else "D_GH"
-    gradient_arrays = ["D_GX"] + ([] if layout.summed else ["D_GH"])
-    back_args = (["SAVED[t, lo:hi]"] + [f"{_array(s)}[t, lo:hi]" for s in layout.backward_prev]
-                 + params + ["D_OUT[t, lo:hi]"] + [f"{n}[lo:hi]" for n in d_states]
-                 + [f"{g}[t, lo:hi]" for g in gradient_arrays] + d_prev + d_params)
+    gradient_arrays = layout.gradient_arrays
+    d_gh = gradient_arrays[-1]
+    back_args = [passed for _, passed in layout.backward_step_arguments()]
     stash = "".join(f"                    HELD_{n}[b - lo, j] = {n}[b, j]\n"
                     f"                    {n}[b, j] = 0\n" for n in d_states)
     carry = "".join(
@@ -414,7 +423,13 @@ def write_builtin_kernels(directory: Path | None = None, check: bool = False):
     expected["__init__.py"] = (
         f"# Generated by lstmkit.codegen. Do not edit. Regenerate with: {REGENERATE_COMMAND}\n"
         '"""Generated kernels of the built-in cells, one module per cell."""\n'
-        f"BUILTIN = {tuple(BUILTIN_CELLS)!r}\n")
+        "import importlib\n\n"
+        f"BUILTIN = {tuple(BUILTIN_CELLS)!r}\n\n\n"
+        "def load(name):\n"
+        '    """The kernel module of the built-in cell ``name`` (without SymPy)."""\n'
+        "    if name not in BUILTIN:\n"
+        '        raise ValueError(f"no built-in cell {name!r}; choose one of {sorted(BUILTIN)}")\n'
+        '    return importlib.import_module(f"{__name__}.{name}")\n')
     for filename, source in expected.items():
         path = directory / filename
         current = path.read_text() if path.exists() else None
@@ -453,15 +468,14 @@ def load_kernels(cell: CellSpec | str):
     A user spec's module is written once to the cache directory as
     ``<name>_<hash>.py`` and imported from there.
     """
+    from . import kernels
     from .cells import BUILTIN_CELLS
 
     if isinstance(cell, str):
-        if cell not in BUILTIN_CELLS:
-            raise ValueError(f"no built-in cell {cell!r}; choose one of {sorted(BUILTIN_CELLS)}")
-        return importlib.import_module(f"lstmkit.kernels.{cell}")
+        return kernels.load(cell)
     builtin = BUILTIN_CELLS.get(cell.name)
     if builtin is not None and builtin.key == cell.key:
-        return importlib.import_module(f"lstmkit.kernels.{cell.name}")
+        return kernels.load(cell.name)
     key = cell.key
     if key in _loaded:
         return _loaded[key]

@@ -15,7 +15,10 @@ from numba import types
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.extending import intrinsic, overload
 
-__all__ = ["NoOverlapCompiler", "expm1", "sigmoid", "tanh"]
+__all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh"]
+
+# How every kernel and every activation here is compiled; lstmkit.codegen says why.
+JIT_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 
 
 # -- Activations ---------------------------------------------------------------------
@@ -61,7 +64,7 @@ def expm1(x):
     return math.expm1(x)
 
 
-@overload(expm1, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+@overload(expm1, jit_options=JIT_OPTIONS)
 def _expm1(x):
     if not isinstance(x, types.Float):
         return None
@@ -94,7 +97,7 @@ def sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
 
 
-@overload(sigmoid, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+@overload(sigmoid, jit_options=JIT_OPTIONS)
 def _sigmoid(x):
     if not isinstance(x, types.Float):
         return None
@@ -114,7 +117,7 @@ def tanh(x):
     return math.tanh(x)
 
 
-@overload(tanh, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+@overload(tanh, jit_options=JIT_OPTIONS)
 def _tanh(x):
     if not isinstance(x, types.Float):
         return None

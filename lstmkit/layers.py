@@ -9,11 +9,10 @@ takes the gradient of the outputs and fills ``layer.grads``.
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 from . import driver
+from .kernels import load as load_builtin_kernels
 
 __all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM"]
 
@@ -44,7 +43,7 @@ class RecurrentLayer:
         # A built-in cell by name needs only its generated kernels, not SymPy: importing
         # SymPy is a large part of `import lstmkit`, so the spec is built when asked for.
         if isinstance(cell, str):
-            kernels, spec = _builtin_kernels(cell), None
+            kernels, spec = load_builtin_kernels(cell), None
         else:
             from .symbolic import CellSpec
 
@@ -395,14 +394,6 @@ class RecurrentLayer:
         extra += ", bias=False" if not self.bias else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"cell={self.kernels.CELL!r}, dtype={self.dtype})")
-
-
-def _builtin_kernels(name):
-    from .kernels import BUILTIN
-
-    if name not in BUILTIN:
-        raise ValueError(f"no built-in cell {name!r}; choose one of {sorted(BUILTIN)}")
-    return importlib.import_module(f"lstmkit.kernels.{name}")
 
 
 def _reverse_rows(array, lengths):

@@ -291,8 +291,9 @@ class Derivation:
             names[sym] = rf"\delta {_state_latex(s)}_t"
         lines = []
         for sym, expr in self.raw_gradients.items():
-            target = self.wrt[sym]
-            lhs = r"\frac{\partial L}{\partial %s}" % names.get(target, _default_latex(str(target)))
+            target = str(sym)[2:]   # d_g_i: the summed gx_i + gh_i, shown as one g_i
+            target_sym = sp.Symbol(target, real=True)
+            lhs = r"\frac{\partial L}{\partial %s}" % names.get(target_sym, _default_latex(target))
             lines.append(rf"{lhs} &= {sp.latex(sp.factor_terms(expr), symbol_names=names)}")
         return lines
 

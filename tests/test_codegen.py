@@ -1,6 +1,4 @@
 """Generated code: committed files are exactly what the generator writes; user cells are cached."""
-import importlib
-import sys
 
 import numpy as np
 import pytest

@@ -8,7 +8,6 @@ import pytest
 
 import lstmkit
 from lstmkit import driver, kernel_runtime
-from lstmkit.codegen import load_kernels
 from conftest import max_relative_difference
 
 

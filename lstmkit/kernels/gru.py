@@ -38,7 +38,7 @@ SUMMED_BLOCKS = False  # True: d/dgx == d/dgh for every block, one gradient arra
 SPEC_KEY = 'e0c2ca062f060b39'
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, H, SAVED):
     """One step, element-wise: new states and the values backward needs (SAVED).
 
@@ -66,7 +66,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, H, SAVED):
             SAVED[b, 3 * hidden + j] = gh_n
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, H_PREV, D_OUT, D_H, D_GX, D_GH, D_H_PREV):
     """One step back: gradients of the pre-activations and of the previous states.
 
@@ -98,7 +98,7 @@ def backward_step(SAVED, H_PREV, D_OUT, D_H, D_GX, D_GH, D_H_PREV):
             D_H_PREV[b, j] = tmp4
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
@@ -120,7 +120,7 @@ def forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, lo, hi):
                 H[next_h, b] = H[prev_h, b]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
 def forward_sequence(GX, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
@@ -128,7 +128,7 @@ def forward_sequence(GX, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, CHUNKS):
         forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def backward_rows(D_OUT, W_HH, H, SAVED, LENGTHS, D_H, D_GX, D_GH, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
@@ -158,7 +158,7 @@ def backward_rows(D_OUT, W_HH, H, SAVED, LENGTHS, D_H, D_GX, D_GH, lo, hi):
                     D_H[b, j] = HELD_D_H[b - lo, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
 def backward_sequence(D_OUT, W_HH, H, SAVED, LENGTHS, D_H, D_GX, D_GH, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]

@@ -39,7 +39,7 @@ SUMMED_BLOCKS = True  # True: d/dgx == d/dgh for every block, one gradient array
 SPEC_KEY = '6fe5bd5cc937108c'
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
     """One step, element-wise: new states and the values backward needs (SAVED).
 
@@ -71,7 +71,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
             SAVED[b, 3 * hidden + j] = tanh_cell
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
     """One step back: gradients of the pre-activations and of the previous states.
 
@@ -97,7 +97,7 @@ def backward_step(SAVED, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
             D_C_PREV[b, j] = tmp0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
@@ -121,7 +121,7 @@ def forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
                 C[next_c, b] = C[prev_c, b]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
 def forward_sequence(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
@@ -129,7 +129,7 @@ def forward_sequence(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS)
         forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def backward_rows(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
@@ -165,7 +165,7 @@ def backward_rows(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
                     D_C[b, j] = HELD_D_C[b - lo, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
 def backward_sequence(D_OUT, W_HH, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]

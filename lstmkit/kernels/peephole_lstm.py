@@ -44,7 +44,7 @@ SUMMED_BLOCKS = True  # True: d/dgx == d/dgh for every block, one gradient array
 SPEC_KEY = '23feec581f229b90'
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, H, C, SAVED):
     """One step, element-wise: new states and the values backward needs (SAVED).
 
@@ -83,7 +83,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF,
             SAVED[b, 4 * hidden + j] = tanh_cell
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO):
     """One step back: gradients of the pre-activations and of the previous states.
 
@@ -128,7 +128,7 @@ def backward_step(SAVED, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, D_OUT, D_H, D_
             D_WEIGHT_CO[j] += -tmp10*(tmp3 + tmp7)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
@@ -152,7 +152,7 @@ def forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGH
                 C[next_c, b] = C[prev_c, b]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
 def forward_sequence(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
@@ -160,7 +160,7 @@ def forward_sequence(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, W
         forward_rows(GX, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def backward_rows(D_OUT, W_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
@@ -196,7 +196,7 @@ def backward_rows(D_OUT, W_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LEN
                     D_C[b, j] = HELD_D_C[b - lo, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, parallel=True)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
 def backward_sequence(D_OUT, W_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
