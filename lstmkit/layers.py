@@ -13,13 +13,11 @@ import numpy as np
 
 from . import driver
 from .kernels import load as load_builtin_kernels
+from .nn import Module, check_float_dtype, check_sizes
 
 __all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM"]
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-class RecurrentLayer:
+class RecurrentLayer(Module):
     """A stack of recurrent layers built from any cell spec.
 
     ``RecurrentLayer(cell, input_size, hidden_size, ...)`` takes a
@@ -53,20 +51,13 @@ class RecurrentLayer:
 
             spec = cell.validate()
             kernels = codegen.load_kernels(spec)
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                            ("num_layers", num_layers)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.input_size, self.hidden_size, self.num_layers = check_sizes(
+            input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         if dropout:
             raise NotImplementedError("dropout between layers is not supported; pass dropout=0")
-        dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = check_float_dtype(dtype)
         self._cell = spec
         self.kernels = kernels
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -114,9 +105,6 @@ class RecurrentLayer:
         return {name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
                 for name, shape in self.parameter_shapes().items()}
 
-    def num_parameters(self):
-        return sum(p.size for p in self.params.values())
-
     def set_forget_bias(self, value=1.0):
         """Initialise the forget gate's bias (Jozefowicz et al. 2015 recommend 1).
 
@@ -163,42 +151,16 @@ class RecurrentLayer:
         blocks = saved.reshape(steps, batch, len(self.kernels.SAVED), self.hidden_size)
         return {name: blocks[:, :, k].copy() for k, name in enumerate(self.kernels.SAVED)}
 
-    def state_dict(self):
-        """A copy of every parameter, keyed as in torch."""
-        return {name: value.copy() for name, value in self.params.items()}
-
     def load_state_dict(self, state_dict, strict=True):
         """Load parameters (NumPy arrays, e.g. from a torch ``state_dict``).
 
         Everything is checked before anything is copied, so a bad dict leaves
         the layer unchanged. Values are cast to the layer's dtype.
         """
-        shapes = self.parameter_shapes()
-        missing = [k for k in shapes if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in shapes]
-        if strict and (missing or unexpected):
-            raise KeyError(f"state_dict does not match {self!r}: missing {missing}, unexpected {unexpected}")
-        staged = {}
-        for name, value in state_dict.items():
-            if name not in shapes:
-                continue
-            if not isinstance(value, np.ndarray):
-                value = np.asarray(value)
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"{name}: expected a numeric array, got dtype {value.dtype}")
-            if value.shape != shapes[name]:
-                raise ValueError(f"{name}: expected shape {shapes[name]}, got {value.shape}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"{name}: contains NaN or inf")
-            staged[name] = np.array(value, dtype=self.dtype, order="C", copy=True)
-        for name, value in staged.items():
-            self.params[name][...] = value
+        super().load_state_dict(state_dict, strict)
         self._tape = None
 
     # -- forward ----------------------------------------------------------------
-    def __call__(self, x, state=None, lengths=None):
-        return self.forward(x, state, lengths)
-
     def forward(self, x, state=None, lengths=None, *, inference=False):
         """Run the layer over ``x``; see the class docstring.
 

@@ -12,6 +12,8 @@ applied to every time step of a ``[B, T, n]`` sequence at once.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 __all__ = ["Module", "Linear", "Embedding", "MSELoss", "SoftmaxCrossEntropy", "lengths_to_mask"]
@@ -19,11 +21,19 @@ __all__ = ["Module", "Linear", "Embedding", "MSELoss", "SoftmaxCrossEntropy", "l
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _float_dtype(dtype):
+def check_float_dtype(dtype):
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     return dtype
+
+
+def check_sizes(**sizes):
+    """Each a positive integer (``bool`` is not one); returns them as ints, in order."""
+    for name, value in sizes.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return [int(value) for value in sizes.values()]
 
 
 def _check_float_array(array, what, dtype):
@@ -71,7 +81,7 @@ class Module:
 
 def check_state_dict(params, state_dict, strict, owner):
     """Validate ``state_dict`` against ``params``; return the arrays to copy, cast to each param's dtype."""
-    if not isinstance(state_dict, dict):
+    if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
     missing = [name for name in params if name not in state_dict]
     unexpected = [name for name in state_dict if name not in params]
@@ -101,11 +111,8 @@ class Linear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None):
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.dtype = _float_dtype(dtype)
+        self.in_features, self.out_features = check_sizes(in_features=in_features, out_features=out_features)
+        self.dtype = check_float_dtype(dtype)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
         self.params = {"weight": rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(self.dtype)}
@@ -152,16 +159,14 @@ class Embedding(Module):
     """
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, dtype=np.float32, seed=None):
-        for name, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.num_embeddings, self.embedding_dim = check_sizes(num_embeddings=num_embeddings,
+                                                              embedding_dim=embedding_dim)
         if padding_idx is not None:
             if not -self.num_embeddings <= padding_idx < self.num_embeddings:
                 raise ValueError(f"padding_idx must lie in [0, {self.num_embeddings}), got {padding_idx}")
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
-        self.dtype = _float_dtype(dtype)
+        self.dtype = check_float_dtype(dtype)
         weight = np.random.default_rng(seed).standard_normal((self.num_embeddings, self.embedding_dim))
         if padding_idx is not None:
             weight[padding_idx] = 0.0

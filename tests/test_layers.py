@@ -220,3 +220,19 @@ def test_float32_and_float64_each_compile_once():
     # small batches run the loop over time on the calling thread: forward_rows, backward_rows
     for function in (layer32.kernels.forward_rows, layer32.kernels.backward_rows):
         assert len(function.signatures) == 2, function.signatures
+
+
+def test_load_state_dict_takes_any_mapping_and_refuses_anything_else(tmp_path):
+    """Layers share the parameter handling of lstmkit.nn.Module: an .npz archive opened with
+    np.load is a mapping of arrays like a dict; a list is refused before anything changes."""
+    source, target = lstmkit.LSTM(3, 4, seed=0), lstmkit.LSTM(3, 4, seed=1)
+    np.savez(tmp_path / "weights.npz", **source.state_dict())
+    with np.load(tmp_path / "weights.npz", allow_pickle=False) as archive:
+        target.load_state_dict(archive)
+    for name, value in source.params.items():
+        np.testing.assert_array_equal(target.params[name], value)
+    before = target.state_dict()
+    with pytest.raises(TypeError, match="expected a dict of arrays"):
+        target.load_state_dict(list(source.state_dict().items()))
+    for name, value in before.items():
+        np.testing.assert_array_equal(target.params[name], value)
