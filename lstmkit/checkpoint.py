@@ -29,13 +29,9 @@ class CheckpointError(ValueError):
 
 def architecture_of(model):
     """What, besides parameter names and shapes, a checkpoint must match (a JSON-able dict)."""
-    if hasattr(model, "architecture"):
+    if hasattr(model, "architecture"):          # layers and models
         return model.architecture()
-    description = {"class": type(model).__name__}
-    if hasattr(model, "kernels"):               # a RecurrentLayer
-        description.update(cell=model.cell.name, cell_key=model.kernels.SPEC_KEY,
-                           bidirectional=model.bidirectional, num_layers=model.num_layers)
-    return description
+    return {"class": type(model).__name__}
 
 
 def save_checkpoint(path, model, optimizer=None, **extra):

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import tasks
 from .layers import RecurrentLayer
-from .models import SequenceClassifier, SequenceRegressor
+from .models import SequenceClassifier, SequenceRegressor, child_generators
 from .nn import MSELoss, SoftmaxCrossEntropy
 from .optim import Adam
 from .train import fit
@@ -80,16 +80,16 @@ def train_adding_problem(cell="lstm", *, length=50, hidden_size=32, steps=2000, 
     (or None), "baseline_mse": the test MSE of always predicting 1, "model":
     the trained model}``.
     """
-    seeds = np.random.SeedSequence(seed).spawn(3)
-    model = SequenceRegressor(cell, 2, hidden_size, 1, seed=np.random.default_rng(seeds[0]))
+    model_rng, test_rng, train_rng = child_generators(seed, 3)
+    model = SequenceRegressor(cell, 2, hidden_size, 1, seed=model_rng)
     if forget_bias is not None:
         model.set_forget_bias(forget_bias)
-    test = tasks.adding_problem(test_size, length, seed=np.random.default_rng(seeds[1]))
+    test = tasks.adding_problem(test_size, length, seed=test_rng)
     stop = None if target_mse is None else (lambda record: record["loss"] < target_mse)
     history = fit(model, MSELoss(), Adam(model.params, lr=lr), tasks.adding_problem_sampler(length),
                   steps=steps, batch_size=batch_size, eval_data=test, eval_every=eval_every,
                   clip_norm=clip_norm, stop_when=stop, progress=progress,
-                  seed=np.random.default_rng(seeds[2]))
+                  seed=train_rng)
     test_mse = history["eval_loss"]
     reached = None
     if target_mse is not None:
@@ -117,19 +117,19 @@ def train_long_gap(cell, gap, *, num_countries=4, hidden_size=32, embedding_dim=
     without a change of subject (None when there are none), "chance":
     1/num_countries, "history", "model", "test": the test data}``.
     """
-    seeds = np.random.SeedSequence(seed).spawn(3)
+    model_rng, test_rng, train_rng = child_generators(seed, 3)
     vocabulary = tasks.LongGapVocabulary()
     model = SequenceClassifier(cell, len(vocabulary.words), hidden_size, num_countries,
-                               embedding_dim=embedding_dim, seed=np.random.default_rng(seeds[0]))
+                               embedding_dim=embedding_dim, seed=model_rng)
     if forget_bias is not None and "f" in model.rnn.kernels.GATES:
         model.set_forget_bias(forget_bias)
     options = dict(num_countries=num_countries, subject_change=subject_change)
-    test = tasks.long_gap_language(test_size, gap, seed=np.random.default_rng(seeds[1]), **options)
+    test = tasks.long_gap_language(test_size, gap, seed=test_rng, **options)
     history = fit(model, SoftmaxCrossEntropy(), Adam(model.params, lr=lr),
                   tasks.long_gap_sampler(gap, **options), steps=steps, batch_size=batch_size,
                   eval_data={"inputs": test["inputs"], "targets": test["targets"]},
                   eval_every=steps, metrics=("accuracy",), clip_norm=clip_norm, progress=progress,
-                  seed=np.random.default_rng(seeds[2]))
+                  seed=train_rng)
     correct = model.predict(test["inputs"]).argmax(axis=-1) == test["targets"]
     changed = test["subject_changed"]
     return {"accuracy": history["eval_accuracy"][-1],

@@ -151,6 +151,11 @@ class RecurrentLayer(Module):
         blocks = saved.reshape(steps, batch, len(self.kernels.SAVED), self.hidden_size)
         return {name: blocks[:, :, k].copy() for k, name in enumerate(self.kernels.SAVED)}
 
+    def architecture(self):
+        """What a checkpoint must match besides parameter shapes."""
+        return {"class": type(self).__name__, "cell": self.kernels.CELL, "cell_key": self.kernels.SPEC_KEY,
+                "bidirectional": self.bidirectional, "num_layers": self.num_layers}
+
     def load_state_dict(self, state_dict, strict=True):
         """Load parameters (NumPy arrays, e.g. from a torch ``state_dict``).
 

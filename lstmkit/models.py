@@ -72,7 +72,7 @@ class SequenceModel(Module):
             raise ValueError("give exactly one of input_size (float features) or vocab_size (token ids)")
         if readout not in ("last", "every"):
             raise ValueError(f"readout must be 'last' or 'every', got {readout!r}")
-        embedding_rng, rnn_rng, head_rng = _child_generators(seed, 3)
+        embedding_rng, rnn_rng, head_rng = child_generators(seed, 3)
         self.embedding = None
         if vocab_size is not None:
             embedding_dim = embedding_dim if embedding_dim is not None else hidden_size
@@ -116,9 +116,7 @@ class SequenceModel(Module):
 
     def architecture(self):
         """What a checkpoint must match besides parameter shapes."""
-        return {"class": type(self).__name__, "cell": self.rnn.cell.name,
-                "cell_key": self.rnn.kernels.SPEC_KEY, "readout": self.readout,
-                "bidirectional": self.rnn.bidirectional, "num_layers": self.rnn.num_layers}
+        return {**self.rnn.architecture(), "class": type(self).__name__, "readout": self.readout}
 
     # -- forward and backward, side by side ---------------------------------------
     def forward(self, inputs, lengths=None, *, inference=False):
@@ -198,8 +196,8 @@ class SequenceModel(Module):
                 f"output_size={self.output_size}{extra}, readout={self.readout!r}, dtype={self.dtype})")
 
 
-def _child_generators(seed, count):
-    """Independent generators for a model's parts from one seed (int, None, SeedSequence or Generator)."""
+def child_generators(seed, count):
+    """Independent generators (for a model's parts, an experiment's stages) from one seed (int, None, SeedSequence or Generator)."""
     if isinstance(seed, np.random.Generator):
         return seed.spawn(count)
     if not isinstance(seed, np.random.SeedSequence):
