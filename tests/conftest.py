@@ -43,3 +43,8 @@ def holds_for_most_seeds(claim, seeds=(0, 1, 2)):
         if passed * 2 > len(seeds) or (len(results) - passed) * 2 > len(seeds):
             break
     return sum(ok for ok, _ in results) * 2 > len(seeds), results
+
+
+def numpy_state(torch_module):
+    """A torch module's state_dict as NumPy arrays, for load_state_dict."""
+    return {name: value.detach().numpy() for name, value in torch_module.state_dict().items()}

@@ -36,6 +36,14 @@ def assert_unchanged(before, model, optimizer=None):
         np.testing.assert_array_equal(before[key], after[key], err_msg=key)
 
 
+def assert_refused_and_unchanged(path, model, optimizer, match):
+    """Loading ``path`` raises a CheckpointError matching ``match`` and changes nothing."""
+    before = snapshot(model, optimizer)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path, model, optimizer)
+    assert_unchanged(before, model, optimizer)
+
+
 def test_round_trip_then_training_continues_identically(tmp_path):
     model, optimizer = trained()
     path = save_checkpoint(tmp_path / "run.npz", model, optimizer, step=5, note="adding")
@@ -80,10 +88,7 @@ def test_a_different_architecture_is_refused_and_nothing_changes(tmp_path, make_
     path = save_checkpoint(tmp_path / "run.npz", model, optimizer)
     other = make_other()
     other_optimizer = Adam(other.params, lr=1e-3)
-    before = snapshot(other, other_optimizer)
-    with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(path, other, other_optimizer)
-    assert_unchanged(before, other, other_optimizer)
+    assert_refused_and_unchanged(path, other, other_optimizer, message)
 
 
 def test_a_different_optimizer_is_refused_and_nothing_changes(tmp_path):
@@ -111,10 +116,7 @@ def test_damaged_optimizer_state_rolls_the_model_back(tmp_path):
     np.savez(path, **arrays)
     other = SequenceRegressor("lstm", 2, 6, seed=1)
     other_optimizer = Adam(other.params)
-    before = snapshot(other, other_optimizer)
-    with pytest.raises(CheckpointError, match="exp_avg.head.bias"):
-        load_checkpoint(path, other, other_optimizer)
-    assert_unchanged(before, other, other_optimizer)
+    assert_refused_and_unchanged(path, other, other_optimizer, "exp_avg.head.bias")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "not_npz", "pickled"])
@@ -139,10 +141,7 @@ def test_a_truncated_or_corrupt_file_is_refused_and_nothing_changes(tmp_path, da
                  architecture=np.array([{"cell": "lstm"}], dtype=object))
     other = SequenceRegressor("lstm", 2, 6, seed=1)
     other_optimizer = Adam(other.params)
-    before = snapshot(other, other_optimizer)
-    with pytest.raises(CheckpointError, match="truncated or corrupt|not an lstmkit checkpoint"):
-        load_checkpoint(path, other, other_optimizer)
-    assert_unchanged(before, other, other_optimizer)
+    assert_refused_and_unchanged(path, other, other_optimizer, "truncated or corrupt|not an lstmkit checkpoint")
 
 
 def test_saving_never_leaves_a_half_written_file(tmp_path, monkeypatch):

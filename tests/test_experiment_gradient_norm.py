@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import numpy_state
 import lstmkit
 from lstmkit.experiments import gradient_norm_by_lag
 
@@ -14,7 +15,7 @@ def test_the_identity_trick_gives_the_true_jacobian_norms():
     torch.manual_seed(0)
     reference = torch.nn.LSTM(3, 4, dtype=torch.float64)
     layer = lstmkit.LSTM(3, 4, dtype=np.float64)
-    layer.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    layer.load_state_dict(numpy_state(reference))
     norms = gradient_norm_by_lag(layer, 6, samples=2, seed=5)
     sequences = np.random.default_rng(5).standard_normal((6, 2, 3))
     expected = []

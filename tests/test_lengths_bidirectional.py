@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from conftest import numpy_state
 import lstmkit
 
 CELLS = {"lstm": (lstmkit.LSTM, torch.nn.LSTM, {}), "gru": (lstmkit.GRU, torch.nn.GRU, {}),
@@ -17,7 +18,7 @@ def pair(cell, input_size, hidden_size, **options):
     torch.manual_seed(0)
     reference = theirs(input_size, hidden_size, dtype=torch.float64, **extra, **options)
     layer = ours(input_size, hidden_size, dtype=np.float64, **extra, **options)
-    layer.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    layer.load_state_dict(numpy_state(reference))
     return layer, reference
 
 

@@ -6,6 +6,7 @@ import torch
 
 import lstmkit
 from lstmkit.gradcheck import numerical_gradient, relative_error
+from conftest import numpy_state
 from lstmkit.models import (CharLanguageModel, SequenceClassifier, SequenceModel, SequenceRegressor,
                             SequenceTagger)
 
@@ -88,7 +89,7 @@ def test_model_matches_torch(readout):
     model = SequenceModel("lstm", 4, 3, vocab_size=11, embedding_dim=5, num_layers=2,
                           bidirectional=True, readout=readout, dtype=np.float64)
     assert list(model.params) == list(reference.state_dict())
-    model.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    model.load_state_dict(numpy_state(reference))
     tokens, lengths = rng.integers(0, 11, (4, 6)), np.array([6, 3, 1, 4])
     out = model.forward(tokens, lengths)
     d_out = rng.standard_normal(out.shape)

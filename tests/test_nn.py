@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import numpy_state
 from lstmkit.gradcheck import numerical_gradient, relative_error
 from lstmkit.nn import Embedding, Linear, MSELoss, SoftmaxCrossEntropy, lengths_to_mask
 
@@ -35,7 +36,7 @@ def test_linear_matches_torch():
     rng = np.random.default_rng(1)
     layer = Linear(6, 4, dtype=np.float64)
     reference = torch.nn.Linear(6, 4, dtype=torch.float64)
-    layer.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    layer.load_state_dict(numpy_state(reference))
     x, dy = rng.standard_normal((3, 7, 6)), rng.standard_normal((3, 7, 4))
     x_t = to_torch(x)
     y_t = reference(x_t)
@@ -101,7 +102,7 @@ def test_embedding_matches_torch_with_padding_idx():
     reference = torch.nn.Embedding(9, 4, padding_idx=0, dtype=torch.float64)
     embedding = Embedding(9, 4, padding_idx=0, dtype=np.float64)
     assert np.all(embedding.params["weight"][0] == 0)
-    embedding.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    embedding.load_state_dict(numpy_state(reference))
     tokens = rng.integers(0, 9, (3, 5))
     tokens[:, -2:] = 0
     dy = rng.standard_normal((3, 5, 4))

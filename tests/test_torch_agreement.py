@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import lstmkit
-from conftest import max_relative_difference
+from conftest import max_relative_difference, numpy_state
 
 PAIRS = {
     "lstm": (lstmkit.LSTM, torch.nn.LSTM, {}),
@@ -25,7 +25,7 @@ def compare_with_torch(cell, dtype, steps, batch, input_size, hidden_size, num_l
                             dtype=torch.float64 if dtype == np.float64 else torch.float32, **kwargs)
     ours = ours_class(input_size, hidden_size, num_layers=num_layers, bias=bias,
                       batch_first=batch_first, bidirectional=bidirectional, dtype=dtype, **kwargs)
-    ours.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    ours.load_state_dict(numpy_state(reference))
 
     rng = np.random.default_rng(seed)
     shape = (batch, steps, input_size) if batch_first else (steps, batch, input_size)
@@ -85,7 +85,7 @@ def test_every_cell_and_dtype_agrees_with_torch(cell, dtype):
 def test_unbatched_input_agrees_with_torch():
     reference = torch.nn.LSTM(3, 4, num_layers=2, dtype=torch.float64)
     ours = lstmkit.LSTM(3, 4, num_layers=2, dtype=np.float64)
-    ours.load_state_dict({k: v.detach().numpy() for k, v in reference.state_dict().items()})
+    ours.load_state_dict(numpy_state(reference))
     x = np.random.default_rng(0).standard_normal((6, 3))
     y, (h, c) = ours(x)
     y_t, (h_t, c_t) = reference(torch.tensor(x))
