@@ -77,8 +77,12 @@ class Optimizer:
         """Apply one update. ``grads`` must hold a gradient for every parameter."""
         self._check_grads(grads)
         self.step_count += 1
+        self._begin_step()
         for name, param in self.params.items():
             self._update(name, param, grads[name])
+
+    def _begin_step(self):
+        """Once per step, before the updates: what every parameter's update shares."""
 
     def _check_grads(self, grads):
         # checked before any update, so a bad call leaves every parameter as it was
@@ -204,15 +208,11 @@ class Adam(Optimizer):
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.weight_decay = float(weight_decay)
 
-    def step(self, grads):
-        self._check_grads(grads)
-        self.step_count += 1
+    def _begin_step(self):
+        # the bias corrections depend only on the step
         beta1, beta2 = self.betas
-        # the bias corrections depend only on the step: compute them once per step
         self._step_size = self.lr / (1.0 - beta1 ** self.step_count)
         self._correction2_sqrt = math.sqrt(1.0 - beta2 ** self.step_count)
-        for name, param in self.params.items():
-            self._update(name, param, grads[name])
 
     def _update(self, name, param, grad):
         beta1, beta2 = self.betas
