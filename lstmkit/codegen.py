@@ -5,8 +5,11 @@ A kernel module holds:
 * ``forward_step`` / ``backward_step``: the element-wise part of one step,
   printed from the derivation (one fused pass over ``batch × hidden``);
 * ``forward_rows`` / ``backward_rows``: the loop over time for a block of
-  batch rows, from a fixed template: the recurrent product ``h_{t−1} W_hhᵀ``
-  (BLAS), then the step kernel, and in backward ``dh_{t−1} += dg_t W_hh``;
+  batch rows, from a fixed template: the recurrent product ``h_{t−1} W_hhᵀ``,
+  then the step kernel, and in backward ``dh_{t−1} += dg_t W_hh``. Both
+  products are ``kernel_runtime.matmul_transposed``, which reads its second
+  operand by rows: ``W_hh`` as stored in forward, a row-major copy of
+  ``W_hhᵀ`` that the driver makes once per call in backward;
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
@@ -17,7 +20,9 @@ A kernel module holds:
 The kernels are compiled with ``error_model="numpy"`` (a division by zero
 gives inf or NaN, as in NumPy, instead of a check that stops vectorization)
 and with the ``contract`` fast-math flag alone (fused multiply-add); every
-other IEEE rule, inf and NaN included, holds. The step kernels also declare
+other IEEE rule, inf and NaN included, holds. (The recurrent product alone
+also reassociates its sums, to vectorize them; ``kernel_runtime`` says why
+that is safe.) The step kernels also declare
 that no two of their array arguments overlap (``NoOverlapCompiler``): a step
 touches so many arrays that LLVM would otherwise give up on the run-time
 overlap checks and leave the loop scalar. Numbers in the printed equations
@@ -52,7 +57,8 @@ __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR
 KERNEL_DIR = Path(__file__).parent / "kernels"
 REGENERATE_COMMAND = "python -m lstmkit generate"
 INDENT = " " * 12  # statements inside ``for b: for j:``
-RESERVED = {"real", "sigmoid", "tanh", "expm1", "math", "np", "numba", "batch", "hidden", "b", "j"}
+RESERVED = {"real", "sigmoid", "tanh", "expm1", "matmul_transposed", "math", "np", "numba", "batch",
+            "hidden", "b", "j"}
 # arrays the kernels name whatever the cell
 FIXED_ARRAYS = ("GX", "GH", "BIAS_IH", "BIAS_HH", "SAVED", "LENGTHS", "CHUNKS", "W_HH", "W_HH_T",
                 "D_OUT", "D_GX", "D_GH", "RECURRENT")
@@ -268,7 +274,7 @@ def _sequence_functions(layout: _Layout):
     step_args = [passed for _, passed in layout.forward_step_arguments()]
     hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
                    for s, n in zip(layout.states, states))
-    forward_args = f"GX, W_HH_T, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS"
+    forward_args = f"GX, W_HH, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS"
     forward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
         f"def forward_rows({forward_args}, lo, hi):\n"
@@ -284,7 +290,7 @@ def _sequence_functions(layout: _Layout):
         "    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)\n"
         "    for t in range(steps):\n"
         + slots
-        + f"        np.dot({out}[prev_{spec.output}, lo:hi], W_HH_T, GH)\n"
+        + f"        matmul_transposed({out}[prev_{spec.output}, lo:hi], W_HH, GH)\n"
         f"        forward_step({', '.join(step_args)})\n"
         "        for b in range(lo, hi):\n"
         "            if t >= LENGTHS[b]:\n"
@@ -313,7 +319,7 @@ def _sequence_functions(layout: _Layout):
         f"{' + RECURRENT[b - lo, j]' if n == f'D_{out}' else ''}\n"
         for n, p in zip(d_states, d_prev))
     release = "".join(f"                    {n}[b, j] = HELD_{n}[b - lo, j]\n" for n in d_states)
-    backward_args = (f"D_OUT, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, "
+    backward_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, "
                      f"{', '.join(d_states + gradient_arrays + d_params)}")
     backward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
@@ -336,7 +342,7 @@ def _sequence_functions(layout: _Layout):
         "                for j in range(hidden):\n"
         + stash
         + f"        backward_step({', '.join(back_args)})\n"
-        f"        np.dot({d_gh}[t, lo:hi], W_HH, RECURRENT)\n"
+        f"        matmul_transposed({d_gh}[t, lo:hi], W_HH_T, RECURRENT)\n"
         "        for b in range(lo, hi):\n"
         "            for j in range(hidden):\n"
         + carry
@@ -346,7 +352,7 @@ def _sequence_functions(layout: _Layout):
     )
     # Element-wise parameter gradients are sums over rows: each block of rows sums into
     # its own row of PARTIAL_<name>, and the blocks are added at the end.
-    partial_args = (f"D_OUT, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, "
+    partial_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, "
                     f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[chunk]' for n in d_params])}")
     backward_sequence = (
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
@@ -396,7 +402,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         '"""\n'
         "import numba\n"
         "import numpy as np\n\n"
-        "from lstmkit.kernel_runtime import NoOverlapCompiler, sigmoid, tanh  # noqa: F401\n\n"
+        "from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_transposed, sigmoid, tanh  # noqa: F401\n\n"
         f"{constants}\n\n"
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"

@@ -15,12 +15,12 @@ while after each product, and spinning ones took a third of the two cores
 from whatever ran next. A small layer runs on the calling thread, its
 products too small to gain from splitting. In a large one, each batch row's
 recurrence being independent of the others, the loop over time runs on blocks
-of rows at once, one Numba thread per block, each with single-threaded BLAS
-for its own small products, so that the blocks never wait for one another
-inside the loop; and the whole-sequence products before and after it run on
-the same Numba threads, one slab of rows each. The slabs of ``dGᵀX`` and
-``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the gradients do not depend
-on the number of threads.
+of rows at once, one Numba thread per block, each running its own small
+products (``kernel_runtime.matmul_transposed``), so that the blocks never
+wait for one another inside the loop; and the whole-sequence products before
+and after it run on the same Numba threads, one slab of rows each. The slabs
+of ``dGᵀX`` and ``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the
+gradients do not depend on the number of threads.
 
 Memory. The buffer that holds ``X W_ihᵀ`` in forward is not needed afterwards,
 so backward writes the gradient of the pre-activations into it. The saved gate
@@ -48,6 +48,7 @@ __all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "releas
 # machine a thread that is not scheduled stalls the whole call for a time slice.
 # Such loops run on the calling thread.
 PARALLEL_MIN_WORK = 50_000_000
+MIN_BLOCK_ROWS = 4
 
 
 class Workspace:
@@ -123,10 +124,15 @@ def release(tape: Tape, keep_output=False):
 
 
 def row_blocks(steps, batch, gates, hidden):
-    """How many blocks of batch rows the loop over time runs at once (1: no threads)."""
-    if batch < 2 or not _large(steps, batch, gates, hidden):
+    """How many blocks of batch rows the loop over time runs at once (1: no threads).
+
+    A block has at least ``MIN_BLOCK_ROWS`` rows: the recurrent product works on
+    4 rows at a time and has a loop of its own for a single row (a batch of one),
+    which must not depend on the number of threads.
+    """
+    if not _large(steps, batch, gates, hidden):
         return 1
-    return min(batch, numba.get_num_threads())
+    return max(1, min(batch // MIN_BLOCK_ROWS, numba.get_num_threads()))
 
 
 def _large(steps, batch, gates, hidden):
@@ -241,7 +247,8 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         else:
             np.matmul(x_flat, weight_ih.T, out=pre_flat)
         if steps:
-            args = (pre_activations, weight_hh.T, bias_ih, bias_hh, *histories, *params, saved, lengths)
+            args = (pre_activations, np.ascontiguousarray(weight_hh), bias_ih, bias_hh, *histories,
+                    *params, saved, lengths)
             _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
                  row_blocks(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
@@ -281,8 +288,10 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
     with _blas_on_one_thread(batch):
         if steps:
-            args = (d_output, tape.weight_hh, *tape.histories, *tape.params, tape.saved, tape.lengths,
-                    *d_states, *gradient_arrays, *d_params)
+            # the loop's product dg_t W_hh reads W_hh by columns: rows of a copy of W_hhᵀ,
+            # freed with the loop (a workspace would hold it through the peak below)
+            args = (d_output, np.ascontiguousarray(tape.weight_hh.T), *tape.histories, *tape.params,
+                    tape.saved, tape.lengths, *d_states, *gradient_arrays, *d_params)
             _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
                  row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
             del args    # holds the saved values, which are freed below

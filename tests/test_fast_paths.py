@@ -5,6 +5,7 @@ import math
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import lstmkit
 from lstmkit import driver, kernel_runtime
@@ -27,14 +28,14 @@ def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
     """Forcing the threaded loop over blocks of rows changes nothing but the speed."""
     assert numba.get_num_threads() >= 1
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((9, 5, 4))
-    lengths = np.array([9, 3, 0, 7, 9])
+    x = rng.standard_normal((9, 9, 4))
+    lengths = np.array([9, 3, 0, 7, 9, 1, 9, 8, 2])
     layer = lstmkit.RecurrentLayer(cell, 4, 6, num_layers=2, bidirectional=True, dtype=np.float64, seed=1)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 10**12)
-    assert driver.row_blocks(9, 5, 4 * 6, 6) == 1
+    assert driver.row_blocks(9, 9, 4 * 6, 6) == 1
     one_thread = run_layer(layer, x, lengths)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
-    assert driver.row_blocks(9, 5, 4 * 6, 6) == min(5, numba.get_num_threads())
+    assert driver.row_blocks(9, 9, 4 * 6, 6) == min(9 // driver.MIN_BLOCK_ROWS, numba.get_num_threads())
     threaded = run_layer(layer, x, lengths)
     for a, b in zip(one_thread, threaded):
         assert max_relative_difference(b, a) < 1e-13
@@ -47,9 +48,10 @@ def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypat
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least 2 Numba threads (this machine has 1 core)")
     rng = np.random.default_rng(9)
-    x = rng.standard_normal((11, 6, 5)).astype(np.float32)
-    lengths = np.array([11, 4, 0, 9, 11, 7])
+    x = rng.standard_normal((11, 10, 5)).astype(np.float32)
+    lengths = np.array([11, 4, 0, 9, 11, 7, 1, 11, 3, 10])
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
+    assert driver.row_blocks(11, 10, 4 * 7, 7) == 2   # blocks of 5 rows: neither a multiple of 4
     results = []
     threads_before = numba.get_num_threads()
     try:
@@ -87,6 +89,39 @@ def test_saturated_inputs_give_finite_outputs_and_gradients(dtype):
         layer = lstmkit.RecurrentLayer(cell, 3, 4, dtype=dtype, seed=0)
         for value in run_layer(layer, x):
             assert np.all(np.isfinite(value)), cell
+
+
+# -- the recurrent product (kernel_runtime.matmul_transposed) -------------------------------
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(rows=st.integers(1, 11), depth=st.integers(1, 70), columns=st.integers(1, 13),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_recurrent_product_is_a_times_b_transposed(rows, depth, columns, dtype):
+    rng = np.random.default_rng(rows * 10_000 + depth * 100 + columns)
+    a = rng.standard_normal((rows, depth)).astype(dtype)
+    b = rng.standard_normal((columns, depth)).astype(dtype)
+    out = np.full((rows, columns), np.nan, dtype)
+    kernel_runtime.matmul_transposed(a, b, out)
+    exact = a.astype(np.float64) @ b.T.astype(np.float64)
+    # each sum within a few roundings of the size of its terms
+    bound = 4 * depth * np.finfo(dtype).eps * (np.abs(a) @ np.abs(b).T)
+    assert np.all(np.abs(out - exact) <= bound)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(rows=st.integers(4, 19), split=st.integers(2, 17), depth=st.integers(1, 70),
+       columns=st.integers(1, 13))
+def test_recurrent_product_row_does_not_depend_on_its_block(rows, split, depth, columns):
+    """Row blocks of any size from 2 rows give the very same bits (threads split the
+    batch into such blocks): no row takes another path through the sums."""
+    split = min(split, rows - 2)
+    rng = np.random.default_rng(rows * 10_000 + depth * 100 + columns)
+    a = rng.standard_normal((rows, depth)).astype(np.float32)
+    b = rng.standard_normal((columns, depth)).astype(np.float32)
+    whole, parts = np.empty((rows, columns), np.float32), np.empty((rows, columns), np.float32)
+    kernel_runtime.matmul_transposed(a, b, whole)
+    kernel_runtime.matmul_transposed(a[:split], b, parts[:split])
+    kernel_runtime.matmul_transposed(a[split:], b, parts[split:])
+    np.testing.assert_array_equal(parts, whole)
 
 
 def _apply(function, values, out):
