@@ -7,9 +7,11 @@ A kernel module holds:
 * ``forward_rows`` / ``backward_rows``: the loop over time for a block of
   batch rows, from a fixed template: the recurrent product ``h_{t−1} W_hhᵀ``,
   then the step kernel, and in backward ``dh_{t−1} += dg_t W_hh``. Both
-  products are ``kernel_runtime.matmul_transposed``, which reads its second
-  operand by rows: ``W_hh`` as stored in forward, a row-major copy of
-  ``W_hhᵀ`` that the driver makes once per call in backward;
+  products are ``kernel_runtime.recurrent_product``: a register-blocked loop
+  or a BLAS call, as the driver's ``BLOCKED`` says. The loop reads its
+  second operand by rows: ``W_hh`` as stored in forward, and in backward a
+  row-major copy of ``W_hhᵀ`` that the driver makes once per call (BLAS gets
+  a view of ``W_hh`` instead);
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
@@ -57,10 +59,10 @@ __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR
 KERNEL_DIR = Path(__file__).parent / "kernels"
 REGENERATE_COMMAND = "python -m lstmkit generate"
 INDENT = " " * 12  # statements inside ``for b: for j:``
-RESERVED = {"real", "sigmoid", "tanh", "expm1", "matmul_transposed", "math", "np", "numba", "batch",
+RESERVED = {"real", "sigmoid", "tanh", "expm1", "recurrent_product", "math", "np", "numba", "batch",
             "hidden", "b", "j"}
 # arrays the kernels name whatever the cell
-FIXED_ARRAYS = ("GX", "GH", "BIAS_IH", "BIAS_HH", "SAVED", "LENGTHS", "CHUNKS", "W_HH", "W_HH_T",
+FIXED_ARRAYS = ("GX", "GH", "BIAS_IH", "BIAS_HH", "SAVED", "LENGTHS", "CHUNKS", "BLOCKED", "W_HH", "W_HH_T",
                 "D_OUT", "D_GX", "D_GH", "RECURRENT")
 
 
@@ -274,7 +276,7 @@ def _sequence_functions(layout: _Layout):
     step_args = [passed for _, passed in layout.forward_step_arguments()]
     hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
                    for s, n in zip(layout.states, states))
-    forward_args = f"GX, W_HH, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS"
+    forward_args = f"GX, W_HH, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED"
     forward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
         f"def forward_rows({forward_args}, lo, hi):\n"
@@ -285,12 +287,13 @@ def _sequence_functions(layout: _Layout):
         "    slots the whole history is kept; inference passes 2 for the states it drops.\n"
         "    SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.\n"
         "    LENGTHS: [B]; past its length a row keeps its state.\n"
+        "    BLOCKED: the recurrent product's register-blocked loop (True) or BLAS (False).\n"
         '    """\n'
         "    steps = GX.shape[0]\n"
         "    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)\n"
         "    for t in range(steps):\n"
         + slots
-        + f"        matmul_transposed({out}[prev_{spec.output}, lo:hi], W_HH, GH)\n"
+        + f"        recurrent_product({out}[prev_{spec.output}, lo:hi], W_HH, GH, BLOCKED)\n"
         f"        forward_step({', '.join(step_args)})\n"
         "        for b in range(lo, hi):\n"
         "            if t >= LENGTHS[b]:\n"
@@ -319,7 +322,7 @@ def _sequence_functions(layout: _Layout):
         f"{' + RECURRENT[b - lo, j]' if n == f'D_{out}' else ''}\n"
         for n, p in zip(d_states, d_prev))
     release = "".join(f"                    {n}[b, j] = HELD_{n}[b - lo, j]\n" for n in d_states)
-    backward_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, "
+    backward_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
                      f"{', '.join(d_states + gradient_arrays + d_params)}")
     backward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
@@ -330,6 +333,7 @@ def _sequence_functions(layout: _Layout):
         "    on return that of the initial states.\n"
         f"    {' and '.join(gradient_arrays)}: [T, B, G·hidden], filled with the gradient of the\n"
         "    pre-activations; parameter gradients are accumulated.\n"
+        "    BLOCKED: as in forward_rows.\n"
         '    """\n'
         "    steps, hidden = D_OUT.shape[0], D_OUT.shape[2]\n"
         + "".join(f"    {p} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
@@ -342,7 +346,7 @@ def _sequence_functions(layout: _Layout):
         "                for j in range(hidden):\n"
         + stash
         + f"        backward_step({', '.join(back_args)})\n"
-        f"        matmul_transposed({d_gh}[t, lo:hi], W_HH_T, RECURRENT)\n"
+        f"        recurrent_product({d_gh}[t, lo:hi], W_HH_T, RECURRENT, BLOCKED)\n"
         "        for b in range(lo, hi):\n"
         "            for j in range(hidden):\n"
         + carry
@@ -352,7 +356,7 @@ def _sequence_functions(layout: _Layout):
     )
     # Element-wise parameter gradients are sums over rows: each block of rows sums into
     # its own row of PARTIAL_<name>, and the blocks are added at the end.
-    partial_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, "
+    partial_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
                     f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[chunk]' for n in d_params])}")
     backward_sequence = (
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
@@ -402,7 +406,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         '"""\n'
         "import numba\n"
         "import numpy as np\n\n"
-        "from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_transposed, sigmoid, tanh  # noqa: F401\n\n"
+        "from lstmkit.kernel_runtime import NoOverlapCompiler, recurrent_product, sigmoid, tanh  # noqa: F401\n\n"
         f"{constants}\n\n"
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"

@@ -16,7 +16,7 @@ from whatever ran next. A small layer runs on the calling thread, its
 products too small to gain from splitting. In a large one, each batch row's
 recurrence being independent of the others, the loop over time runs on blocks
 of rows at once, one Numba thread per block, each running its own small
-products (``kernel_runtime.matmul_transposed``), so that the blocks never
+products (``kernel_runtime.recurrent_product``), so that the blocks never
 wait for one another inside the loop; and the whole-sequence products before
 and after it run on the same Numba threads, one slab of rows each. The slabs
 of ``dGᵀX`` and ``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the
@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 __all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_blocks",
-           "PARALLEL_MIN_WORK"]
+           "register_blocked", "PARALLEL_MIN_WORK"]
 
 # Below this many multiply-adds in the recurrent products of one sequence (about a
 # millisecond of work on one core), threads save little and risk much: on a busy
@@ -133,6 +133,18 @@ def row_blocks(steps, batch, gates, hidden):
     if not _large(steps, batch, gates, hidden):
         return 1
     return max(1, min(batch // MIN_BLOCK_ROWS, numba.get_num_threads()))
+
+
+def register_blocked(batch, hidden):
+    """Whether the loop's products run lstmkit's register-blocked kernel, else BLAS.
+
+    BLAS repacks W_hh on every call, which the kernel avoids; the kernel ends each
+    sum with an addition across vector lanes, which costs most where the sums are
+    short. Measured on one core, the kernel wins from about d ≥ 4·B (and always
+    for one row). Decided from the whole batch, never from a block of rows, so
+    that the number of threads cannot change which products a row gets.
+    """
+    return batch == 1 or 4 * batch <= hidden
 
 
 def _large(steps, batch, gates, hidden):
@@ -248,7 +260,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
             np.matmul(x_flat, weight_ih.T, out=pre_flat)
         if steps:
             args = (pre_activations, np.ascontiguousarray(weight_hh), bias_ih, bias_hh, *histories,
-                    *params, saved, lengths)
+                    *params, saved, lengths, register_blocked(batch, hidden))
             _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
                  row_blocks(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
@@ -288,13 +300,16 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
     with _blas_on_one_thread(batch):
         if steps:
-            # the loop's product dg_t W_hh reads W_hh by columns: rows of a copy of W_hhᵀ,
+            # the loop's product dg_t W_hh: BLAS reads W_hh as stored (the view W_hhᵀ.T);
+            # the register-blocked kernel reads it by columns, the rows of a copy of W_hhᵀ,
             # freed with the loop (a workspace would hold it through the peak below)
-            args = (d_output, np.ascontiguousarray(tape.weight_hh.T), *tape.histories, *tape.params,
-                    tape.saved, tape.lengths, *d_states, *gradient_arrays, *d_params)
+            blocked = register_blocked(batch, tape.weight_hh.shape[1])
+            weight_hh_t = np.ascontiguousarray(tape.weight_hh.T) if blocked else tape.weight_hh.T
+            args = (d_output, weight_hh_t, *tape.histories, *tape.params, tape.saved, tape.lengths,
+                    blocked, *d_states, *gradient_arrays, *d_params)
             _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
                  row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
-            del args    # holds the saved values, which are freed below
+            del args, weight_hh_t    # args holds the saved values, which are freed below
         # the saved values are dead: they hold the partial products, then go before dx comes
         scratch = tape.saved.reshape(-1)
         if products_on_numba_threads(steps, batch, gates, output.shape[2], n_in, scratch):

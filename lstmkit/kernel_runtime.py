@@ -17,7 +17,8 @@ from numba import types
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.extending import intrinsic, overload
 
-__all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh", "matmul_transposed"]
+__all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh", "matmul_transposed",
+           "recurrent_product"]
 
 # How every kernel and every activation here is compiled; lstmkit.codegen says why.
 JIT_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
@@ -148,6 +149,22 @@ def _tanh(x):
 # own blocking does; inf and NaN still follow IEEE rules.
 # Every output element goes through the one loop below, so a number never depends
 # on where its row falls in a block of rows, nor on how many threads split the batch.
+# BLAS still wins where the weights are small next to the rows: the driver chooses
+# (driver.register_blocked) and recurrent_product follows its choice.
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
+def recurrent_product(a, b, out, register_blocked):
+    """out = a @ b.T: matmul_transposed if ``register_blocked``, else one BLAS call.
+
+    BLAS wins where the weights are small next to the rows, so that repacking
+    them costs little and the sums are short; the driver decides per call, and
+    for BLAS may pass ``b`` as a transposed view (BLAS reads either layout).
+    """
+    if register_blocked:
+        matmul_transposed(a, b, out)
+    else:
+        np.dot(a, b.T, out)
+
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
 def matmul_transposed(a, b, out):

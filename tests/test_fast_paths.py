@@ -23,26 +23,31 @@ def run_layer(layer, x, lengths=None, seed=0):
             *(layer.grads[name] for name in sorted(layer.grads))]
 
 
+@pytest.mark.parametrize("hidden", [6, 36])     # the loop's products: BLAS, register-blocked
 @pytest.mark.parametrize("cell", ["lstm", "gru", "peephole_lstm", "rnn_tanh"])
-def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
+def test_row_blocks_on_threads_match_one_thread(cell, hidden, monkeypatch):
     """Forcing the threaded loop over blocks of rows changes nothing but the speed."""
     assert numba.get_num_threads() >= 1
+    assert driver.register_blocked(9, hidden) == (hidden == 36)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 9, 4))
     lengths = np.array([9, 3, 0, 7, 9, 1, 9, 8, 2])
-    layer = lstmkit.RecurrentLayer(cell, 4, 6, num_layers=2, bidirectional=True, dtype=np.float64, seed=1)
+    layer = lstmkit.RecurrentLayer(cell, 4, hidden, num_layers=2, bidirectional=True, dtype=np.float64,
+                                   seed=1)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 10**12)
-    assert driver.row_blocks(9, 9, 4 * 6, 6) == 1
+    assert driver.row_blocks(9, 9, 4 * hidden, hidden) == 1
     one_thread = run_layer(layer, x, lengths)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
-    assert driver.row_blocks(9, 9, 4 * 6, 6) == min(9 // driver.MIN_BLOCK_ROWS, numba.get_num_threads())
+    assert driver.row_blocks(9, 9, 4 * hidden, hidden) == min(9 // driver.MIN_BLOCK_ROWS,
+                                                               numba.get_num_threads())
     threaded = run_layer(layer, x, lengths)
     for a, b in zip(one_thread, threaded):
         assert max_relative_difference(b, a) < 1e-13
 
 
+@pytest.mark.parametrize("hidden", [7, 40])     # the loop's products: BLAS, register-blocked
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypatch):
+def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, hidden, monkeypatch):
     """Every product split over threads splits the same way on any machine: a notebook
     executed on two cores prints the same digits on eight."""
     if numba.config.NUMBA_NUM_THREADS < 2:
@@ -51,13 +56,14 @@ def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypat
     x = rng.standard_normal((11, 10, 5)).astype(np.float32)
     lengths = np.array([11, 4, 0, 9, 11, 7, 1, 11, 3, 10])
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
-    assert driver.row_blocks(11, 10, 4 * 7, 7) == 2   # blocks of 5 rows: neither a multiple of 4
+    assert driver.row_blocks(11, 10, 4 * hidden, hidden) == 2   # blocks of 5 rows: not a multiple of 4
+    assert driver.register_blocked(10, hidden) == (hidden == 40)
     results = []
     threads_before = numba.get_num_threads()
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            layer = lstmkit.RecurrentLayer(cell, 5, 7, num_layers=2, bidirectional=True, seed=3)
+            layer = lstmkit.RecurrentLayer(cell, 5, hidden, num_layers=2, bidirectional=True, seed=3)
             results.append(run_layer(layer, x, lengths))
     finally:
         numba.set_num_threads(threads_before)

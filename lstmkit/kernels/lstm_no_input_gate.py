@@ -26,7 +26,7 @@ docstring of lstmkit.codegen says why.
 import numba
 import numpy as np
 
-from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_transposed, sigmoid, tanh  # noqa: F401
+from lstmkit.kernel_runtime import NoOverlapCompiler, recurrent_product, sigmoid, tanh  # noqa: F401
 
 CELL = 'lstm_no_input_gate'
 GATES = ('f', 'g', 'o')
@@ -99,7 +99,7 @@ def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
+def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
     GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).
@@ -108,13 +108,14 @@ def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
     slots the whole history is kept; inference passes 2 for the states it drops.
     SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.
     LENGTHS: [B]; past its length a row keeps its state.
+    BLOCKED: the recurrent product's register-blocked loop (True) or BLAS (False).
     """
     steps = GX.shape[0]
     GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
-        matmul_transposed(H[prev_h, lo:hi], W_HH, GH)
+        recurrent_product(H[prev_h, lo:hi], W_HH, GH, BLOCKED)
         forward_step(GX[t, lo:hi], GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
@@ -123,15 +124,15 @@ def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS):
+def forward_sequence(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
     for chunk in numba.prange(CHUNKS):
-        forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
+def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
@@ -139,6 +140,7 @@ def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
     on return that of the initial states.
     D_GX: [T, B, G·hidden], filled with the gradient of the
     pre-activations; parameter gradients are accumulated.
+    BLOCKED: as in forward_rows.
     """
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
     D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
@@ -155,7 +157,7 @@ def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
                     HELD_D_C[b - lo, j] = D_C[b, j]
                     D_C[b, j] = 0
         backward_step(SAVED[t, lo:hi], C[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_H_PREV, D_C_PREV)
-        matmul_transposed(D_GX[t, lo:hi], W_HH_T, RECURRENT)
+        recurrent_product(D_GX[t, lo:hi], W_HH_T, RECURRENT, BLOCKED)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
@@ -167,8 +169,8 @@ def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, CHUNKS):
+def backward_sequence(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
