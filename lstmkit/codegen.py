@@ -10,8 +10,7 @@ A kernel module holds:
   products are ``kernel_runtime.recurrent_product``: a register-blocked loop
   or a BLAS call, as the driver's ``BLOCKED`` says. The loop reads its
   second operand by rows: ``W_hh`` as stored in forward, and in backward a
-  row-major copy of ``W_hhᵀ`` that the driver makes once per call (BLAS gets
-  a view of ``W_hh`` instead);
+  row-major copy of ``W_hhᵀ`` that the driver makes once per call;
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.

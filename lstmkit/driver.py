@@ -300,13 +300,13 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
     with _blas_on_one_thread(batch):
         if steps:
-            # the loop's product dg_t W_hh: BLAS reads W_hh as stored (the view W_hhᵀ.T);
-            # the register-blocked kernel reads it by columns, the rows of a copy of W_hhᵀ,
-            # freed with the loop (a workspace would hold it through the peak below)
-            blocked = register_blocked(batch, tape.weight_hh.shape[1])
-            weight_hh_t = np.ascontiguousarray(tape.weight_hh.T) if blocked else tape.weight_hh.T
+            # the loop's product dg_t W_hh reads W_hh by columns: the rows of a copy of W_hhᵀ
+            # (one layout whichever product runs, so one compiled loop), freed with the loop
+            # (a workspace would hold it through the peak below)
+            weight_hh_t = np.ascontiguousarray(tape.weight_hh.T)
             args = (d_output, weight_hh_t, *tape.histories, *tape.params, tape.saved, tape.lengths,
-                    blocked, *d_states, *gradient_arrays, *d_params)
+                    register_blocked(batch, tape.weight_hh.shape[1]), *d_states, *gradient_arrays,
+                    *d_params)
             _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
                  row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
             del args, weight_hh_t    # args holds the saved values, which are freed below

@@ -157,8 +157,7 @@ def recurrent_product(a, b, out, register_blocked):
     """out = a @ b.T: matmul_transposed if ``register_blocked``, else one BLAS call.
 
     BLAS wins where the weights are small next to the rows, so that repacking
-    them costs little and the sums are short; the driver decides per call, and
-    for BLAS may pass ``b`` as a transposed view (BLAS reads either layout).
+    them costs little and the sums are short; the driver decides per call.
     """
     if register_blocked:
         matmul_transposed(a, b, out)
