@@ -8,9 +8,9 @@ A kernel module holds:
   batch rows, from a fixed template: the recurrent product ``h_{t−1} W_hhᵀ``,
   then the step kernel, and in backward ``dh_{t−1} += dg_t W_hh``. Both
   products are ``kernel_runtime.recurrent_product``: a register-blocked loop
-  or a BLAS call, as the driver's ``BLOCKED`` says. The loop reads its
-  second operand by rows: ``W_hh`` as stored in forward, and in backward a
-  row-major copy of ``W_hhᵀ`` that the driver makes once per call;
+  or a BLAS call, as the driver's ``BLOCKED`` says. Each gets ``W_hh`` and a
+  row-major copy of ``W_hhᵀ`` (made once per sequence by the driver), and
+  reads the one it is fastest with;
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
@@ -275,7 +275,7 @@ def _sequence_functions(layout: _Layout):
     step_args = [passed for _, passed in layout.forward_step_arguments()]
     hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
                    for s, n in zip(layout.states, states))
-    forward_args = f"GX, W_HH, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED"
+    forward_args = f"GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED"
     forward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
         f"def forward_rows({forward_args}, lo, hi):\n"
@@ -292,7 +292,7 @@ def _sequence_functions(layout: _Layout):
         "    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)\n"
         "    for t in range(steps):\n"
         + slots
-        + f"        recurrent_product({out}[prev_{spec.output}, lo:hi], W_HH, GH, BLOCKED)\n"
+        + f"        recurrent_product({out}[prev_{spec.output}, lo:hi], W_HH, W_HH_T, GH, BLOCKED)\n"
         f"        forward_step({', '.join(step_args)})\n"
         "        for b in range(lo, hi):\n"
         "            if t >= LENGTHS[b]:\n"
@@ -321,7 +321,7 @@ def _sequence_functions(layout: _Layout):
         f"{' + RECURRENT[b - lo, j]' if n == f'D_{out}' else ''}\n"
         for n, p in zip(d_states, d_prev))
     release = "".join(f"                    {n}[b, j] = HELD_{n}[b - lo, j]\n" for n in d_states)
-    backward_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
+    backward_args = (f"D_OUT, W_HH_T, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
                      f"{', '.join(d_states + gradient_arrays + d_params)}")
     backward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
@@ -345,7 +345,7 @@ def _sequence_functions(layout: _Layout):
         "                for j in range(hidden):\n"
         + stash
         + f"        backward_step({', '.join(back_args)})\n"
-        f"        recurrent_product({d_gh}[t, lo:hi], W_HH_T, RECURRENT, BLOCKED)\n"
+        f"        recurrent_product({d_gh}[t, lo:hi], W_HH_T, W_HH, RECURRENT, BLOCKED)\n"
         "        for b in range(lo, hi):\n"
         "            for j in range(hidden):\n"
         + carry
@@ -355,7 +355,7 @@ def _sequence_functions(layout: _Layout):
     )
     # Element-wise parameter gradients are sums over rows: each block of rows sums into
     # its own row of PARTIAL_<name>, and the blocks are added at the end.
-    partial_args = (f"D_OUT, W_HH_T, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
+    partial_args = (f"D_OUT, W_HH_T, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
                     f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[chunk]' for n in d_params])}")
     backward_sequence = (
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"

@@ -48,7 +48,7 @@ __all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "releas
 # machine a thread that is not scheduled stalls the whole call for a time slice.
 # Such loops run on the calling thread.
 PARALLEL_MIN_WORK = 50_000_000
-MIN_BLOCK_ROWS = 4
+MIN_BLOCK_ROWS = 4      # a block of rows fills at least one register tile of the recurrent product
 
 
 class Workspace:
@@ -92,6 +92,7 @@ class Tape:
     lengths: np.ndarray         # [B] int64
     weight_ih: np.ndarray
     weight_hh: np.ndarray
+    weight_hh_t: np.ndarray     # W_hhᵀ row-major: each product reads its fastest layout
     params: tuple               # element-wise parameters, [d] each
     keep: bool                  # False: inference, backward cannot follow
     output_state: int           # index of the output state in histories
@@ -124,27 +125,25 @@ def release(tape: Tape, keep_output=False):
 
 
 def row_blocks(steps, batch, gates, hidden):
-    """How many blocks of batch rows the loop over time runs at once (1: no threads).
-
-    A block has at least ``MIN_BLOCK_ROWS`` rows: the recurrent product works on
-    4 rows at a time and has a loop of its own for a single row (a batch of one),
-    which must not depend on the number of threads.
-    """
+    """How many blocks of batch rows the loop over time runs at once (1: no threads)."""
     if not _large(steps, batch, gates, hidden):
         return 1
     return max(1, min(batch // MIN_BLOCK_ROWS, numba.get_num_threads()))
 
 
-def register_blocked(batch, hidden):
-    """Whether the loop's products run lstmkit's register-blocked kernel, else BLAS.
+def register_blocked(batch, gates, hidden):
+    """Whether the loop's products ([batch, hidden] by [hidden, gates], gates = G·d, and
+    back) run lstmkit's register-blocked kernel, else BLAS.
 
-    BLAS repacks W_hh on every call, which the kernel avoids; the kernel ends each
-    sum with an addition across vector lanes, which costs most where the sums are
-    short. Measured on one core, the kernel wins from about d ≥ 4·B (and always
-    for one row). Decided from the whole batch, never from a block of rows, so
-    that the number of threads cannot change which products a row gets.
+    OpenBLAS multiplies products of up to about 10⁶ multiply-adds without packing
+    (100+ GFLOP/s on one core); above that it repacks W_hh on every call, which the
+    kernel avoids. The kernel ends each sum with an addition across vector lanes,
+    which costs most where the sums are short, and works on tiles of 4 rows.
+    Measured on one core, it wins from d ≥ 4·B on such products. Decided from the
+    whole batch, never from a block of rows, so that the number of threads cannot
+    change which products a row gets.
     """
-    return batch == 1 or 4 * batch <= hidden
+    return batch >= 4 and 4 * batch <= hidden and batch * gates * hidden > 1_000_000
 
 
 def _large(steps, batch, gates, hidden):
@@ -243,6 +242,8 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         bias_ih = np.zeros(gates, dtype)
     if bias_hh is None:
         bias_hh = np.zeros(gates, dtype)
+    weight_hh = np.ascontiguousarray(weight_hh)
+    weight_hh_t = np.ascontiguousarray(weight_hh.T)   # once per sequence, forward and backward
     pre_activations = workspace.take("pre_activations", (steps, batch, gates), dtype)
     histories = []
     for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
@@ -259,15 +260,15 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         else:
             np.matmul(x_flat, weight_ih.T, out=pre_flat)
         if steps:
-            args = (pre_activations, np.ascontiguousarray(weight_hh), bias_ih, bias_hh, *histories,
-                    *params, saved, lengths, register_blocked(batch, hidden))
+            args = (pre_activations, weight_hh, weight_hh_t, bias_ih, bias_hh, *histories,
+                    *params, saved, lengths, register_blocked(batch, gates, hidden))
             _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
                  row_blocks(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
     tape = Tape(x, pre_activations, tuple(histories), saved, lengths, weight_ih, weight_hh,
-                tuple(params), keep, output_state, workspace)
+                weight_hh_t, tuple(params), keep, output_state, workspace)
     return output, finals, tape
 
 
@@ -300,16 +301,13 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
     with _blas_on_one_thread(batch):
         if steps:
-            # the loop's product dg_t W_hh reads W_hh by columns: the rows of a copy of W_hhᵀ
-            # (one layout whichever product runs, so one compiled loop), freed with the loop
-            # (a workspace would hold it through the peak below)
-            weight_hh_t = np.ascontiguousarray(tape.weight_hh.T)
-            args = (d_output, weight_hh_t, *tape.histories, *tape.params, tape.saved, tape.lengths,
-                    register_blocked(batch, tape.weight_hh.shape[1]), *d_states, *gradient_arrays,
-                    *d_params)
+            args = (d_output, tape.weight_hh_t, tape.weight_hh, *tape.histories, *tape.params,
+                    tape.saved, tape.lengths, register_blocked(batch, gates, tape.weight_hh.shape[1]),
+                    *d_states, *gradient_arrays, *d_params)
             _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
                  row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
-            del args, weight_hh_t    # args holds the saved values, which are freed below
+            del args    # holds the saved values, which are freed below
+            tape.weight_hh_t = None     # nor is W_hhᵀ needed past the loop
         # the saved values are dead: they hold the partial products, then go before dx comes
         scratch = tape.saved.reshape(-1)
         if products_on_numba_threads(steps, batch, gates, output.shape[2], n_in, scratch):

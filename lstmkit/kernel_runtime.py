@@ -138,58 +138,44 @@ def _tanh(x):
 
 # -- The recurrent product ---------------------------------------------------------
 # h_(t−1) W_hhᵀ (and dg_t W_hh in backward) is a small product repeated every step:
-# a few dozen rows against the same weights. BLAS copies the weights into its own
-# blocked layout on every call, which costs about as much as the arithmetic at these
-# sizes (OpenBLAS: 40–60 GFLOP/s on one core for 16 rows, of a 104 GFLOP/s peak).
+# a few dozen rows against the same weights. Above about 10⁶ multiply-adds BLAS
+# copies the weights into its own blocked layout on every call, which costs about as
+# much as the arithmetic (OpenBLAS, one core: 55 GFLOP/s on 16 rows × 128 by 128 × 512).
 # Here the weights are read as stored: out[i, j] = Σ_k a[i, k]·b[j, k], with a and b
 # both row-major. Each 4 × 4 block of the output is 16 sums over k held in registers,
-# 8 rows read per k for 16 multiply-adds, and the sums are vectorized over k (70–97
-# GFLOP/s on the same core). That needs the 'reassoc' flag: each sum is added up in
-# vector lanes, then across them. It changes only how each sum is rounded, as BLAS's
-# own blocking does; inf and NaN still follow IEEE rules.
+# 8 rows read per k for 16 multiply-adds, and the sums are vectorized over k (77 GFLOP/s
+# on that product, 70–100 on others). That needs the 'reassoc' flag: each sum is added
+# up in vector lanes, then across them. It changes only how each sum is rounded, as
+# BLAS's own blocking does; inf and NaN still follow IEEE rules.
 # Every output element goes through the one loop below, so a number never depends
 # on where its row falls in a block of rows, nor on how many threads split the batch.
-# BLAS still wins where the weights are small next to the rows: the driver chooses
+# BLAS still wins on small products, where it skips the packing altogether, and
+# where the weights are small next to the rows: the driver chooses
 # (driver.register_blocked) and recurrent_product follows its choice.
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
-def recurrent_product(a, b, out, register_blocked):
+def recurrent_product(a, b, b_transposed, out, register_blocked):
     """out = a @ b.T: matmul_transposed if ``register_blocked``, else one BLAS call.
 
-    BLAS wins where the weights are small next to the rows, so that repacking
-    them costs little and the sums are short; the driver decides per call.
+    ``b_transposed`` is b.T, row-major: BLAS is fastest with a @ b_transposed (up
+    to 2× faster than with the view b.T at these sizes), the loop reads b's rows.
+    The driver decides which runs (driver.register_blocked).
     """
     if register_blocked:
         matmul_transposed(a, b, out)
     else:
-        np.dot(a, b.T, out)
+        np.dot(a, b_transposed, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
 def matmul_transposed(a, b, out):
-    """out = a @ b.T for C-contiguous a [M, K], b [N, K] and out [M, N].
-
-    A single row (a batch of one) has a loop of its own; the driver never splits
-    a larger batch into blocks that small, so this choice does not depend on threads.
-    """
+    """out = a @ b.T for C-contiguous a [M, K], b [N, K] and out [M, N]."""
     rows, depth = a.shape
     columns = b.shape[0]
     if b.shape[1] != depth or out.shape[0] != rows or out.shape[1] != columns:
         raise ValueError("matmul_transposed: expected a [M, K], b [N, K] and out [M, N]")
     last_row, last_column = rows - 1, columns - 1
     zero = a.dtype.type(0)
-    if rows == 1:
-        for j in range(0, columns, 4):
-            j0, j1, j2, j3 = j, min(j + 1, last_column), min(j + 2, last_column), min(j + 3, last_column)
-            s0 = s1 = s2 = s3 = zero
-            for k in range(depth):
-                a0 = a[0, k]
-                s0 += a0 * b[j0, k]
-                s1 += a0 * b[j1, k]
-                s2 += a0 * b[j2, k]
-                s3 += a0 * b[j3, k]
-            out[0, j0], out[0, j1], out[0, j2], out[0, j3] = s0, s1, s2, s3
-        return
     for j in range(0, columns, 4):
         # past the last column (row), repeat it: the same sum again, stored twice
         j0, j1, j2, j3 = j, min(j + 1, last_column), min(j + 2, last_column), min(j + 3, last_column)

@@ -101,7 +101,7 @@ def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, lo, hi):
+def forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
     GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).
@@ -117,7 +117,7 @@ def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, lo, 
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
-        recurrent_product(H[prev_h, lo:hi], W_HH, GH, BLOCKED)
+        recurrent_product(H[prev_h, lo:hi], W_HH, W_HH_T, GH, BLOCKED)
         forward_step(GX[t, lo:hi], GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
@@ -126,15 +126,15 @@ def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, lo, 
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, CHUNKS):
+def forward_sequence(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
     for chunk in numba.prange(CHUNKS):
-        forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, lo, hi):
+def backward_rows(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
@@ -159,7 +159,7 @@ def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, 
                     HELD_D_C[b - lo, j] = D_C[b, j]
                     D_C[b, j] = 0
         backward_step(SAVED[t, lo:hi], C[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_H_PREV, D_C_PREV)
-        recurrent_product(D_GX[t, lo:hi], W_HH_T, RECURRENT, BLOCKED)
+        recurrent_product(D_GX[t, lo:hi], W_HH_T, W_HH, RECURRENT, BLOCKED)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
@@ -171,8 +171,8 @@ def backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, 
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, CHUNKS):
+def backward_sequence(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_T, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        backward_rows(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)

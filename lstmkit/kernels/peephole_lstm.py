@@ -129,7 +129,7 @@ def backward_step(SAVED, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, D_OUT, D_H, D_
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, lo, hi):
+def forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
     GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).
@@ -145,7 +145,7 @@ def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
-        recurrent_product(H[prev_h, lo:hi], W_HH, GH, BLOCKED)
+        recurrent_product(H[prev_h, lo:hi], W_HH, W_HH_T, GH, BLOCKED)
         forward_step(GX[t, lo:hi], GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
@@ -154,15 +154,15 @@ def forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(GX, W_HH, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, CHUNKS):
+def forward_sequence(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
     for chunk in numba.prange(CHUNKS):
-        forward_rows(GX, W_HH, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_T, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, lo, hi):
+def backward_rows(D_OUT, W_HH_T, W_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
@@ -187,7 +187,7 @@ def backward_rows(D_OUT, W_HH_T, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, L
                     HELD_D_C[b - lo, j] = D_C[b, j]
                     D_C[b, j] = 0
         backward_step(SAVED[t, lo:hi], C[t, lo:hi], WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_H_PREV, D_C_PREV, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO)
-        recurrent_product(D_GX[t, lo:hi], W_HH_T, RECURRENT, BLOCKED)
+        recurrent_product(D_GX[t, lo:hi], W_HH_T, W_HH, RECURRENT, BLOCKED)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
@@ -199,14 +199,14 @@ def backward_rows(D_OUT, W_HH_T, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, L
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_T, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, CHUNKS):
+def backward_sequence(D_OUT, W_HH_T, W_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     PARTIAL_D_WEIGHT_CI = np.zeros((CHUNKS, D_WEIGHT_CI.shape[0]), D_WEIGHT_CI.dtype)
     PARTIAL_D_WEIGHT_CF = np.zeros((CHUNKS, D_WEIGHT_CF.shape[0]), D_WEIGHT_CF.dtype)
     PARTIAL_D_WEIGHT_CO = np.zeros((CHUNKS, D_WEIGHT_CO.shape[0]), D_WEIGHT_CO.dtype)
     for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_T, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, PARTIAL_D_WEIGHT_CI[chunk], PARTIAL_D_WEIGHT_CF[chunk], PARTIAL_D_WEIGHT_CO[chunk], chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        backward_rows(D_OUT, W_HH_T, W_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, PARTIAL_D_WEIGHT_CI[chunk], PARTIAL_D_WEIGHT_CF[chunk], PARTIAL_D_WEIGHT_CO[chunk], chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
     for chunk in range(CHUNKS):
         D_WEIGHT_CI += PARTIAL_D_WEIGHT_CI[chunk]
         D_WEIGHT_CF += PARTIAL_D_WEIGHT_CF[chunk]
