@@ -100,7 +100,9 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
         repeats)
     d_states = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
-    d_pre_h = [] if kernels.SUMMED_BLOCKS else [np.empty_like(tape.pre_activations)]
+    d_pre_h = [np.empty_like(tape.pre_activations)] if kernels.HIDDEN_GRADIENTS == "own array" else []
+    # a cell whose d/dgh is a factor times d/dgx ("in place") writes each step's into this
+    step_d_gh = [np.empty((batch, gates), dtype)] if kernels.HIDDEN_GRADIENTS == "in place" else []
     d_params = [np.zeros_like(p) for p in params]
     backward_args = (dy, w_hh_t, w_hh, *histories, *params, saved, lengths, blocked, *d_states,
                      tape.pre_activations, *d_pre_h, *d_params)
@@ -134,25 +136,30 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     def backward_steps():
         for t in range(steps):
             kernels.backward_step(saved[t], *(r[t] for r in reads), *params, dy[t], *d_states,
-                                  tape.pre_activations[t], *(d[t] for d in d_pre_h), *d_prev, *d_params)
+                                  tape.pre_activations[t], *(d[t] for d in d_pre_h), *step_d_gh, *d_prev,
+                                  *d_params)
 
     times["  of which step kernels, backward (1 thread)"] = _median_seconds(backward_steps, repeats)
 
     d_flat = tape.pre_activations.reshape(steps * batch, gates)
     h_flat = output[:steps].reshape(steps * batch, hidden)
     scratch = saved.reshape(-1)
-    grams_on_numba_threads = driver.products_on_numba_threads(steps, batch, gates, hidden, n_in, scratch)
 
     def gram(a, b):
         """aᵀb the way the driver computes it (on Numba's threads, partials in the saved values)."""
         with driver._blas_on_one_thread(batch):
-            return driver._gram_row_slabs(a, b, scratch) if grams_on_numba_threads else a.T @ b
+            return driver._gram(a, b, on_numba_threads, scratch)
 
     dx = np.empty_like(x_flat)
     times["GEMM dW_ih = dGᵀ X"] = _median_seconds(lambda: gram(d_flat, x_flat), repeats)
     times["GEMM dW_hh = dGᵀ H"] = _median_seconds(lambda: gram(d_flat, h_flat), repeats)
     times["GEMM dX = dG W_ih"] = _median_seconds(lambda: product(d_flat, w_ih, dx), repeats)
-    times["bias sums"] = _median_seconds(lambda: d_flat.sum(axis=0), repeats) * (1 if kernels.SUMMED_BLOCKS else 2)
+    times["bias sums"] = (_median_seconds(lambda: d_flat.sum(axis=0), repeats)
+                          * (1 if kernels.HIDDEN_GRADIENTS == "same" else 2))
+    if kernels.HIDDEN_GRADIENTS == "in place":
+        times["d/dgx → d/dgh in place"] = _median_seconds(
+            lambda: _in_driver_context(batch, kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
+                                       (tape.pre_activations, saved), blocks), repeats)
     phases = [k for k in times if not k.startswith("total") and not k.startswith("  ")]
     times["layer overhead (total − phases)"] = times["total forward+backward"] - sum(times[k] for k in phases)
     return times

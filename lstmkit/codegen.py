@@ -14,6 +14,11 @@ A kernel module holds:
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
+* ``hidden_gradient_rows`` / ``hidden_gradient_sequence``, for a cell whose
+  d/dgh is, block by block, a factor times d/dgx (the GRU: 1, 1 and r): the
+  loop keeps only d/dgx for the whole sequence (d/dgh of each step goes to the
+  recurrent product alone), and these turn it into d/dgh in place afterwards.
+  That saves a [T, B, G·d] array. A cell without such factors gets that array.
 * ``sigmoid``, ``tanh`` and ``expm1`` written with arithmetic alone, for the
   precision of their argument, so that LLVM vectorizes the step loops
   (``math.exp`` and ``math.tanh`` are library calls, one element at a time).
@@ -134,8 +139,12 @@ class _Layout:
         self.params = list(spec.param_names)
         prev, _ = derivation.backward_inputs()
         self.backward_prev = [s for s in self.states if spec.prev[s] in prev]
-        self.summed = derivation.summed_blocks
-        self.gradient_arrays = ["D_GX"] + ([] if self.summed else ["D_GH"])   # of the pre-activations
+        self.factors = derivation.hidden_factors
+        # how backward gets d/dgh (see HIDDEN_GRADIENTS in kernel_source)
+        self.hidden_gradients = ("same" if derivation.summed_blocks
+                                 else "in place" if self.factors is not None else "own array")
+        # the gradients of the pre-activations that the loop fills for the whole sequence
+        self.gradient_arrays = ["D_GX"] + (["D_GH"] if self.hidden_gradients == "own array" else [])
         names = {str(sym) for sym, _ in derivation.forward} | {str(sym) for sym, _ in derivation.backward_cse}
         names |= {str(s) for s in spec.input_symbols}
         clash = sorted(names & RESERVED)
@@ -169,10 +178,12 @@ class _Layout:
         arguments += [("D_OUT", "D_OUT[t, lo:hi]")]
         arguments += [(f"D_{_array(s)}", f"D_{_array(s)}[lo:hi]") for s in self.states]
         arguments += [(g, f"{g}[t, lo:hi]") for g in self.gradient_arrays]
+        if self.hidden_gradients == "in place":
+            arguments += [("D_GH", "D_GH")]      # this step's alone, for the recurrent product
         arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states]
         return arguments + [(f"D_{_array(p)}",) * 2 for p in self.params]
 
-    # gradient symbols -> where they are written
+    # gradient symbols -> where they are written: (array, block, code, operator)
     def gradient_targets(self):
         spec = self.spec
         gx = {sym: g for g, sym in spec.gx.items()}
@@ -182,14 +193,27 @@ class _Layout:
         for sym, expr in self.derivation.gradients.items():
             wrt = self.derivation.wrt[sym]
             if wrt in gx:      # also d/dgh when the blocks are summed: one array
-                out.append(("D_GX", self.gate_index[gx[wrt]], expr, "="))
+                out.append(("D_GX", self.gate_index[gx[wrt]], _code(expr), "="))
             elif wrt in gh:
-                out.append(("D_GH", self.gate_index[gh[wrt]], expr, "="))
+                out.append(("D_GH", self.gate_index[gh[wrt]], _code(expr), "="))
             elif wrt in prev:
-                out.append((f"D_{_array(prev[wrt])}_PREV", None, expr, "="))
+                out.append((f"D_{_array(prev[wrt])}_PREV", None, _code(expr), "="))
             else:              # element-wise parameter: summed over the batch
-                out.append((f"D_{_array(str(wrt))}", "param", expr, "+="))
+                out.append((f"D_{_array(str(wrt))}", "param", _code(expr), "+="))
+        if self.factors is not None:    # d/dgh = factor · d/dgx, as hidden_gradient_rows has it
+            after_d_gx = sum(1 for array, *_ in out if array == "D_GX")
+            out[after_d_gx:after_d_gx] = [("D_GH", k, self.times_factor(g, "D_GX[b, {}]"), "=")
+                                          for k, g in enumerate(self.spec.gates)]
         return out
+
+    def times_factor(self, gate, array):
+        """The code of ``factor · array[...]`` for one gate block (``array`` has a {} for its column)."""
+        factor = self.factors[gate]
+        value = array.format(_column(self.gate_index[gate]))
+        if factor == 1:
+            return value
+        code = _code(factor)
+        return f"{code} * {value}" if factor.is_Symbol else f"({code}) * {value}"
 
 
 # Every kernel is compiled with these options (see the module docstring); the step
@@ -243,9 +267,9 @@ def _backward_step(layout: _Layout):
         extra = "D_OUT[b, j] + " if s == spec.output else ""
         lines.append(f"d_{s} = {extra}D_{_array(s)}[b, j]")
     lines += [f"{sym} = {_code(expr)}" for sym, expr in der.backward_cse]
-    for array, where, expr, op in layout.gradient_targets():
+    for array, where, code, op in layout.gradient_targets():
         index = "j" if where == "param" else ("b, j" if where is None else f"b, {_column(where)}")
-        lines.append(f"{array}[{index}] {op} {_code(expr)}")
+        lines.append(f"{array}[{index}] {op} {code}")
 
     args = [name for name, _ in layout.backward_step_arguments()]
     return (
@@ -312,7 +336,13 @@ def _sequence_functions(layout: _Layout):
     d_prev = [f"D_{n}_PREV" for n in states]
     d_params = [f"D_{n}" for n in params]
     gradient_arrays = layout.gradient_arrays
-    d_gh = gradient_arrays[-1]
+    d_gh = {"same": "D_GX[t, lo:hi]", "in place": "D_GH", "own array": "D_GH[t, lo:hi]"}[layout.hidden_gradients]
+    step_d_gh = ("    D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step\n"
+                 if layout.hidden_gradients == "in place" else "")
+    filled = {"same": "filled with the gradient of the\n    pre-activations (d/dgx = d/dgh)",
+              "in place": "filled with d/dgx; hidden_gradient_rows turns\n"
+                          "    it into d/dgh once the input side is done with it",
+              "own array": "filled with the gradient of the\n    pre-activations"}[layout.hidden_gradients]
     back_args = [passed for _, passed in layout.backward_step_arguments()]
     stash = "".join(f"                    HELD_{n}[b - lo, j] = {n}[b, j]\n"
                     f"                    {n}[b, j] = 0\n" for n in d_states)
@@ -330,8 +360,8 @@ def _sequence_functions(layout: _Layout):
         "    D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).\n"
         f"    {', '.join(d_states)}: [B, hidden]: on entry the gradient of the final states,\n"
         "    on return that of the initial states.\n"
-        f"    {' and '.join(gradient_arrays)}: [T, B, G·hidden], filled with the gradient of the\n"
-        "    pre-activations; parameter gradients are accumulated.\n"
+        f"    {' and '.join(gradient_arrays)}: [T, B, G·hidden], {filled};\n"
+        "    parameter gradients are accumulated.\n"
         "    BLOCKED: as in forward_rows.\n"
         '    """\n'
         "    steps, hidden = D_OUT.shape[0], D_OUT.shape[2]\n"
@@ -339,13 +369,14 @@ def _sequence_functions(layout: _Layout):
                   f"    HELD_{n} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
                   for n, p in zip(d_states, d_prev))
         + "    RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
-        "    for t in range(steps - 1, -1, -1):\n"
+        + step_d_gh
+        + "    for t in range(steps - 1, -1, -1):\n"
         "        for b in range(lo, hi):\n"
         "            if t >= LENGTHS[b]:  # finished row: its gradient passes through this step\n"
         "                for j in range(hidden):\n"
         + stash
         + f"        backward_step({', '.join(back_args)})\n"
-        f"        recurrent_product({d_gh}[t, lo:hi], W_HH_T, W_HH, RECURRENT, BLOCKED)\n"
+        f"        recurrent_product({d_gh}, W_HH_T, W_HH, RECURRENT, BLOCKED)\n"
         "        for b in range(lo, hi):\n"
         "            for j in range(hidden):\n"
         + carry
@@ -371,12 +402,47 @@ def _sequence_functions(layout: _Layout):
     return forward_rows, forward_sequence, backward_rows, backward_sequence
 
 
+def _hidden_gradient_functions(layout: _Layout):
+    """In-place d/dgx → d/dgh over a whole sequence, where every block has a factor."""
+    if layout.hidden_gradients != "in place":
+        return ""
+    changed = [g for g in layout.spec.gates if layout.factors[g] != 1]
+    reads = set().union(*(layout.factors[g].free_symbols for g in changed))
+    loads = [f"{name} = SAVED[t, b, {_column(k)}]" for k, name in enumerate(layout.saved)
+             if any(str(r) == name for r in reads)]
+    lines = loads + [f"D_G[t, b, {_column(layout.gate_index[g])}] = {layout.times_factor(g, 'D_G[t, b, {}]')}"
+                     for g in changed]
+    blocks = (f"the {changed[0]} block differs: it is" if len(changed) == 1
+              else f"the {', '.join(changed)} blocks differ: each is")
+    return (
+        f"@numba.njit({STEP_OPTIONS})\n"
+        "def hidden_gradient_rows(D_G, SAVED, lo, hi):\n"
+        '    """Turn D_G, [T, B, G·hidden], from d/dgx into d/dgh in place, for the batch rows lo:hi.\n\n'
+        f"    Only {blocks} a factor times d/dgx, the same product\n"
+        "    the backward step computes for the recurrent product.\n"
+        '    """\n'
+        f"    hidden = SAVED.shape[2] // {len(layout.saved)}\n"
+        "    for t in range(D_G.shape[0]):\n"
+        "        for b in range(lo, hi):\n"
+        "            for j in range(hidden):\n"
+        + "".join(f"                {line}\n" for line in lines)
+        + "\n\n"
+        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
+        "def hidden_gradient_sequence(D_G, SAVED, CHUNKS):\n"
+        '    """hidden_gradient_rows on CHUNKS blocks of batch rows at once, one thread each."""\n'
+        "    batch = D_G.shape[1]\n"
+        "    for chunk in numba.prange(CHUNKS):\n"
+        "        hidden_gradient_rows(D_G, SAVED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)\n"
+    )
+
+
 def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> str:
     """The complete Python source of a cell's kernel module."""
     derivation = cell if isinstance(cell, Derivation) else derive(cell)
     layout = _Layout(derivation)
     spec = layout.spec
     forward_rows, forward_sequence, backward_rows, backward_sequence = _sequence_functions(layout)
+    hidden = _hidden_gradient_functions(layout)
     if header is None:
         header = (f"# Generated by lstmkit.codegen from the cell spec {spec.name!r}. Do not edit.\n"
                   f"# Regenerate with: {REGENERATE_COMMAND}\n")
@@ -390,7 +456,10 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         PARAMS = {tuple(layout.params)!r}
         SAVED = {tuple(layout.saved)!r}
         BACKWARD_READS_STATES = {tuple(layout.backward_prev)!r}
-        SUMMED_BLOCKS = {layout.summed!r}  # True: d/dgx == d/dgh for every block, one gradient array
+        # d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
+        # each block is a factor times d/dgx, so the one array becomes d/dgh once the
+        # input side is done with it (hidden_gradient_rows); "own array": a second array
+        HIDDEN_GRADIENTS = {layout.hidden_gradients!r}
         SPEC_KEY = {spec.key!r}
         """)
     return (
@@ -413,6 +482,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         f"{forward_sequence}\n\n"
         f"{backward_rows}\n\n"
         f"{backward_sequence}"
+        + (f"\n\n{hidden}" if hidden else "")
     )
 
 

@@ -8,7 +8,10 @@ The layout follows the performance plan in DESIGN.md:
 * backward: the generated loop runs the only truly sequential part,
   ``dh_{t−1} = dg_t W_hh`` plus the step kernel; then ``dW_ih = dGᵀX``,
   ``dX = dG W_ih``, ``dW_hh = dGᵀH_prev`` and the bias sums are each one
-  whole-sequence GEMM or reduction.
+  whole-sequence GEMM or reduction. Where d/dgh differs from d/dgx (the GRU's
+  n block, ``r ⊙ d/dgx``), the loop keeps d/dgx, and the kernels' own
+  ``hidden_gradient_rows`` turns it into d/dgh in place once the input side
+  is done with it (``HIDDEN_GRADIENTS``).
 
 Threads. lstmkit never uses BLAS's own threads: OpenBLAS's keep spinning for a
 while after each product, and spinning ones took a third of the two cores
@@ -24,8 +27,10 @@ gradients do not depend on the number of threads.
 
 Memory. The buffer that holds ``X W_ihᵀ`` in forward is not needed afterwards,
 so backward writes the gradient of the pre-activations into it. The saved gate
-values are dead once the loop backward is done: their memory holds the partial
-products of ``dGᵀX`` and ``dGᵀH`` and is freed before ``dX`` is allocated.
+values are dead once the loop backward is done (for the GRU, once they have
+turned d/dgx into d/dgh): their memory holds the partial products of ``dGᵀX``
+and ``dGᵀH`` and is freed before ``dX`` is allocated where it can be. The layer
+returns the output history itself as its output (read-only), not a copy.
 Inference (``keep=False``) keeps no saved values and only two slots of each
 state history other than the output. A :class:`Workspace` lends a tape its
 buffers and gets them back, through :func:`release`, once backward is done,
@@ -97,17 +102,18 @@ class Tape:
     keep: bool                  # False: inference, backward cannot follow
     output_state: int           # index of the output state in histories
     workspace: Workspace        # where the buffers came from and go back to
-    d_pre_h: np.ndarray = None  # backward's second gradient array (GRU), from the workspace
+    d_pre_h: np.ndarray = None  # backward's second gradient array, from the workspace
+    output_lent: bool = False   # the output history is the caller's y: never given back
     used: bool = False          # backward has run
     released: bool = False      # the buffers went back to the workspace
 
 
-def release(tape: Tape, keep_output=False):
+def release(tape: Tape):
     """Give a tape's buffers back to its workspace, for the next call to reuse.
 
     Backward calls it when done; the caller of an inference forward calls it
-    once nothing reads the buffers any more. ``keep_output``: the output history
-    is still in use (the caller returned a view of it) and is not given back.
+    once nothing reads the buffers any more. An output history the caller
+    returned (``output_lent``) stays the caller's.
     """
     if tape.released:
         return
@@ -119,7 +125,7 @@ def release(tape: Tape, keep_output=False):
     if tape.d_pre_h is not None:
         workspace.give("d_pre_h", tape.d_pre_h)
     for k, history in enumerate(tape.histories):
-        if not (keep_output and k == tape.output_state):
+        if not (tape.output_lent and k == tape.output_state):
             workspace.give(f"history {k}", history)
     tape.pre_activations = tape.saved = tape.d_pre_h = tape.histories = None
 
@@ -151,16 +157,9 @@ def _large(steps, batch, gates, hidden):
     return steps * batch * gates * hidden >= PARALLEL_MIN_WORK
 
 
-def products_on_numba_threads(steps, batch, gates, hidden, n_in, scratch=None):
-    """Whether the whole-sequence products run on Numba's threads (see the module docstring).
-
-    With ``scratch`` (the saved values, dead by then), whether backward's ``dGᵀX``
-    and ``dGᵀH`` do too: their partial products must fit in it.
-    """
-    if not (_large(steps, batch, gates, hidden) and n_in > 0):
-        return False
-    return scratch is None or (steps * batch >= GRAM_SLABS
-                               and scratch.size >= GRAM_SLABS * gates * max(n_in, hidden))
+def products_on_numba_threads(steps, batch, gates, hidden, n_in):
+    """Whether the whole-sequence products run on Numba's threads (see the module docstring)."""
+    return _large(steps, batch, gates, hidden) and n_in > 0
 
 
 # aᵀb over the rows of a sequence is summed from this many slabs of rows, whatever the
@@ -285,49 +284,76 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
         raise RuntimeError("backward was already run for this forward pass; call forward again")
     tape.used = True
     steps, batch, n_in = tape.x.shape
-    d_pre_x = tape.pre_activations  # overwritten: forward no longer needs it
-    if kernels.SUMMED_BLOCKS:
-        d_pre_h = d_pre_x
-    else:
-        d_pre_h = tape.d_pre_h = tape.workspace.take("d_pre_h", d_pre_x.shape, d_pre_x.dtype)
+    hidden = tape.weight_hh.shape[1]
+    d_pre = tape.pre_activations  # overwritten: forward no longer needs it
+    gates = d_pre.shape[2]
+    gradient_arrays = [d_pre]
+    if kernels.HIDDEN_GRADIENTS == "own array":
+        tape.d_pre_h = tape.workspace.take("d_pre_h", d_pre.shape, d_pre.dtype)
+        gradient_arrays.append(tape.d_pre_h)
     d_states = [np.array(d, dtype=tape.x.dtype, order="C", copy=True) for d in d_final_states]
     d_params = [np.zeros_like(p) for p in tape.params]
-    gradient_arrays = [d_pre_x] + ([] if kernels.SUMMED_BLOCKS else [d_pre_h])
-    gates = d_pre_x.shape[2]
-    d_pre_x_flat = d_pre_x.reshape(steps * batch, gates)
-    d_pre_h_flat = d_pre_h.reshape(steps * batch, gates)
+    d_pre_flat = d_pre.reshape(steps * batch, gates)
+    d_pre_h_flat = gradient_arrays[-1].reshape(steps * batch, gates)
     x_flat = tape.x.reshape(steps * batch, n_in)
     output = tape.histories[tape.output_state]
-    h_prev_flat = output[:steps].reshape(steps * batch, output.shape[2])
+    h_prev_flat = output[:steps].reshape(steps * batch, hidden)
+    blocks = row_blocks(steps, batch, gates, hidden)
+    threaded = products_on_numba_threads(steps, batch, gates, hidden, n_in)
+    grads = {}
     with _blas_on_one_thread(batch):
         if steps:
             args = (d_output, tape.weight_hh_t, tape.weight_hh, *tape.histories, *tape.params,
-                    tape.saved, tape.lengths, register_blocked(batch, gates, tape.weight_hh.shape[1]),
+                    tape.saved, tape.lengths, register_blocked(batch, gates, hidden),
                     *d_states, *gradient_arrays, *d_params)
-            _run(kernels.backward_rows, kernels.backward_sequence, args, batch,
-                 row_blocks(steps, batch, gates, tape.weight_hh.shape[1]))
+            _run(kernels.backward_rows, kernels.backward_sequence, args, batch, blocks)
             del args    # holds the saved values, which are freed below
             tape.weight_hh_t = None     # nor is W_hhᵀ needed past the loop
-        # the saved values are dead: they hold the partial products, then go before dx comes
-        scratch = tape.saved.reshape(-1)
-        if products_on_numba_threads(steps, batch, gates, output.shape[2], n_in, scratch):
-            # on Numba's threads; see the module docstring
-            grads = {"weight_ih": _gram_row_slabs(d_pre_x_flat, x_flat, scratch),
-                     "weight_hh": _gram_row_slabs(d_pre_h_flat, h_prev_flat, scratch)}
-            scratch = tape.saved = None
-            dx = np.empty_like(tape.x)
-            _matmul_row_blocks(d_pre_x_flat, tape.weight_ih, dx.reshape(steps * batch, n_in),
-                               min(numba.get_num_threads(), steps * batch))
+        if kernels.HIDDEN_GRADIENTS == "in place":
+            # d_pre holds d/dgx: the input side first, then the saved values turn it into d/dgh
+            grads["weight_ih"] = _gram(d_pre_flat, x_flat, threaded)
+            if has_bias:
+                grads["bias_ih"] = d_pre_flat.sum(axis=0)
+            dx = _input_gradient(d_pre_flat, tape.weight_ih, tape.x.shape, threaded)
+            _run(kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence, (d_pre, tape.saved),
+                 batch, blocks)
+            # the saved values are dead now: they hold the partial products, then go
+            grads["weight_hh"] = _gram(d_pre_flat, h_prev_flat, threaded, scratch=tape.saved)
+            tape.saved = None
         else:
-            grads = {"weight_ih": d_pre_x_flat.T @ x_flat, "weight_hh": d_pre_h_flat.T @ h_prev_flat}
-            scratch = tape.saved = None
-            dx = (d_pre_x_flat @ tape.weight_ih).reshape(tape.x.shape)
+            # the saved values are dead: they hold the partial products, then go before dx comes
+            grads["weight_ih"] = _gram(d_pre_flat, x_flat, threaded, scratch=tape.saved)
+            grads["weight_hh"] = _gram(d_pre_h_flat, h_prev_flat, threaded, scratch=tape.saved)
+            tape.saved = None
+            dx = _input_gradient(d_pre_flat, tape.weight_ih, tape.x.shape, threaded)
+            if has_bias:
+                grads["bias_ih"] = d_pre_flat.sum(axis=0)
     if has_bias:
-        grads["bias_ih"] = d_pre_x_flat.sum(axis=0)
-        grads["bias_hh"] = grads["bias_ih"].copy() if kernels.SUMMED_BLOCKS else d_pre_h_flat.sum(axis=0)
+        grads["bias_hh"] = (grads["bias_ih"].copy() if kernels.HIDDEN_GRADIENTS == "same"
+                            else d_pre_h_flat.sum(axis=0))
     grads.update(zip(kernels.PARAMS, d_params))
     release(tape)
     return dx, d_states, grads
+
+
+def _gram(a, b, threaded, scratch=None):
+    """aᵀb over the rows of a sequence: on Numba's threads (module docstring) or one BLAS call.
+
+    ``scratch``: dead memory that may hold the partial products.
+    """
+    if threaded and a.shape[0] >= GRAM_SLABS:
+        return _gram_row_slabs(a, b, scratch)
+    return a.T @ b
+
+
+def _input_gradient(d_pre_flat, weight_ih, shape, threaded):
+    """dx = dG W_ih, [T, B, n]."""
+    if not threaded:
+        return (d_pre_flat @ weight_ih).reshape(shape)
+    dx = np.empty(shape, d_pre_flat.dtype)
+    _matmul_row_blocks(d_pre_flat, weight_ih, dx.reshape(d_pre_flat.shape[0], shape[2]),
+                       min(numba.get_num_threads(), d_pre_flat.shape[0]))
+    return dx
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -338,10 +364,14 @@ def _gram_row_slabs_into(a, b, partials):
         np.dot(a[lo:hi].T, b[lo:hi], partials[slab])
 
 
-def _gram_row_slabs(a, b, scratch):
+def _gram_row_slabs(a, b, scratch=None):
     """aᵀb as the sum over GRAM_SLABS slabs of rows of aₖᵀbₖ, the slabs spread over
-    Numba's threads; the partial products live in ``scratch``."""
+    Numba's threads; the partial products live in ``scratch`` if it is large enough."""
     shape = (GRAM_SLABS, a.shape[1], b.shape[1])
-    partials = scratch[:math.prod(shape)].reshape(shape)
+    size = math.prod(shape)
+    if scratch is not None and scratch.size >= size:
+        partials = scratch.reshape(-1)[:size].reshape(shape)
+    else:
+        partials = np.empty(shape, a.dtype)
     _gram_row_slabs_into(a, b, partials)
     return partials.sum(axis=0)

@@ -32,6 +32,11 @@ class RecurrentLayer(Module):
     * ``lengths``: optional [B] sequence lengths; outputs past a row's end are
       zero and its final state is the state at its own last step.
 
+    After a training forward pass ``y`` may be read-only: where it can, it is the
+    output history that backward reads (as torch returns the very tensor it
+    saves), and changing it in place would change the gradients. Copy it to
+    change it.
+
     ``dx, d_state = layer.backward(dy, d_state=None)`` runs backpropagation
     through time for the last forward call and fills ``layer.grads``.
     """
@@ -202,22 +207,25 @@ class RecurrentLayer(Module):
                 outputs.append(output)
             layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
 
-        # y must not share memory with what backward reads (the caller may change it),
-        # and none of it may be lent again by a later call
+        # y is the last layer's output history itself where the layout allows: no copy, and
+        # no second array of its size next to the tape. No later call may lend it again.
         y, y_is_history = layer_input, len(outputs) == 1
         if self.batch_first and not unbatched:
             y, y_is_history = np.ascontiguousarray(layer_input.transpose(1, 0, 2)), False
-        elif y_is_history and not inference:
-            y, y_is_history = layer_input.copy(), False
+        if y_is_history:
+            tapes[-1].output_lent = True
         if lengths is not None and steps:
+            # past its length a row's gradients are zero, so backward never reads these values
             time_major = y.transpose(1, 0, 2) if self.batch_first and not unbatched else y
             time_major[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
         if inference:
-            last_layer = len(tapes) - self.num_directions
-            for k, tape in enumerate(tapes):
-                driver.release(tape, keep_output=y_is_history and k >= last_layer)
+            for tape in tapes:
+                driver.release(tape)
             self._tape = None
         else:
+            if y_is_history:    # backward reads it: a change would change the gradients
+                y = y.view()
+                y.flags.writeable = False
             self._tape = (tapes, lengths, unbatched, x.shape)
         return (y[:, 0, :] if unbatched else y), self._format_state(finals, unbatched)
 

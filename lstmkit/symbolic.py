@@ -252,6 +252,13 @@ class Derivation:
     ``gradients`` maps each gradient symbol (``d_gx_i``, ``d_c_prev``,
     ``d_<param>``, ...) to its expression; ``wrt`` maps it to the symbol it is
     the gradient with respect to (``gx_i``, ``c_prev``, the parameter, ...).
+
+    ``hidden_factors`` (gate → expression of saved values), where every block's
+    ``d_gh`` is its ``d_gx`` times a factor: then ``gradients`` leaves the
+    ``d_gh`` out, and backward keeps one gradient array for the whole sequence,
+    turned from d/dgx into d/dgh in place once the input side is done with it.
+    None when the blocks are summed (``summed_blocks``: every factor is 1) or
+    when some block has no such factor.
     """
 
     spec: CellSpec
@@ -263,6 +270,7 @@ class Derivation:
     gradients: dict
     raw_gradients: dict = field(repr=False)
     wrt: dict = field(repr=False, default_factory=dict)
+    hidden_factors: dict = None
 
     @property
     def grad_out(self):
@@ -380,10 +388,37 @@ def derive(spec: CellSpec) -> Derivation:
     saved = list(activations) + sorted((s for s in gate_inputs if s in used), key=str)
     saved = [s for s in saved if s in used]
 
-    subexprs, reduced = sp.cse(list(raw.values()), symbols=sp.numbered_symbols("tmp", real=True),
+    factors = None if summed else _hidden_factors(spec, raw, saved)
+    computed = [g for g in raw if factors is None or not str(g).startswith("d_gh_")]
+    if factors is not None:    # the factors are all backward reads of what it no longer computes
+        used = set().union(*(raw[g].free_symbols for g in computed), *(f.free_symbols for f in factors.values()))
+        saved = [s for s in saved if s in used]
+    subexprs, reduced = sp.cse([raw[g] for g in computed], symbols=sp.numbered_symbols("tmp", real=True),
                                optimizations="basic", order="none")
-    gradients = dict(zip(raw, reduced))
-    return Derivation(spec, forward, saved, activations, summed, subexprs, gradients, raw, dict(targets))
+    gradients = dict(zip(computed, reduced))
+    return Derivation(spec, forward, saved, activations, summed, subexprs, gradients, raw, dict(targets),
+                      factors)
+
+
+def _hidden_factors(spec, raw, saved):
+    """{gate: f} with d_gh = f · d_gx for every gate block, f a polynomial in saved values;
+    None if some block has none (then backward keeps d/dgh in an array of its own).
+
+    A polynomial, because a quotient could be 0/0 where an activation saturates."""
+    factors = {}
+    for g in spec.gates:
+        d_gx, d_gh = raw[sp.Symbol(f"d_gx_{g}", real=True)], raw[sp.Symbol(f"d_gh_{g}", real=True)]
+        if d_gx == 0:
+            if d_gh != 0:
+                return None
+            factors[g] = sp.S.One
+            continue
+        factor = sp.factor(sp.cancel(d_gh / d_gx))
+        if (not factor.free_symbols <= set(saved) or not factor.is_polynomial(*saved)
+                or sp.expand(factor * d_gx - d_gh) != 0):
+            return None
+        factors[g] = factor
+    return factors
 
 
 def _enters_as_sum(expr, gx, gh):

@@ -61,6 +61,26 @@ def test_user_cell_is_written_to_the_cache_and_imported_from_its_file(tmp_path, 
     assert max(errors.values()) < 1e-6, errors
 
 
+def test_hidden_side_gradients_in_place_or_in_their_own_array(tmp_path, monkeypatch, rng):
+    """Where every block's d/dgh is a factor times d/dgx, backward turns the one gradient
+    array into d/dgh in place; where not, d/dgh gets an array of its own. Both are checked."""
+    monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
+    mgu = load_kernels(minimal_gated_unit())
+    assert mgu.HIDDEN_GRADIENTS == "in place" and hasattr(mgu, "hidden_gradient_rows")
+    assert load_kernels("lstm").HIDDEN_GRADIENTS == "same"
+    assert load_kernels("gru").HIDDEN_GRADIENTS == "in place"
+
+    # the ratio d_gh / d_gx is tanh(gh)' / tanh(gx)': no polynomial in saved values
+    spec = CellSpec("two_tanh_rnn", gates="h", states=("h",))
+    spec.update("h", tanh(spec.gx["h"]) + tanh(spec.gh["h"]) - spec.prev["h"] / 2)
+    module = load_kernels(spec)
+    assert module.HIDDEN_GRADIENTS == "own array" and not hasattr(module, "hidden_gradient_rows")
+    for cell, size in ((spec, 3), (minimal_gated_unit(), 4)):
+        layer = RecurrentLayer(cell, 2, size, dtype=np.float64, seed=3)
+        errors = layer_gradcheck(layer, rng.standard_normal((6, 3, 2)), lengths=np.array([6, 2, 4]))
+        assert max(errors.values()) < 1e-6, (cell.name, errors)
+
+
 def test_user_cell_with_element_wise_parameter(tmp_path, monkeypatch, rng):
     """A cell with its own per-unit parameter: its gradient is derived and checked too."""
     monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))

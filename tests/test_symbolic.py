@@ -111,8 +111,18 @@ def _expanded(spec):
 
 def test_summed_blocks_detection():
     assert derive(BUILTIN_CELLS["lstm"]).summed_blocks
-    assert not derive(BUILTIN_CELLS["gru"]).summed_blocks  # r ⊙ (W_hn h + b_hn)
-    assert "gh_n" in [str(s) for s in derive(BUILTIN_CELLS["gru"]).saved]
+    assert derive(BUILTIN_CELLS["lstm"]).hidden_factors is None
+    gru = derive(BUILTIN_CELLS["gru"])
+    assert not gru.summed_blocks  # r ⊙ (W_hn h + b_hn)
+    assert "gh_n" in [str(s) for s in gru.saved]
+    # d/dgh = factor · d/dgx block by block: 1 for r and z, the reset gate for n
+    reset_gate = sp.Symbol("reset_gate", real=True)
+    assert gru.hidden_factors == {"r": 1, "z": 1, "n": reset_gate}
+    assert not any(str(g).startswith("d_gh_") for g in gru.gradients)
+    for gate, factor in gru.hidden_factors.items():
+        d_gx = gru.raw_gradients[sp.Symbol(f"d_gx_{gate}", real=True)]
+        d_gh = gru.raw_gradients[sp.Symbol(f"d_gh_{gate}", real=True)]
+        assert sp.expand(factor * d_gx - d_gh) == 0
 
 
 def test_latex_views():

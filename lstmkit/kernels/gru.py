@@ -34,7 +34,10 @@ OUTPUT = 'h'
 PARAMS = ()
 SAVED = ('reset_gate', 'update_gate', 'candidate', 'gh_n')
 BACKWARD_READS_STATES = ('h',)
-SUMMED_BLOCKS = False  # True: d/dgx == d/dgh for every block, one gradient array
+# d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
+# each block is a factor times d/dgx, so the one array becomes d/dgh once the
+# input side is done with it (hidden_gradient_rows); "own array": a second array
+HIDDEN_GRADIENTS = 'in place'
 SPEC_KEY = 'e0c2ca062f060b39'
 
 
@@ -85,17 +88,14 @@ def backward_step(SAVED, H_PREV, D_OUT, D_H, D_GX, D_GH, D_H_PREV):
             d_h = D_OUT[b, j] + D_H[b, j]
             tmp0 = update_gate - real(1)
             tmp1 = d_h*tmp0*(candidate * candidate - real(1))
-            tmp2 = reset_gate*tmp1
-            tmp3 = -gh_n*tmp2*(reset_gate - real(1))
-            tmp4 = d_h*update_gate
-            tmp5 = -tmp0*tmp4*(-candidate + h_prev)
-            D_GX[b, j] = tmp3
-            D_GX[b, hidden + j] = tmp5
+            tmp2 = d_h*update_gate
+            D_GX[b, j] = -gh_n*reset_gate*tmp1*(reset_gate - real(1))
+            D_GX[b, hidden + j] = -tmp0*tmp2*(-candidate + h_prev)
             D_GX[b, 2 * hidden + j] = tmp1
-            D_GH[b, j] = tmp3
-            D_GH[b, hidden + j] = tmp5
-            D_GH[b, 2 * hidden + j] = tmp2
-            D_H_PREV[b, j] = tmp4
+            D_GH[b, j] = D_GX[b, j]
+            D_GH[b, hidden + j] = D_GX[b, hidden + j]
+            D_GH[b, 2 * hidden + j] = reset_gate * D_GX[b, 2 * hidden + j]
+            D_H_PREV[b, j] = tmp2
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
@@ -130,28 +130,30 @@ def forward_sequence(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, BLOC
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, D_GH, lo, hi):
+def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
     D_H: [B, hidden]: on entry the gradient of the final states,
     on return that of the initial states.
-    D_GX and D_GH: [T, B, G·hidden], filled with the gradient of the
-    pre-activations; parameter gradients are accumulated.
+    D_GX: [T, B, G·hidden], filled with d/dgx; hidden_gradient_rows turns
+    it into d/dgh once the input side is done with it;
+    parameter gradients are accumulated.
     BLOCKED: as in forward_rows.
     """
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
     D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
     HELD_D_H = np.empty((hi - lo, hidden), D_OUT.dtype)
     RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)
+    D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
                 for j in range(hidden):
                     HELD_D_H[b - lo, j] = D_H[b, j]
                     D_H[b, j] = 0
-        backward_step(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi], D_GH[t, lo:hi], D_H_PREV)
-        recurrent_product(D_GH[t, lo:hi], W_HH_T, W_HH, RECURRENT, BLOCKED)
+        backward_step(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi], D_GH, D_H_PREV)
+        recurrent_product(D_GH, W_HH_T, W_HH, RECURRENT, BLOCKED)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
@@ -161,8 +163,31 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, D_
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, D_GH, CHUNKS):
+def backward_sequence(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, D_GH, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+
+
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+def hidden_gradient_rows(D_G, SAVED, lo, hi):
+    """Turn D_G, [T, B, G·hidden], from d/dgx into d/dgh in place, for the batch rows lo:hi.
+
+    Only the n block differs: it is a factor times d/dgx, the same product
+    the backward step computes for the recurrent product.
+    """
+    hidden = SAVED.shape[2] // 4
+    for t in range(D_G.shape[0]):
+        for b in range(lo, hi):
+            for j in range(hidden):
+                reset_gate = SAVED[t, b, j]
+                D_G[t, b, 2 * hidden + j] = reset_gate * D_G[t, b, 2 * hidden + j]
+
+
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
+def hidden_gradient_sequence(D_G, SAVED, CHUNKS):
+    """hidden_gradient_rows on CHUNKS blocks of batch rows at once, one thread each."""
+    batch = D_G.shape[1]
+    for chunk in numba.prange(CHUNKS):
+        hidden_gradient_rows(D_G, SAVED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)

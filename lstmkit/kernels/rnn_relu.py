@@ -27,7 +27,10 @@ OUTPUT = 'h'
 PARAMS = ()
 SAVED = ('relu_0',)
 BACKWARD_READS_STATES = ()
-SUMMED_BLOCKS = True  # True: d/dgx == d/dgh for every block, one gradient array
+# d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
+# each block is a factor times d/dgx, so the one array becomes d/dgh once the
+# input side is done with it (hidden_gradient_rows); "own array": a second array
+HIDDEN_GRADIENTS = 'same'
 SPEC_KEY = '8a3b0a4cfc0ce9da'
 
 
@@ -105,7 +108,8 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, lo
     D_H: [B, hidden]: on entry the gradient of the final states,
     on return that of the initial states.
     D_GX: [T, B, G·hidden], filled with the gradient of the
-    pre-activations; parameter gradients are accumulated.
+    pre-activations (d/dgx = d/dgh);
+    parameter gradients are accumulated.
     BLOCKED: as in forward_rows.
     """
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
