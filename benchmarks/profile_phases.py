@@ -42,9 +42,9 @@ def _in_driver_context(batch, serial, parallel, args, blocks):
 
 
 @numba.njit
-def _recurrent_products(histories, weight, weight_transposed, out, blocked):
+def _recurrent_products(histories, packed, out):
     for t in range(histories.shape[0]):
-        kernel_runtime.recurrent_product(histories[t], weight, weight_transposed, out, blocked)
+        kernel_runtime.matmul_packed(histories[t], packed, out)
 
 
 def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repeats=5):
@@ -91,10 +91,8 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     blocks = driver.row_blocks(steps, batch, gates, hidden)
     histories = tape.histories
     saved = tape.saved
-    w_hh_t = tape.weight_hh_t
-    blocked = driver.register_blocked(batch, gates, hidden)
-    forward_args = (tape.pre_activations, w_hh, w_hh_t, b_ih, b_hh, *histories, *params, saved, lengths,
-                    blocked)
+    w_hh_t_packed, w_hh_packed = kernel_runtime.pack_transposed(w_hh), kernel_runtime.pack(w_hh)
+    forward_args = (tape.pre_activations, w_hh_t_packed, b_ih, b_hh, *histories, *params, saved, lengths)
     label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
         lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
@@ -104,7 +102,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     # a cell whose d/dgh is a factor times d/dgx ("in place") writes each step's into this
     step_d_gh = [np.empty((batch, gates), dtype)] if kernels.HIDDEN_GRADIENTS == "in place" else []
     d_params = [np.zeros_like(p) for p in params]
-    backward_args = (dy, w_hh_t, w_hh, *histories, *params, saved, lengths, blocked, *d_states,
+    backward_args = (dy, w_hh_packed, *histories, *params, saved, lengths, *d_states,
                      tape.pre_activations, *d_pre_h, *d_params)
     label = f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
@@ -117,10 +115,10 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         output = histories[kernels.STATES.index(kernels.OUTPUT)]
         gh = np.empty((batch, gates), dtype)
         times["  of which recurrent GEMMs, forward (1 thread)"] = _median_seconds(
-            lambda: _recurrent_products(output[:steps], w_hh, w_hh_t, gh, blocked), repeats)
+            lambda: _recurrent_products(output[:steps], w_hh_t_packed, gh), repeats)
         recurrent = np.empty((batch, hidden), dtype)
         times["  of which recurrent GEMMs, backward (1 thread)"] = _median_seconds(
-            lambda: _recurrent_products(tape.pre_activations, w_hh_t, w_hh, recurrent, blocked), repeats)
+            lambda: _recurrent_products(tape.pre_activations, w_hh_packed, recurrent), repeats)
     state_args = [h[:steps] for h in histories]
     next_args = [h[1:] for h in histories]
 

@@ -7,10 +7,9 @@ A kernel module holds:
 * ``forward_rows`` / ``backward_rows``: the loop over time for a block of
   batch rows, from a fixed template: the recurrent product ``h_{t−1} W_hhᵀ``,
   then the step kernel, and in backward ``dh_{t−1} += dg_t W_hh``. Both
-  products are ``kernel_runtime.recurrent_product``: a register-blocked loop
-  or a BLAS call, as the driver's ``BLOCKED`` says. Each gets ``W_hh`` and a
-  row-major copy of ``W_hhᵀ`` (made once per sequence by the driver), and
-  reads the one it is fastest with;
+  products are ``kernel_runtime.matmul_packed``, a SIMD register tile on
+  ``W_hhᵀ`` (forward) or ``W_hh`` (backward) packed into panels once per
+  sequence by the driver;
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
@@ -26,9 +25,7 @@ A kernel module holds:
 The kernels are compiled with ``error_model="numpy"`` (a division by zero
 gives inf or NaN, as in NumPy, instead of a check that stops vectorization)
 and with the ``contract`` fast-math flag alone (fused multiply-add); every
-other IEEE rule, inf and NaN included, holds. (The recurrent product alone
-also reassociates its sums, to vectorize them; ``kernel_runtime`` says why
-that is safe.) The step kernels also declare
+other IEEE rule, inf and NaN included, holds. The step kernels also declare
 that no two of their array arguments overlap (``NoOverlapCompiler``): a step
 touches so many arrays that LLVM would otherwise give up on the run-time
 overlap checks and leave the loop scalar. Numbers in the printed equations
@@ -63,10 +60,10 @@ __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR
 KERNEL_DIR = Path(__file__).parent / "kernels"
 REGENERATE_COMMAND = "python -m lstmkit generate"
 INDENT = " " * 12  # statements inside ``for b: for j:``
-RESERVED = {"real", "sigmoid", "tanh", "expm1", "recurrent_product", "math", "np", "numba", "batch",
+RESERVED = {"real", "sigmoid", "tanh", "expm1", "matmul_packed", "math", "np", "numba", "batch",
             "hidden", "b", "j"}
 # arrays the kernels name whatever the cell
-FIXED_ARRAYS = ("GX", "GH", "BIAS_IH", "BIAS_HH", "SAVED", "LENGTHS", "CHUNKS", "BLOCKED", "W_HH", "W_HH_T",
+FIXED_ARRAYS = ("GX", "GH", "BIAS_IH", "BIAS_HH", "SAVED", "LENGTHS", "CHUNKS", "W_HH_PACKED", "W_HH_T_PACKED",
                 "D_OUT", "D_GX", "D_GH", "RECURRENT")
 
 
@@ -299,24 +296,24 @@ def _sequence_functions(layout: _Layout):
     step_args = [passed for _, passed in layout.forward_step_arguments()]
     hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
                    for s, n in zip(layout.states, states))
-    forward_args = f"GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED"
+    forward_args = f"GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS"
     forward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
         f"def forward_rows({forward_args}, lo, hi):\n"
         '    """Run forward_step over time for the batch rows lo:hi.\n\n'
         "    GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).\n"
+        "    W_HH_T_PACKED: kernel_runtime.pack_transposed(W_hh), for h_(t−1) W_hhᵀ.\n"
         f"    {', '.join(states)}: [slots, B, hidden] state histories used as rings: slot 0 holds\n"
         "    the initial state and slot (t + 1) % slots the state after step t. With T + 1\n"
         "    slots the whole history is kept; inference passes 2 for the states it drops.\n"
         "    SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.\n"
         "    LENGTHS: [B]; past its length a row keeps its state.\n"
-        "    BLOCKED: the recurrent product's register-blocked loop (True) or BLAS (False).\n"
         '    """\n'
         "    steps = GX.shape[0]\n"
         "    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)\n"
         "    for t in range(steps):\n"
         + slots
-        + f"        recurrent_product({out}[prev_{spec.output}, lo:hi], W_HH, W_HH_T, GH, BLOCKED)\n"
+        + f"        matmul_packed({out}[prev_{spec.output}, lo:hi], W_HH_T_PACKED, GH)\n"
         f"        forward_step({', '.join(step_args)})\n"
         "        for b in range(lo, hi):\n"
         "            if t >= LENGTHS[b]:\n"
@@ -351,7 +348,7 @@ def _sequence_functions(layout: _Layout):
         f"{' + RECURRENT[b - lo, j]' if n == f'D_{out}' else ''}\n"
         for n, p in zip(d_states, d_prev))
     release = "".join(f"                    {n}[b, j] = HELD_{n}[b - lo, j]\n" for n in d_states)
-    backward_args = (f"D_OUT, W_HH_T, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
+    backward_args = (f"D_OUT, W_HH_PACKED, {', '.join(states + params)}, SAVED, LENGTHS, "
                      f"{', '.join(d_states + gradient_arrays + d_params)}")
     backward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
@@ -362,7 +359,7 @@ def _sequence_functions(layout: _Layout):
         "    on return that of the initial states.\n"
         f"    {' and '.join(gradient_arrays)}: [T, B, G·hidden], {filled};\n"
         "    parameter gradients are accumulated.\n"
-        "    BLOCKED: as in forward_rows.\n"
+        "    W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.\n"
         '    """\n'
         "    steps, hidden = D_OUT.shape[0], D_OUT.shape[2]\n"
         + "".join(f"    {p} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
@@ -376,7 +373,7 @@ def _sequence_functions(layout: _Layout):
         "                for j in range(hidden):\n"
         + stash
         + f"        backward_step({', '.join(back_args)})\n"
-        f"        recurrent_product({d_gh}, W_HH_T, W_HH, RECURRENT, BLOCKED)\n"
+        f"        matmul_packed({d_gh}, W_HH_PACKED, RECURRENT)\n"
         "        for b in range(lo, hi):\n"
         "            for j in range(hidden):\n"
         + carry
@@ -386,7 +383,7 @@ def _sequence_functions(layout: _Layout):
     )
     # Element-wise parameter gradients are sums over rows: each block of rows sums into
     # its own row of PARTIAL_<name>, and the blocks are added at the end.
-    partial_args = (f"D_OUT, W_HH_T, W_HH, {', '.join(states + params)}, SAVED, LENGTHS, BLOCKED, "
+    partial_args = (f"D_OUT, W_HH_PACKED, {', '.join(states + params)}, SAVED, LENGTHS, "
                     f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[chunk]' for n in d_params])}")
     backward_sequence = (
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
@@ -474,7 +471,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         '"""\n'
         "import numba\n"
         "import numpy as np\n\n"
-        "from lstmkit.kernel_runtime import NoOverlapCompiler, recurrent_product, sigmoid, tanh  # noqa: F401\n\n"
+        "from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_packed, sigmoid, tanh  # noqa: F401\n\n"
         f"{constants}\n\n"
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"

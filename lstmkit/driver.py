@@ -8,7 +8,9 @@ The layout follows the performance plan in DESIGN.md:
 * backward: the generated loop runs the only truly sequential part,
   ``dh_{t−1} = dg_t W_hh`` plus the step kernel; then ``dW_ih = dGᵀX``,
   ``dX = dG W_ih``, ``dW_hh = dGᵀH_prev`` and the bias sums are each one
-  whole-sequence GEMM or reduction. Where d/dgh differs from d/dgx (the GRU's
+  whole-sequence GEMM or reduction (BLAS). The per-step products are
+  lstmkit's own (``kernel_runtime.matmul_packed``), on ``W_hhᵀ`` and ``W_hh``
+  packed once per sequence: BLAS would repack them on every step. Where d/dgh differs from d/dgx (the GRU's
   n block, ``r ⊙ d/dgx``), the loop keeps d/dgx, and the kernels' own
   ``hidden_gradient_rows`` turns it into d/dgh in place once the input side
   is done with it (``HIDDEN_GRADIENTS``).
@@ -19,7 +21,7 @@ from whatever ran next. A small layer runs on the calling thread, its
 products too small to gain from splitting. In a large one, each batch row's
 recurrence being independent of the others, the loop over time runs on blocks
 of rows at once, one Numba thread per block, each running its own small
-products (``kernel_runtime.recurrent_product``), so that the blocks never
+products (``kernel_runtime.matmul_packed``), so that the blocks never
 wait for one another inside the loop; and the whole-sequence products before
 and after it run on the same Numba threads, one slab of rows each. The slabs
 of ``dGᵀX`` and ``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the
@@ -45,15 +47,17 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import kernel_runtime
+
 __all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_blocks",
-           "register_blocked", "PARALLEL_MIN_WORK"]
+           "PARALLEL_MIN_WORK"]
 
 # Below this many multiply-adds in the recurrent products of one sequence (about a
 # millisecond of work on one core), threads save little and risk much: on a busy
 # machine a thread that is not scheduled stalls the whole call for a time slice.
 # Such loops run on the calling thread.
 PARALLEL_MIN_WORK = 50_000_000
-MIN_BLOCK_ROWS = 4      # a block of rows fills at least one register tile of the recurrent product
+MIN_BLOCK_ROWS = kernel_runtime.TILE_ROWS   # a block of rows fills a register tile of the recurrent product
 
 
 class Workspace:
@@ -97,7 +101,6 @@ class Tape:
     lengths: np.ndarray         # [B] int64
     weight_ih: np.ndarray
     weight_hh: np.ndarray
-    weight_hh_t: np.ndarray     # W_hhᵀ row-major: each product reads its fastest layout
     params: tuple               # element-wise parameters, [d] each
     keep: bool                  # False: inference, backward cannot follow
     output_state: int           # index of the output state in histories
@@ -135,21 +138,6 @@ def row_blocks(steps, batch, gates, hidden):
     if not _large(steps, batch, gates, hidden):
         return 1
     return max(1, min(batch // MIN_BLOCK_ROWS, numba.get_num_threads()))
-
-
-def register_blocked(batch, gates, hidden):
-    """Whether the loop's products ([batch, hidden] by [hidden, gates], gates = G·d, and
-    back) run lstmkit's register-blocked kernel, else BLAS.
-
-    OpenBLAS multiplies products of up to about 10⁶ multiply-adds without packing
-    (100+ GFLOP/s on one core); above that it repacks W_hh on every call, which the
-    kernel avoids. The kernel ends each sum with an addition across vector lanes,
-    which costs most where the sums are short, and works on tiles of 4 rows.
-    Measured on one core, it wins from d ≥ 4·B on such products. Decided from the
-    whole batch, never from a block of rows, so that the number of threads cannot
-    change which products a row gets.
-    """
-    return batch >= 4 and 4 * batch <= hidden and batch * gates * hidden > 1_000_000
 
 
 def _large(steps, batch, gates, hidden):
@@ -242,7 +230,6 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     if bias_hh is None:
         bias_hh = np.zeros(gates, dtype)
     weight_hh = np.ascontiguousarray(weight_hh)
-    weight_hh_t = np.ascontiguousarray(weight_hh.T)   # once per sequence, forward and backward
     pre_activations = workspace.take("pre_activations", (steps, batch, gates), dtype)
     histories = []
     for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
@@ -259,15 +246,15 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         else:
             np.matmul(x_flat, weight_ih.T, out=pre_flat)
         if steps:
-            args = (pre_activations, weight_hh, weight_hh_t, bias_ih, bias_hh, *histories,
-                    *params, saved, lengths, register_blocked(batch, gates, hidden))
+            args = (pre_activations, kernel_runtime.pack_transposed(weight_hh), bias_ih, bias_hh,
+                    *histories, *params, saved, lengths)
             _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
                  row_blocks(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
     tape = Tape(x, pre_activations, tuple(histories), saved, lengths, weight_ih, weight_hh,
-                weight_hh_t, tuple(params), keep, output_state, workspace)
+                tuple(params), keep, output_state, workspace)
     return output, finals, tape
 
 
@@ -303,12 +290,10 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     grads = {}
     with _blas_on_one_thread(batch):
         if steps:
-            args = (d_output, tape.weight_hh_t, tape.weight_hh, *tape.histories, *tape.params,
-                    tape.saved, tape.lengths, register_blocked(batch, gates, hidden),
-                    *d_states, *gradient_arrays, *d_params)
+            args = (d_output, kernel_runtime.pack(tape.weight_hh), *tape.histories, *tape.params,
+                    tape.saved, tape.lengths, *d_states, *gradient_arrays, *d_params)
             _run(kernels.backward_rows, kernels.backward_sequence, args, batch, blocks)
-            del args    # holds the saved values, which are freed below
-            tape.weight_hh_t = None     # nor is W_hhᵀ needed past the loop
+            del args    # holds the saved values, which are freed below, and the packed W_hh
         if kernels.HIDDEN_GRADIENTS == "in place":
             # d_pre holds d/dgx: the input side first, then the saved values turn it into d/dgh
             grads["weight_ih"] = _gram(d_pre_flat, x_flat, threaded)

@@ -14,11 +14,12 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.extending import intrinsic, overload
 
-__all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh", "matmul_transposed",
-           "recurrent_product"]
+__all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh", "matmul_packed", "pack",
+           "pack_transposed", "panel_width"]
 
 # How every kernel and every activation here is compiled; lstmkit.codegen says why.
 JIT_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
@@ -138,74 +139,221 @@ def _tanh(x):
 
 # -- The recurrent product ---------------------------------------------------------
 # h_(t−1) W_hhᵀ (and dg_t W_hh in backward) is a small product repeated every step:
-# a few dozen rows against the same weights. Above about 10⁶ multiply-adds BLAS
-# copies the weights into its own blocked layout on every call, which costs about as
-# much as the arithmetic (OpenBLAS, one core: 55 GFLOP/s on 16 rows × 128 by 128 × 512).
-# Here the weights are read as stored: out[i, j] = Σ_k a[i, k]·b[j, k], with a and b
-# both row-major. Each 4 × 4 block of the output is 16 sums over k held in registers,
-# 8 rows read per k for 16 multiply-adds, and the sums are vectorized over k (77 GFLOP/s
-# on that product, 70–100 on others). That needs the 'reassoc' flag: each sum is added
-# up in vector lanes, then across them. It changes only how each sum is rounded, as
-# BLAS's own blocking does; inf and NaN still follow IEEE rules.
-# Every output element goes through the one loop below, so a number never depends
-# on where its row falls in a block of rows, nor on how many threads split the batch.
-# BLAS still wins on small products, where it skips the packing altogether, and
-# where the weights are small next to the rows: the driver chooses
-# (driver.register_blocked) and recurrent_product follows its choice.
+# a few dozen rows against the same weights. BLAS copies the weights into its own
+# blocked layout on every call above about 10⁶ multiply-adds, which costs about as much
+# as the arithmetic (OpenBLAS, one core: 15–85 GFLOP/s float32 on these products).
+# Here the weights are packed once per sequence, into panels of W columns
+# (packed[p, k, c] = B[k, p·W + c]), and each step multiplies the rows of a by them
+# with a register tile of 4 rows × W columns: 16 vector sums, each k adding
+# broadcast(a[i, k]) · packed[p, k, :] with one fused multiply-add per vector. The
+# sums run along the output columns, so nothing is ever added across vector lanes:
+# 108–117 GFLOP/s float32 and 52–58 float64 on one core, at every size the course uses.
+# Numba has no vector type, so the tile's loop over k is written in LLVM IR (_tile).
+#
+# Every out[i, j] is the sequential chain s = fma(a[i, k], B[k, j], s) over k from 0,
+# one rounding per step: its bits do not depend on where its row falls in a block of
+# rows, nor on how many threads split the batch. (It is not BLAS's rounding; it agrees
+# with it to rounding.)
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
-def recurrent_product(a, b, b_transposed, out, register_blocked):
-    """out = a @ b.T: matmul_transposed if ``register_blocked``, else one BLAS call.
+VECTOR_BYTES = 64   # 512-bit vectors (LLVM splits them where the machine has narrower ones)
+TILE_ROWS = 4       # rows of a per register tile
+TILE_VECTORS = 4    # vectors per row of a tile: a panel row is 4 · 64 bytes, 4 cache lines
+ALIGN = 64          # byte alignment of packed weights: no vector load crosses a cache line
 
-    ``b_transposed`` is b.T, row-major: BLAS is fastest with a @ b_transposed (up
-    to 2× faster than with the view b.T at these sizes), the loop reads b's rows.
-    The driver decides which runs (driver.register_blocked).
+_I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+
+
+def _function(module, name, type_):
+    """Declare an LLVM function (an intrinsic) once per module."""
+    try:
+        return module.get_global(name)
+    except KeyError:
+        return ir.Function(module, type_, name)
+
+
+@intrinsic
+def _tile(typingctx, a, packed, out, i0, rows, p):
+    """out[i0:i0+rows, p*W:(p+1)*W] = a[i0:i0+rows] @ panel p (columns >= N not stored).
+
+    a [M, K], packed [P, K, W], out [M, N]: C-contiguous, same float dtype;
+    1 <= rows <= TILE_ROWS, W = TILE_VECTORS * lanes. No bounds checks: the caller checks.
     """
-    if register_blocked:
-        matmul_transposed(a, b, out)
-    else:
-        np.dot(a, b_transposed, out)
+    if not (isinstance(a, types.Array) and isinstance(packed, types.Array)
+            and isinstance(out, types.Array)):
+        return None
+    dtype = a.dtype
+    if not isinstance(dtype, types.Float) or packed.dtype != dtype or out.dtype != dtype:
+        return None
+    if a.ndim != 2 or packed.ndim != 3 or out.ndim != 2:
+        return None
+    if a.layout != "C" or packed.layout != "C" or out.layout != "C":
+        return None
+    signature = types.void(a, packed, out, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        a_v, b_v, c_v = args[:3]
+        i0_v, rows_v, p_v = [context.cast(builder, x, t, types.intp)
+                             for x, t in zip(args[3:], sig.args[3:])]
+        real = context.get_value_type(dtype)
+        bits = dtype.bitwidth
+        esize = bits // 8
+        lanes = VECTOR_BYTES // esize
+        vec = ir.VectorType(real, lanes)
+        ivec = ir.VectorType(_I64, lanes)
+        mvec = ir.VectorType(_I1, lanes)
+        splat0 = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
+        name = f"v{lanes}f{bits}"
+        module = builder.module
+        fma = _function(module, f"llvm.fma.{name}", ir.FunctionType(vec, [vec, vec, vec]))
+        # old (alignment-argument) form; LLVM upgrades it when it parses the module
+        masked_store = _function(module, f"llvm.masked.store.{name}.p0",
+                                 ir.FunctionType(ir.VoidType(),
+                                                 [vec, ir.PointerType(), _I32, mvec]))
+
+        def splat(value, vtype):
+            v = builder.insert_element(ir.Constant(vtype, ir.Undefined), value,
+                                       ir.Constant(_I32, 0))
+            return builder.shuffle_vector(v, ir.Constant(vtype, ir.Undefined), splat0)
+
+        def const(x):
+            return ir.Constant(_I64, x)
+
+        A = context.make_array(sig.args[0])(context, builder, a_v)
+        B = context.make_array(sig.args[1])(context, builder, b_v)
+        C = context.make_array(sig.args[2])(context, builder, c_v)
+        lda = cgutils.unpack_tuple(builder, A.shape, 2)[1]
+        _, depth, width = cgutils.unpack_tuple(builder, B.shape, 3)
+        ldc = cgutils.unpack_tuple(builder, C.shape, 2)[1]
+        j0 = builder.mul(p_v, width)
+        a_base = builder.gep(A.data, [builder.mul(i0_v, lda)])
+        b_base = builder.gep(B.data, [builder.mul(builder.mul(p_v, depth), width)])
+        c_base = builder.gep(C.data, [builder.add(builder.mul(i0_v, ldc), j0)])
+        # lane j0 + v*lanes + l is stored only if it is < N
+        limit = splat(ldc, ivec)
+        index = ir.Constant(ivec, list(range(lanes)))
+        masks = [builder.icmp_signed("<", builder.add(splat(builder.add(j0, const(v * lanes)),
+                                                            ivec), index), limit)
+                 for v in range(TILE_VECTORS)]
+        zero = ir.Constant(vec, [0.0] * lanes)
+        fn = builder.function
+        end_bb = fn.append_basic_block("tile.end")
+        default_bb = fn.append_basic_block("tile.default")
+        switch = builder.switch(rows_v, default_bb)
+        with builder.goto_block(default_bb):
+            builder.branch(end_bb)
+        for m in range(1, TILE_ROWS + 1):
+            case_bb = fn.append_basic_block(f"tile.rows{m}")
+            switch.add_case(const(m), case_bb)
+            builder.position_at_end(case_bb)
+            a_rows = [builder.gep(a_base, [builder.mul(const(r), lda)]) for r in range(m)]
+            loop_bb = fn.append_basic_block(f"tile.loop{m}")
+            exit_bb = fn.append_basic_block(f"tile.exit{m}")
+            builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop_bb, exit_bb)
+            builder.position_at_end(loop_bb)
+            k = builder.phi(_I64)
+            k.add_incoming(const(0), case_bb)
+            acc = [[builder.phi(vec) for _ in range(TILE_VECTORS)] for _ in range(m)]
+            for row in acc:
+                for phi in row:
+                    phi.add_incoming(zero, case_bb)
+            b_row = builder.gep(b_base, [builder.mul(k, width)])
+            b = [builder.load(builder.gep(b_row, [const(v * lanes)]), typ=vec, align=esize)
+                 for v in range(TILE_VECTORS)]
+            new = []
+            for r in range(m):
+                x = splat(builder.load(builder.gep(a_rows[r], [k]), typ=real, align=esize), vec)
+                new.append([builder.call(fma, [x, b[v], acc[r][v]]) for v in range(TILE_VECTORS)])
+            k_next = builder.add(k, const(1))
+            body_bb = builder.block
+            k.add_incoming(k_next, body_bb)
+            for r in range(m):
+                for v in range(TILE_VECTORS):
+                    acc[r][v].add_incoming(new[r][v], body_bb)
+            builder.cbranch(builder.icmp_signed("<", k_next, depth), loop_bb, exit_bb)
+            builder.position_at_end(exit_bb)
+            final = []
+            for r in range(m):
+                for v in range(TILE_VECTORS):
+                    phi = builder.phi(vec)
+                    phi.add_incoming(zero, case_bb)
+                    phi.add_incoming(new[r][v], body_bb)
+                    final.append((r, v, phi))
+            for r, v, phi in final:       # all phis first, then the stores
+                ptr = builder.gep(c_base, [builder.add(builder.mul(const(r), ldc),
+                                                       const(v * lanes))])
+                builder.call(masked_store, [phi, ptr, ir.Constant(_I32, esize), masks[v]])
+            builder.branch(end_bb)
+        builder.position_at_end(end_bb)
+        return context.get_dummy_value()
+
+    return signature, codegen
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
-def matmul_transposed(a, b, out):
-    """out = a @ b.T for C-contiguous a [M, K], b [N, K] and out [M, N]."""
-    rows, depth = a.shape
-    columns = b.shape[0]
-    if b.shape[1] != depth or out.shape[0] != rows or out.shape[1] != columns:
-        raise ValueError("matmul_transposed: expected a [M, K], b [N, K] and out [M, N]")
-    last_row, last_column = rows - 1, columns - 1
-    zero = a.dtype.type(0)
-    for j in range(0, columns, 4):
-        # past the last column (row), repeat it: the same sum again, stored twice
-        j0, j1, j2, j3 = j, min(j + 1, last_column), min(j + 2, last_column), min(j + 3, last_column)
-        for i in range(0, rows, 4):
-            i0, i1, i2, i3 = i, min(i + 1, last_row), min(i + 2, last_row), min(i + 3, last_row)
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+@numba.njit(cache=True, nogil=True)
+def panel_width(itemsize):
+    """Columns per panel for an element size in bytes: 64 float32, 32 float64."""
+    return TILE_VECTORS * VECTOR_BYTES // itemsize
+
+
+@numba.njit(cache=True, nogil=True)
+def _empty_panels(columns, depth, like):
+    """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array of like's dtype."""
+    width = panel_width(like.itemsize)
+    panels = (columns + width - 1) // width
+    size = panels * depth * width
+    buffer = np.empty(size + ALIGN // like.itemsize, like.dtype)
+    offset = ((-buffer.ctypes.data) % ALIGN) // like.itemsize
+    return buffer[offset:offset + size].reshape((panels, depth, width))
+
+
+@numba.njit(cache=True, nogil=True)
+def pack(b):
+    """b [K, N] in panels, for out = a @ b (backward: pack(W_hh)); zero past column N."""
+    depth, columns = b.shape
+    packed = _empty_panels(columns, depth, b)
+    width = packed.shape[2]
+    for p in range(packed.shape[0]):
+        j0 = p * width
+        n = min(width, columns - j0)
+        for k in range(depth):
+            packed[p, k, :n] = b[k, j0:j0 + n]
+            packed[p, k, n:] = 0
+    return packed
+
+
+@numba.njit(cache=True, nogil=True)
+def pack_transposed(b):
+    """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh)); zero past column N."""
+    columns, depth = b.shape
+    packed = _empty_panels(columns, depth, b)
+    width = packed.shape[2]
+    for p in range(packed.shape[0]):
+        j0 = p * width
+        n = min(width, columns - j0)
+        for c in range(n):
             for k in range(depth):
-                a0, a1, a2, a3 = a[i0, k], a[i1, k], a[i2, k], a[i3, k]
-                b0, b1, b2, b3 = b[j0, k], b[j1, k], b[j2, k], b[j3, k]
-                s00 += a0 * b0
-                s01 += a0 * b1
-                s02 += a0 * b2
-                s03 += a0 * b3
-                s10 += a1 * b0
-                s11 += a1 * b1
-                s12 += a1 * b2
-                s13 += a1 * b3
-                s20 += a2 * b0
-                s21 += a2 * b1
-                s22 += a2 * b2
-                s23 += a2 * b3
-                s30 += a3 * b0
-                s31 += a3 * b1
-                s32 += a3 * b2
-                s33 += a3 * b3
-            out[i0, j0], out[i0, j1], out[i0, j2], out[i0, j3] = s00, s01, s02, s03
-            out[i1, j0], out[i1, j1], out[i1, j2], out[i1, j3] = s10, s11, s12, s13
-            out[i2, j0], out[i2, j1], out[i2, j2], out[i2, j3] = s20, s21, s22, s23
-            out[i3, j0], out[i3, j1], out[i3, j2], out[i3, j3] = s30, s31, s32, s33
+                packed[p, k, c] = b[j0 + c, k]
+        for k in range(depth):
+            packed[p, k, n:] = 0
+    return packed
+
+
+@numba.njit(cache=True, nogil=True)
+def matmul_packed(a, packed, out):
+    """out = a @ B for C-contiguous a [M, K], packed = pack(B) and out [M, N].
+
+    With packed = pack_transposed(b), out = a @ b.T. Each out[i, j] is the
+    sequential fused multiply-add chain over k (see above).
+    """
+    rows, depth = a.shape
+    panels, packed_depth, width = packed.shape
+    columns = out.shape[1]
+    if (out.shape[0] != rows or packed_depth != depth or width != panel_width(a.itemsize)
+            or panels * width < columns or (panels - 1) * width >= max(columns, 1)):
+        raise ValueError("matmul_packed: expected a [M, K], packed [ceil(N/W), K, W] and out [M, N]")
+    for p in range(panels):
+        for i in range(0, rows, TILE_ROWS):
+            _tile(a, packed, out, i, min(TILE_ROWS, rows - i), p)
 
 
 class NoOverlapCompiler(CompilerBase):

@@ -105,7 +105,7 @@ def test_parameter_names_shaped_like_generated_names(tmp_path, monkeypatch, rng)
     assert errors["g_scale_l0"] < 1e-6 and errors["w_prev_l0"] < 1e-6 and max(errors.values()) < 1e-6, errors
 
 
-@pytest.mark.parametrize("param", ["saved", "lengths", "w_hh"])
+@pytest.mark.parametrize("param", ["saved", "lengths", "w_hh_packed"])
 def test_names_that_would_give_an_array_twice_are_refused(tmp_path, monkeypatch, param):
     monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
     spec = CellSpec("clashing_rnn", gates="h", states=("h",), params=(param,))

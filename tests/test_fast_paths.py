@@ -6,6 +6,9 @@ import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 import lstmkit
 from lstmkit import driver, kernel_runtime
@@ -23,12 +26,10 @@ def run_layer(layer, x, lengths=None, seed=0):
             *(layer.grads[name] for name in sorted(layer.grads))]
 
 
-@pytest.mark.parametrize("blocked", [False, True])     # the loop's products: BLAS, register-blocked
 @pytest.mark.parametrize("cell", ["lstm", "gru", "peephole_lstm", "rnn_tanh"])
-def test_row_blocks_on_threads_match_one_thread(cell, blocked, monkeypatch):
+def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
     """Forcing the threaded loop over blocks of rows changes nothing but the speed."""
     assert numba.get_num_threads() >= 1
-    monkeypatch.setattr(driver, "register_blocked", lambda batch, gates, hidden: blocked)
     hidden = 6
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 9, 4))
@@ -46,9 +47,8 @@ def test_row_blocks_on_threads_match_one_thread(cell, blocked, monkeypatch):
         assert max_relative_difference(b, a) < 1e-13
 
 
-@pytest.mark.parametrize("blocked", [False, True])     # the loop's products: BLAS, register-blocked
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, blocked, monkeypatch):
+def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypatch):
     """Every product split over threads splits the same way on any machine: a notebook
     executed on two cores prints the same digits on eight."""
     if numba.config.NUMBA_NUM_THREADS < 2:
@@ -57,7 +57,6 @@ def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, blocked, 
     x = rng.standard_normal((11, 10, 5)).astype(np.float32)
     lengths = np.array([11, 4, 0, 9, 11, 7, 1, 11, 3, 10])
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(driver, "register_blocked", lambda batch, gates, hidden: blocked)
     hidden = 7
     assert driver.row_blocks(11, 10, 4 * hidden, hidden) == 2   # blocks of 5 rows: not a multiple of 4
     results = []
@@ -99,37 +98,81 @@ def test_saturated_inputs_give_finite_outputs_and_gradients(dtype):
             assert np.all(np.isfinite(value)), cell
 
 
-# -- the recurrent product (kernel_runtime.matmul_transposed) -------------------------------
-@settings(max_examples=40, deadline=None, derandomize=True)
-@given(rows=st.integers(1, 11), depth=st.integers(1, 70), columns=st.integers(1, 13),
-       dtype=st.sampled_from([np.float32, np.float64]))
-def test_recurrent_product_is_a_times_b_transposed(rows, depth, columns, dtype):
-    rng = np.random.default_rng(rows * 10_000 + depth * 100 + columns)
+# -- the recurrent product (kernel_runtime.matmul_packed) ----------------------------------
+@intrinsic
+def _fma(typingctx, x, y, z):
+    """x·y + z with one rounding (LLVM's fma), for the reference below."""
+    if not (isinstance(x, types.Float) and x == y == z):
+        return None
+
+    def codegen(context, builder, signature, args):
+        real = args[0].type
+        name = f"llvm.fma.f{x.bitwidth}"
+        try:
+            fma = builder.module.get_global(name)
+        except KeyError:
+            fma = ir.Function(builder.module, ir.FunctionType(real, [real] * 3), name)
+        return builder.call(fma, args)
+
+    return x(x, y, z), codegen
+
+
+@numba.njit
+def _fma_chain(a, b, out):
+    """out = a @ b, each element the sequential fma chain over k: the kernel's definition."""
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            total = a.dtype.type(0)
+            for k in range(a.shape[1]):
+                total = _fma(a[i, k], b[k, j], total)
+            out[i, j] = total
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(rows=st.integers(0, 11), depth=st.integers(0, 70), columns=st.integers(1, 150),
+       dtype=st.sampled_from([np.float32, np.float64]), transposed=st.booleans())
+def test_recurrent_product_is_the_fma_chain_of_a_times_b(rows, depth, columns, dtype, transposed):
+    """Both packings (forward: W_hhᵀ, backward: W_hh), any tail of rows and columns:
+    every element is bit for bit the sequential fused multiply-add over k, and so
+    within a few roundings of the exact product."""
+    rng = np.random.default_rng(rows * 100_000 + depth * 1000 + columns)
     a = rng.standard_normal((rows, depth)).astype(dtype)
-    b = rng.standard_normal((columns, depth)).astype(dtype)
+    b = rng.standard_normal((depth, columns)).astype(dtype)
+    packed = kernel_runtime.pack_transposed(np.ascontiguousarray(b.T)) if transposed else kernel_runtime.pack(b)
+    assert packed.ctypes.data % kernel_runtime.ALIGN == 0
     out = np.full((rows, columns), np.nan, dtype)
-    kernel_runtime.matmul_transposed(a, b, out)
-    exact = a.astype(np.float64) @ b.T.astype(np.float64)
-    # each sum within a few roundings of the size of its terms
-    bound = 4 * depth * np.finfo(dtype).eps * (np.abs(a) @ np.abs(b).T)
-    assert np.all(np.abs(out - exact) <= bound)
+    kernel_runtime.matmul_packed(a, packed, out)
+    reference = np.empty_like(out)
+    _fma_chain(a, b, reference)
+    np.testing.assert_array_equal(out, reference)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.all(np.abs(out - exact) <= depth * np.finfo(dtype).eps * (np.abs(a) @ np.abs(b)))
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(rows=st.integers(2, 19), split=st.integers(1, 18), depth=st.integers(1, 70),
-       columns=st.integers(1, 13))
+       columns=st.integers(1, 150))
 def test_recurrent_product_row_does_not_depend_on_its_block(rows, split, depth, columns):
     """Row blocks of any size give the very same bits (threads split the batch into
     blocks): no row takes another path through the sums."""
     split = min(split, rows - 1)
-    rng = np.random.default_rng(rows * 10_000 + depth * 100 + columns)
+    rng = np.random.default_rng(rows * 100_000 + depth * 1000 + columns)
     a = rng.standard_normal((rows, depth)).astype(np.float32)
-    b = rng.standard_normal((columns, depth)).astype(np.float32)
+    packed = kernel_runtime.pack_transposed(rng.standard_normal((columns, depth)).astype(np.float32))
     whole, parts = np.empty((rows, columns), np.float32), np.empty((rows, columns), np.float32)
-    kernel_runtime.matmul_transposed(a, b, whole)
-    kernel_runtime.matmul_transposed(a[:split], b, parts[:split])
-    kernel_runtime.matmul_transposed(a[split:], b, parts[split:])
+    kernel_runtime.matmul_packed(a, packed, whole)
+    kernel_runtime.matmul_packed(a[:split], packed, parts[:split])
+    kernel_runtime.matmul_packed(a[split:], packed, parts[split:])
     np.testing.assert_array_equal(parts, whole)
+
+
+def test_recurrent_product_refuses_shapes_that_do_not_fit():
+    a, packed = np.ones((4, 16), np.float32), kernel_runtime.pack_transposed(np.ones((70, 16), np.float32))
+    for a_, out in ((a, np.empty((4, 200), np.float32)),        # more panels' worth of columns
+                    (a[:, :8].copy(), np.empty((4, 70), np.float32)),   # another depth
+                    (a, np.empty((5, 70), np.float32))):        # another number of rows
+        with pytest.raises(ValueError, match="expected a"):
+            kernel_runtime.matmul_packed(a_, packed, out)
 
 
 def _apply(function, values, out):

@@ -25,7 +25,7 @@ docstring of lstmkit.codegen says why.
 import numba
 import numpy as np
 
-from lstmkit.kernel_runtime import NoOverlapCompiler, recurrent_product, sigmoid, tanh  # noqa: F401
+from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_packed, sigmoid, tanh  # noqa: F401
 
 CELL = 'gru'
 GATES = ('r', 'z', 'n')
@@ -99,22 +99,22 @@ def backward_step(SAVED, H_PREV, D_OUT, D_H, D_GX, D_GH, D_H_PREV):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, BLOCKED, lo, hi):
+def forward_rows(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
     GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).
+    W_HH_T_PACKED: kernel_runtime.pack_transposed(W_hh), for h_(t−1) W_hhᵀ.
     H: [slots, B, hidden] state histories used as rings: slot 0 holds
     the initial state and slot (t + 1) % slots the state after step t. With T + 1
     slots the whole history is kept; inference passes 2 for the states it drops.
     SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.
     LENGTHS: [B]; past its length a row keeps its state.
-    BLOCKED: the recurrent product's register-blocked loop (True) or BLAS (False).
     """
     steps = GX.shape[0]
     GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
-        recurrent_product(H[prev_h, lo:hi], W_HH, W_HH_T, GH, BLOCKED)
+        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED, GH)
         forward_step(GX[t, lo:hi], GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
@@ -122,15 +122,15 @@ def forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, BLOCKED,
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, BLOCKED, CHUNKS):
+def forward_sequence(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
     for chunk in numba.prange(CHUNKS):
-        forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, BLOCKED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        forward_rows(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, lo, hi):
+def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
@@ -139,7 +139,7 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, lo
     D_GX: [T, B, G·hidden], filled with d/dgx; hidden_gradient_rows turns
     it into d/dgh once the input side is done with it;
     parameter gradients are accumulated.
-    BLOCKED: as in forward_rows.
+    W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.
     """
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
     D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
@@ -153,7 +153,7 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, lo
                     HELD_D_H[b - lo, j] = D_H[b, j]
                     D_H[b, j] = 0
         backward_step(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi], D_GH, D_H_PREV)
-        recurrent_product(D_GH, W_HH_T, W_HH, RECURRENT, BLOCKED)
+        matmul_packed(D_GH, W_HH_PACKED, RECURRENT)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
@@ -163,11 +163,11 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, lo
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, CHUNKS):
+def backward_sequence(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_T, W_HH, H, SAVED, LENGTHS, BLOCKED, D_H, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)

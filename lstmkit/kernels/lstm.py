@@ -28,7 +28,7 @@ docstring of lstmkit.codegen says why.
 import numba
 import numpy as np
 
-from lstmkit.kernel_runtime import NoOverlapCompiler, recurrent_product, sigmoid, tanh  # noqa: F401
+from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_packed, sigmoid, tanh  # noqa: F401
 
 CELL = 'lstm'
 GATES = ('i', 'f', 'g', 'o')
@@ -111,23 +111,23 @@ def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, lo, hi):
+def forward_rows(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
     GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).
+    W_HH_T_PACKED: kernel_runtime.pack_transposed(W_hh), for h_(t−1) W_hhᵀ.
     H, C: [slots, B, hidden] state histories used as rings: slot 0 holds
     the initial state and slot (t + 1) % slots the state after step t. With T + 1
     slots the whole history is kept; inference passes 2 for the states it drops.
     SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.
     LENGTHS: [B]; past its length a row keeps its state.
-    BLOCKED: the recurrent product's register-blocked loop (True) or BLAS (False).
     """
     steps = GX.shape[0]
     GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
-        recurrent_product(H[prev_h, lo:hi], W_HH, W_HH_T, GH, BLOCKED)
+        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED, GH)
         forward_step(GX[t, lo:hi], GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
@@ -136,15 +136,15 @@ def forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCK
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, CHUNKS):
+def forward_sequence(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = GX.shape[1]
     for chunk in numba.prange(CHUNKS):
-        forward_rows(GX, W_HH, W_HH_T, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        forward_rows(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, lo, hi):
+def backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
@@ -153,7 +153,7 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, 
     D_GX: [T, B, G·hidden], filled with the gradient of the
     pre-activations (d/dgx = d/dgh);
     parameter gradients are accumulated.
-    BLOCKED: as in forward_rows.
+    W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.
     """
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
     D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
@@ -170,7 +170,7 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, 
                     HELD_D_C[b - lo, j] = D_C[b, j]
                     D_C[b, j] = 0
         backward_step(SAVED[t, lo:hi], C[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_H_PREV, D_C_PREV)
-        recurrent_product(D_GX[t, lo:hi], W_HH_T, W_HH, RECURRENT, BLOCKED)
+        matmul_packed(D_GX[t, lo:hi], W_HH_PACKED, RECURRENT)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
@@ -182,8 +182,8 @@ def backward_rows(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, 
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, CHUNKS):
+def backward_sequence(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, CHUNKS):
     """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_T, W_HH, H, C, SAVED, LENGTHS, BLOCKED, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
