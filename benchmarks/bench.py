@@ -511,8 +511,7 @@ peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 params = sum(p.nbytes for p in layer.params.values())
 layer(x)  # the tape again, to weigh it: what forward keeps for backward
-tape = sum(t.pre_activations.nbytes + t.saved.nbytes + sum(h.nbytes for h in t.histories)
-           for t in layer._tape[0])
+tape = sum(t.saved.nbytes + sum(h.nbytes for h in t.histories) for t in layer._tape[0])
 print(json.dumps({"peak_traced_bytes": peak, "after_forward_traced_bytes": tape_bytes,
                   "parameter_bytes": params, "tape_bytes": tape,
                   "peak_rss_increase_bytes": high_water_mark() - rss_before if rss_available else None}))

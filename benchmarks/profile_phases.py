@@ -8,8 +8,8 @@ same threads (2) and the same calls: the whole-sequence GEMMs (on Numba's
 threads in slabs of rows where the driver runs them so, else NumPy's
 ``matmul``), the bias sums, the loop over time (threaded blocks of rows when
 the driver would use them), and inside that loop, measured on one thread over
-the whole batch, the recurrent products ``h W_hhᵀ`` / ``dg W_hh`` against the
-generated step kernels. "layer overhead" is the layer's total minus the
+the whole batch, the products of each step (``x_t W_ihᵀ`` and ``h W_hhᵀ``
+forward, ``dg W_hh`` backward) against the generated step kernels. "layer overhead" is the layer's total minus the
 phases: input checks, allocations, copies, Python, and threads getting in
 each other's way. "total forward" is inference (``inference=True``), as in
 ``bench.py``.
@@ -82,7 +82,8 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
             else:
                 np.matmul(a, b, out=out)
 
-    times["GEMM x W_ihᵀ (all steps)"] = _median_seconds(lambda: product(x_flat, w_ih.T, pre), repeats)
+    product(x_flat, w_ih.T, pre)      # what the step kernels read below: x_t W_ihᵀ of every step
+    pre = pre.reshape(steps, batch, gates)
 
     # the loop over time, as the driver runs it
     lengths = np.full(batch, steps, np.int64)
@@ -91,19 +92,24 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     blocks = driver.row_blocks(steps, batch, gates, hidden)
     histories = tape.histories
     saved = tape.saved
+    w_ih_t_packed = kernel_runtime.pack_transposed(w_ih)
     w_hh_t_packed, w_hh_packed = kernel_runtime.pack_transposed(w_hh), kernel_runtime.pack(w_hh)
-    forward_args = (tape.pre_activations, w_hh_t_packed, b_ih, b_hh, *histories, *params, saved, lengths)
+    times["packing W_ih, W_hh (forward), W_hh (backward)"] = _median_seconds(
+        lambda: (kernel_runtime.pack_transposed(w_ih), kernel_runtime.pack_transposed(w_hh),
+                 kernel_runtime.pack(w_hh)), repeats)
+    forward_args = (x, w_ih_t_packed, w_hh_t_packed, b_ih, b_hh, *histories, *params, saved, lengths)
     label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
         lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
         repeats)
     d_states = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
-    d_pre_h = [np.empty_like(tape.pre_activations)] if kernels.HIDDEN_GRADIENTS == "own array" else []
+    d_pre = np.empty((steps, batch, gates), dtype)
+    d_pre_h = [np.empty_like(d_pre)] if kernels.HIDDEN_GRADIENTS == "own array" else []
     # a cell whose d/dgh is a factor times d/dgx ("in place") writes each step's into this
     step_d_gh = [np.empty((batch, gates), dtype)] if kernels.HIDDEN_GRADIENTS == "in place" else []
     d_params = [np.zeros_like(p) for p in params]
     backward_args = (dy, w_hh_packed, *histories, *params, saved, lengths, *d_states,
-                     tape.pre_activations, *d_pre_h, *d_params)
+                     d_pre, *d_pre_h, *d_params)
     label = f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
         lambda: _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence, backward_args,
@@ -114,17 +120,19 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     with driver._one_blas_thread():
         output = histories[kernels.STATES.index(kernels.OUTPUT)]
         gh = np.empty((batch, gates), dtype)
-        times["  of which recurrent GEMMs, forward (1 thread)"] = _median_seconds(
+        times["  of which input products x_t W_ihᵀ (1 thread)"] = _median_seconds(
+            lambda: _recurrent_products(x, w_ih_t_packed, gh), repeats)
+        times["  of which recurrent products, forward (1 thread)"] = _median_seconds(
             lambda: _recurrent_products(output[:steps], w_hh_t_packed, gh), repeats)
         recurrent = np.empty((batch, hidden), dtype)
-        times["  of which recurrent GEMMs, backward (1 thread)"] = _median_seconds(
-            lambda: _recurrent_products(tape.pre_activations, w_hh_packed, recurrent), repeats)
+        times["  of which recurrent products, backward (1 thread)"] = _median_seconds(
+            lambda: _recurrent_products(d_pre, w_hh_packed, recurrent), repeats)
     state_args = [h[:steps] for h in histories]
     next_args = [h[1:] for h in histories]
 
     def forward_steps():
         for t in range(steps):
-            kernels.forward_step(tape.pre_activations[t], gh, b_ih, b_hh, *(s[t] for s in state_args),
+            kernels.forward_step(pre[t], gh, b_ih, b_hh, *(s[t] for s in state_args),
                                  *params, *(s[t] for s in next_args), saved[t])
 
     times["  of which step kernels, forward (1 thread)"] = _median_seconds(forward_steps, repeats)
@@ -134,12 +142,12 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     def backward_steps():
         for t in range(steps):
             kernels.backward_step(saved[t], *(r[t] for r in reads), *params, dy[t], *d_states,
-                                  tape.pre_activations[t], *(d[t] for d in d_pre_h), *step_d_gh, *d_prev,
+                                  d_pre[t], *(d[t] for d in d_pre_h), *step_d_gh, *d_prev,
                                   *d_params)
 
     times["  of which step kernels, backward (1 thread)"] = _median_seconds(backward_steps, repeats)
 
-    d_flat = tape.pre_activations.reshape(steps * batch, gates)
+    d_flat = d_pre.reshape(steps * batch, gates)
     h_flat = output[:steps].reshape(steps * batch, hidden)
     scratch = saved.reshape(-1)
 
@@ -157,7 +165,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     if kernels.HIDDEN_GRADIENTS == "in place":
         times["d/dgx → d/dgh in place"] = _median_seconds(
             lambda: _in_driver_context(batch, kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
-                                       (tape.pre_activations, saved), blocks), repeats)
+                                       (d_pre, saved), blocks), repeats)
     phases = [k for k in times if not k.startswith("total") and not k.startswith("  ")]
     times["layer overhead (total − phases)"] = times["total forward+backward"] - sum(times[k] for k in phases)
     return times

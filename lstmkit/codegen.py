@@ -5,11 +5,11 @@ A kernel module holds:
 * ``forward_step`` / ``backward_step``: the element-wise part of one step,
   printed from the derivation (one fused pass over ``batch × hidden``);
 * ``forward_rows`` / ``backward_rows``: the loop over time for a block of
-  batch rows, from a fixed template: the recurrent product ``h_{t−1} W_hhᵀ``,
-  then the step kernel, and in backward ``dh_{t−1} += dg_t W_hh``. Both
-  products are ``kernel_runtime.matmul_packed``, a SIMD register tile on
-  ``W_hhᵀ`` (forward) or ``W_hh`` (backward) packed into panels once per
-  sequence by the driver;
+  batch rows, from a fixed template: the products ``x_t W_ihᵀ`` and
+  ``h_{t−1} W_hhᵀ``, then the step kernel, and in backward
+  ``dh_{t−1} += dg_t W_hh``. The products are ``kernel_runtime.matmul_packed``,
+  a SIMD register tile on weights packed into panels once per sequence by
+  the driver;
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
@@ -63,8 +63,8 @@ INDENT = " " * 12  # statements inside ``for b: for j:``
 RESERVED = {"real", "sigmoid", "tanh", "expm1", "matmul_packed", "math", "np", "numba", "batch",
             "hidden", "b", "j"}
 # arrays the kernels name whatever the cell
-FIXED_ARRAYS = ("GX", "GH", "BIAS_IH", "BIAS_HH", "SAVED", "LENGTHS", "CHUNKS", "W_HH_PACKED", "W_HH_T_PACKED",
-                "D_OUT", "D_GX", "D_GH", "RECURRENT")
+FIXED_ARRAYS = ("X", "GX", "GH", "W_IH_T_PACKED", "W_HH_T_PACKED", "W_HH_PACKED", "BIAS_IH", "BIAS_HH",
+                "SAVED", "LENGTHS", "CHUNKS", "D_OUT", "D_GX", "D_GH", "RECURRENT")
 
 
 class KernelPrinter(PythonCodePrinter):
@@ -162,7 +162,7 @@ class _Layout:
 
     # each step kernel's parameters, with what the loop over time passes for them
     def forward_step_arguments(self):
-        arguments = [("GX", "GX[t, lo:hi]"), ("GH", "GH"), ("BIAS_IH", "BIAS_IH"), ("BIAS_HH", "BIAS_HH")]
+        arguments = [("GX", "GX"), ("GH", "GH"), ("BIAS_IH", "BIAS_IH"), ("BIAS_HH", "BIAS_HH")]
         arguments += [(f"{_array(s)}_PREV", f"{_array(s)}[prev_{s}, lo:hi]") for s in self.states]
         arguments += [(_array(p), _array(p)) for p in self.params]
         arguments += [(_array(s), f"{_array(s)}[next_{s}, lo:hi]") for s in self.states]
@@ -296,23 +296,27 @@ def _sequence_functions(layout: _Layout):
     step_args = [passed for _, passed in layout.forward_step_arguments()]
     hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
                    for s, n in zip(layout.states, states))
-    forward_args = f"GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, {', '.join(states + params)}, SAVED, LENGTHS"
+    forward_args = (f"X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, {', '.join(states + params)}, "
+                    "SAVED, LENGTHS")
     forward_rows = (
         f"@numba.njit({KERNEL_OPTIONS})\n"
         f"def forward_rows({forward_args}, lo, hi):\n"
         '    """Run forward_step over time for the batch rows lo:hi.\n\n'
-        "    GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).\n"
-        "    W_HH_T_PACKED: kernel_runtime.pack_transposed(W_hh), for h_(t−1) W_hhᵀ.\n"
+        "    X: [T, B, n] layer input.\n"
+        "    W_IH_T_PACKED, W_HH_T_PACKED: kernel_runtime.pack_transposed of W_ih and W_hh, for\n"
+        "    x_t W_ihᵀ and h_(t−1) W_hhᵀ (forward_step adds the biases).\n"
         f"    {', '.join(states)}: [slots, B, hidden] state histories used as rings: slot 0 holds\n"
         "    the initial state and slot (t + 1) % slots the state after step t. With T + 1\n"
         "    slots the whole history is kept; inference passes 2 for the states it drops.\n"
         "    SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.\n"
         "    LENGTHS: [B]; past its length a row keeps its state.\n"
         '    """\n'
-        "    steps = GX.shape[0]\n"
-        "    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)\n"
+        "    steps = X.shape[0]\n"
+        f"    GX = np.empty((hi - lo, {len(spec.gates)} * {out}.shape[2]), X.dtype)\n"
+        "    GH = np.empty_like(GX)\n"
         "    for t in range(steps):\n"
         + slots
+        + "        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)\n"
         + f"        matmul_packed({out}[prev_{spec.output}, lo:hi], W_HH_T_PACKED, GH)\n"
         f"        forward_step({', '.join(step_args)})\n"
         "        for b in range(lo, hi):\n"
@@ -323,7 +327,7 @@ def _sequence_functions(layout: _Layout):
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
         f"def forward_sequence({forward_args}, CHUNKS):\n"
         '    """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = GX.shape[1]\n"
+        "    batch = X.shape[1]\n"
         "    for chunk in numba.prange(CHUNKS):\n"
         f"        forward_rows({forward_args}, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)\n"
     )

@@ -1,19 +1,22 @@
 """Run a cell's generated kernels over a whole sequence, forward and back.
 
-The layout follows the performance plan in DESIGN.md:
+The layout follows the performance plan in DESIGN.md, with one change:
 
-* forward: one GEMM ``X W_ihᵀ`` for all steps, then the generated loop over
-  time (per step: ``h_{t−1} W_hhᵀ`` and the fused step kernel, which also adds
-  both biases);
+* forward: the generated loop over time; per step, ``x_t W_ihᵀ`` and
+  ``h_{t−1} W_hhᵀ`` and the fused step kernel, which also adds both biases.
+  DESIGN.md puts ``X W_ihᵀ`` in one GEMM before the loop. Both products of a
+  step run in lstmkit's own kernel (``kernel_runtime.matmul_packed``) on
+  weights packed once per sequence (BLAS would repack them every step), and
+  that kernel runs as fast as BLAS's large GEMM: so ``x_t W_ihᵀ`` costs the
+  same inside the loop, while the [T, B, G·d] array of pre-activations is
+  never written to memory and read back. Forward allocates nothing of that size.
 * backward: the generated loop runs the only truly sequential part,
-  ``dh_{t−1} = dg_t W_hh`` plus the step kernel; then ``dW_ih = dGᵀX``,
-  ``dX = dG W_ih``, ``dW_hh = dGᵀH_prev`` and the bias sums are each one
-  whole-sequence GEMM or reduction (BLAS). The per-step products are
-  lstmkit's own (``kernel_runtime.matmul_packed``), on ``W_hhᵀ`` and ``W_hh``
-  packed once per sequence: BLAS would repack them on every step. Where d/dgh differs from d/dgx (the GRU's
-  n block, ``r ⊙ d/dgx``), the loop keeps d/dgx, and the kernels' own
-  ``hidden_gradient_rows`` turns it into d/dgh in place once the input side
-  is done with it (``HIDDEN_GRADIENTS``).
+  ``dh_{t−1} = dg_t W_hh`` (the same kernel, on ``W_hh`` packed) plus the step
+  kernel; then ``dW_ih = dGᵀX``, ``dX = dG W_ih``, ``dW_hh = dGᵀH_prev`` and the
+  bias sums are each one whole-sequence GEMM (BLAS) or reduction. Where d/dgh
+  differs from d/dgx (the GRU's n block, ``r ⊙ d/dgx``), the loop keeps d/dgx,
+  and the kernels' own ``hidden_gradient_rows`` turns it into d/dgh in place
+  once the input side is done with it (``HIDDEN_GRADIENTS``).
 
 Threads. lstmkit never uses BLAS's own threads: OpenBLAS's keep spinning for a
 while after each product, and spinning ones took a third of the two cores
@@ -22,14 +25,14 @@ products too small to gain from splitting. In a large one, each batch row's
 recurrence being independent of the others, the loop over time runs on blocks
 of rows at once, one Numba thread per block, each running its own small
 products (``kernel_runtime.matmul_packed``), so that the blocks never
-wait for one another inside the loop; and the whole-sequence products before
-and after it run on the same Numba threads, one slab of rows each. The slabs
+wait for one another inside the loop; and backward's whole-sequence products
+after it run on the same Numba threads, one slab of rows each. The slabs
 of ``dGᵀX`` and ``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the
 gradients do not depend on the number of threads.
 
-Memory. The buffer that holds ``X W_ihᵀ`` in forward is not needed afterwards,
-so backward writes the gradient of the pre-activations into it. The saved gate
-values are dead once the loop backward is done (for the GRU, once they have
+Memory. Backward writes the gradient of the pre-activations into one [T, B, G·d]
+buffer, the largest it allocates. The saved gate values are dead once the loop
+backward is done (for the GRU, once they have
 turned d/dgx into d/dgh): their memory holds the partial products of ``dGᵀX``
 and ``dGᵀH`` and is freed before ``dX`` is allocated where it can be. The layer
 returns the output history itself as its output (read-only), not a copy.
@@ -95,7 +98,6 @@ class Tape:
     """What one direction of one layer keeps from forward for backward."""
 
     x: np.ndarray               # [T, B, n] layer input
-    pre_activations: np.ndarray  # [T, B, G·d]; reused for their gradient
     histories: tuple            # per state: [T + 1, B, d] (two slots for dropped states in inference)
     saved: np.ndarray           # [T, B, S·d] ([1, B, S·d] in inference); backward frees it
     lengths: np.ndarray         # [B] int64
@@ -105,7 +107,8 @@ class Tape:
     keep: bool                  # False: inference, backward cannot follow
     output_state: int           # index of the output state in histories
     workspace: Workspace        # where the buffers came from and go back to
-    d_pre_h: np.ndarray = None  # backward's second gradient array, from the workspace
+    d_pre: np.ndarray = None    # backward's gradient of the pre-activations, from the workspace
+    d_pre_h: np.ndarray = None  # its second gradient array (cells with no d/dgh factors)
     output_lent: bool = False   # the output history is the caller's y: never given back
     used: bool = False          # backward has run
     released: bool = False      # the buffers went back to the workspace
@@ -122,15 +125,15 @@ def release(tape: Tape):
         return
     tape.released = True
     workspace = tape.workspace
-    workspace.give("pre_activations", tape.pre_activations)
     if tape.saved is not None:     # backward frees it early
         workspace.give("saved", tape.saved)
-    if tape.d_pre_h is not None:
-        workspace.give("d_pre_h", tape.d_pre_h)
+    for role in ("d_pre", "d_pre_h"):
+        if getattr(tape, role) is not None:
+            workspace.give(role, getattr(tape, role))
     for k, history in enumerate(tape.histories):
         if not (tape.output_lent and k == tape.output_state):
             workspace.give(f"history {k}", history)
-    tape.pre_activations = tape.saved = tape.d_pre_h = tape.histories = None
+    tape.d_pre = tape.saved = tape.d_pre_h = tape.histories = None
 
 
 def row_blocks(steps, batch, gates, hidden):
@@ -229,8 +232,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         bias_ih = np.zeros(gates, dtype)
     if bias_hh is None:
         bias_hh = np.zeros(gates, dtype)
-    weight_hh = np.ascontiguousarray(weight_hh)
-    pre_activations = workspace.take("pre_activations", (steps, batch, gates), dtype)
+    x = np.ascontiguousarray(x)
     histories = []
     for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
         slots = steps + 1 if keep or name == kernels.OUTPUT else 2
@@ -239,22 +241,15 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         histories.append(history)
     saved = workspace.take("saved", (steps if keep else min(steps, 1), batch, len(kernels.SAVED) * hidden),
                            dtype)
-    x_flat, pre_flat = x.reshape(steps * batch, n_in), pre_activations.reshape(steps * batch, gates)
-    with _blas_on_one_thread(batch):
-        if products_on_numba_threads(steps, batch, gates, hidden, n_in):
-            _matmul_row_blocks(x_flat, weight_ih.T, pre_flat, min(numba.get_num_threads(), steps * batch))
-        else:
-            np.matmul(x_flat, weight_ih.T, out=pre_flat)
-        if steps:
-            args = (pre_activations, kernel_runtime.pack_transposed(weight_hh), bias_ih, bias_hh,
-                    *histories, *params, saved, lengths)
-            _run(kernels.forward_rows, kernels.forward_sequence, args, batch,
-                 row_blocks(steps, batch, gates, hidden))
+    if steps:
+        args = (x, kernel_runtime.pack_transposed(weight_ih), kernel_runtime.pack_transposed(weight_hh),
+                bias_ih, bias_hh, *histories, *params, saved, lengths)
+        _run(kernels.forward_rows, kernels.forward_sequence, args, batch, row_blocks(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
-    tape = Tape(x, pre_activations, tuple(histories), saved, lengths, weight_ih, weight_hh,
-                tuple(params), keep, output_state, workspace)
+    tape = Tape(x, tuple(histories), saved, lengths, weight_ih, weight_hh, tuple(params), keep,
+                output_state, workspace)
     return output, finals, tape
 
 
@@ -272,8 +267,8 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     tape.used = True
     steps, batch, n_in = tape.x.shape
     hidden = tape.weight_hh.shape[1]
-    d_pre = tape.pre_activations  # overwritten: forward no longer needs it
-    gates = d_pre.shape[2]
+    gates = len(kernels.GATES) * hidden
+    d_pre = tape.d_pre = tape.workspace.take("d_pre", (steps, batch, gates), tape.x.dtype)
     gradient_arrays = [d_pre]
     if kernels.HIDDEN_GRADIENTS == "own array":
         tape.d_pre_h = tape.workspace.take("d_pre_h", d_pre.shape, d_pre.dtype)

@@ -219,7 +219,7 @@ def test_generated_activations_saturate_and_keep_nan(dtype):
 def _tape_buffers(layer):
     """The buffers a workspace lends again (backward frees the saved values instead)."""
     tape = layer._tape[0][0]
-    return [tape.pre_activations, *tape.histories]
+    return list(tape.histories)
 
 
 def run_layer_keeping_buffers(layer, x, seed):
@@ -280,6 +280,26 @@ def test_no_reuse_before_backward_and_inference_outputs_stay_put():
     assert not np.shares_memory(y1, y2)
     for a, b in zip((y1, h1, c1), kept):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_training_output_is_the_history_backward_reads_and_read_only(cell):
+    """No copy of y next to the tape: y is the output history, so changing it in place
+    would change the gradients; it raises instead, and the next call does not reuse it."""
+    rng = np.random.default_rng(10)
+    layer = lstmkit.RecurrentLayer(cell, 3, 4, seed=0)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    y, _ = layer(x)
+    tape = layer._tape[0][0]
+    assert np.shares_memory(y, tape.histories[tape.output_state])
+    with pytest.raises(ValueError, match="read-only"):
+        y[0, 0, 0] = 1.0
+    kept = y.copy()
+    layer.backward(np.ones_like(y))
+    layer(rng.standard_normal((5, 2, 3)).astype(np.float32))
+    np.testing.assert_array_equal(y, kept)
+    y_inference, _ = layer.forward(x, inference=True)
+    y_inference[0, 0, 0] = 1.0                       # nothing reads it: the caller's to change
 
 
 def test_gate_activations_after_backward_raise():

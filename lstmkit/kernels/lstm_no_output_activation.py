@@ -108,24 +108,27 @@ def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def forward_rows(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
+def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
-    GX: [T, B, G·hidden] input products x_t W_ihᵀ (biases are added in forward_step).
-    W_HH_T_PACKED: kernel_runtime.pack_transposed(W_hh), for h_(t−1) W_hhᵀ.
+    X: [T, B, n] layer input.
+    W_IH_T_PACKED, W_HH_T_PACKED: kernel_runtime.pack_transposed of W_ih and W_hh, for
+    x_t W_ihᵀ and h_(t−1) W_hhᵀ (forward_step adds the biases).
     H, C: [slots, B, hidden] state histories used as rings: slot 0 holds
     the initial state and slot (t + 1) % slots the state after step t. With T + 1
     slots the whole history is kept; inference passes 2 for the states it drops.
     SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.
     LENGTHS: [B]; past its length a row keeps its state.
     """
-    steps = GX.shape[0]
-    GH = np.empty((hi - lo, GX.shape[2]), GX.dtype)
+    steps = X.shape[0]
+    GX = np.empty((hi - lo, 4 * H.shape[2]), X.dtype)
+    GH = np.empty_like(GX)
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
+        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
         matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED, GH)
-        forward_step(GX[t, lo:hi], GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
+        forward_step(GX, GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
                 H[next_h, b] = H[prev_h, b]
@@ -133,11 +136,11 @@ def forward_rows(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, 
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS):
+def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS):
     """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
-    batch = GX.shape[1]
+    batch = X.shape[1]
     for chunk in numba.prange(CHUNKS):
-        forward_rows(GX, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+        forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
