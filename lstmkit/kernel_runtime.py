@@ -144,7 +144,8 @@ def _tanh(x):
 # as the arithmetic (OpenBLAS, one core: 15–85 GFLOP/s float32 on these products).
 # Here the weights are packed once per sequence, into panels of W columns
 # (packed[p, k, c] = B[k, p·W + c]), and each step multiplies the rows of a by them
-# with a register tile of 4 rows × W columns: 16 vector sums, each k adding
+# with a register tile of 4 rows × W columns: 16 vector sums (fewer if the product is
+# narrower than W), each k adding
 # broadcast(a[i, k]) · packed[p, k, :] with one fused multiply-add per vector. The
 # sums run along the output columns, so nothing is ever added across vector lanes:
 # 108–117 GFLOP/s float32 and 52–58 float64 on one core, at every size the course uses.
@@ -158,6 +159,7 @@ def _tanh(x):
 VECTOR_BYTES = 64   # 512-bit vectors (LLVM splits them where the machine has narrower ones)
 TILE_ROWS = 4       # rows of a per register tile
 TILE_VECTORS = 4    # vectors per row of a tile: a panel row is 4 · 64 bytes, 4 cache lines
+PANEL_VECTORS = (1, 2, TILE_VECTORS)   # fewer where the product is narrow (panel_width)
 ALIGN = 64          # byte alignment of packed weights: no vector load crosses a cache line
 
 _I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -176,7 +178,8 @@ def _tile(typingctx, a, packed, out, i0, rows, p):
     """out[i0:i0+rows, p*W:(p+1)*W] = a[i0:i0+rows] @ panel p (columns >= N not stored).
 
     a [M, K], packed [P, K, W], out [M, N]: C-contiguous, same float dtype;
-    1 <= rows <= TILE_ROWS, W = TILE_VECTORS * lanes. No bounds checks: the caller checks.
+    1 <= rows <= TILE_ROWS, W = vectors · lanes with vectors in PANEL_VECTORS. No bounds
+    checks: the caller checks.
     """
     if not (isinstance(a, types.Array) and isinstance(packed, types.Array)
             and isinstance(out, types.Array)):
@@ -238,51 +241,54 @@ def _tile(typingctx, a, packed, out, i0, rows, p):
         fn = builder.function
         end_bb = fn.append_basic_block("tile.end")
         default_bb = fn.append_basic_block("tile.default")
-        switch = builder.switch(rows_v, default_bb)
+        # one loop per (rows, vectors per panel row): the key is rows · 8 + vectors
+        key = builder.add(builder.mul(rows_v, const(8)), builder.sdiv(width, const(lanes)))
+        switch = builder.switch(key, default_bb)
         with builder.goto_block(default_bb):
             builder.branch(end_bb)
         for m in range(1, TILE_ROWS + 1):
-            case_bb = fn.append_basic_block(f"tile.rows{m}")
-            switch.add_case(const(m), case_bb)
-            builder.position_at_end(case_bb)
-            a_rows = [builder.gep(a_base, [builder.mul(const(r), lda)]) for r in range(m)]
-            loop_bb = fn.append_basic_block(f"tile.loop{m}")
-            exit_bb = fn.append_basic_block(f"tile.exit{m}")
-            builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop_bb, exit_bb)
-            builder.position_at_end(loop_bb)
-            k = builder.phi(_I64)
-            k.add_incoming(const(0), case_bb)
-            acc = [[builder.phi(vec) for _ in range(TILE_VECTORS)] for _ in range(m)]
-            for row in acc:
-                for phi in row:
-                    phi.add_incoming(zero, case_bb)
-            b_row = builder.gep(b_base, [builder.mul(k, width)])
-            b = [builder.load(builder.gep(b_row, [const(v * lanes)]), typ=vec, align=esize)
-                 for v in range(TILE_VECTORS)]
-            new = []
-            for r in range(m):
-                x = splat(builder.load(builder.gep(a_rows[r], [k]), typ=real, align=esize), vec)
-                new.append([builder.call(fma, [x, b[v], acc[r][v]]) for v in range(TILE_VECTORS)])
-            k_next = builder.add(k, const(1))
-            body_bb = builder.block
-            k.add_incoming(k_next, body_bb)
-            for r in range(m):
-                for v in range(TILE_VECTORS):
-                    acc[r][v].add_incoming(new[r][v], body_bb)
-            builder.cbranch(builder.icmp_signed("<", k_next, depth), loop_bb, exit_bb)
-            builder.position_at_end(exit_bb)
-            final = []
-            for r in range(m):
-                for v in range(TILE_VECTORS):
-                    phi = builder.phi(vec)
-                    phi.add_incoming(zero, case_bb)
-                    phi.add_incoming(new[r][v], body_bb)
-                    final.append((r, v, phi))
-            for r, v, phi in final:       # all phis first, then the stores
-                ptr = builder.gep(c_base, [builder.add(builder.mul(const(r), ldc),
-                                                       const(v * lanes))])
-                builder.call(masked_store, [phi, ptr, ir.Constant(_I32, esize), masks[v]])
-            builder.branch(end_bb)
+            for vectors in PANEL_VECTORS:
+                case_bb = fn.append_basic_block(f"tile.rows{m}.vectors{vectors}")
+                switch.add_case(const(m * 8 + vectors), case_bb)
+                builder.position_at_end(case_bb)
+                a_rows = [builder.gep(a_base, [builder.mul(const(r), lda)]) for r in range(m)]
+                loop_bb = fn.append_basic_block(f"tile.loop{m}.{vectors}")
+                exit_bb = fn.append_basic_block(f"tile.exit{m}.{vectors}")
+                builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop_bb, exit_bb)
+                builder.position_at_end(loop_bb)
+                k = builder.phi(_I64)
+                k.add_incoming(const(0), case_bb)
+                acc = [[builder.phi(vec) for _ in range(vectors)] for _ in range(m)]
+                for row in acc:
+                    for phi in row:
+                        phi.add_incoming(zero, case_bb)
+                b_row = builder.gep(b_base, [builder.mul(k, width)])
+                b = [builder.load(builder.gep(b_row, [const(v * lanes)]), typ=vec, align=esize)
+                     for v in range(vectors)]
+                new = []
+                for r in range(m):
+                    x = splat(builder.load(builder.gep(a_rows[r], [k]), typ=real, align=esize), vec)
+                    new.append([builder.call(fma, [x, b[v], acc[r][v]]) for v in range(vectors)])
+                k_next = builder.add(k, const(1))
+                body_bb = builder.block
+                k.add_incoming(k_next, body_bb)
+                for r in range(m):
+                    for v in range(vectors):
+                        acc[r][v].add_incoming(new[r][v], body_bb)
+                builder.cbranch(builder.icmp_signed("<", k_next, depth), loop_bb, exit_bb)
+                builder.position_at_end(exit_bb)
+                final = []
+                for r in range(m):
+                    for v in range(vectors):
+                        phi = builder.phi(vec)
+                        phi.add_incoming(zero, case_bb)
+                        phi.add_incoming(new[r][v], body_bb)
+                        final.append((r, v, phi))
+                for r, v, phi in final:       # all phis first, then the stores
+                    ptr = builder.gep(c_base, [builder.add(builder.mul(const(r), ldc),
+                                                           const(v * lanes))])
+                    builder.call(masked_store, [phi, ptr, ir.Constant(_I32, esize), masks[v]])
+                builder.branch(end_bb)
         builder.position_at_end(end_bb)
         return context.get_dummy_value()
 
@@ -290,15 +296,18 @@ def _tile(typingctx, a, packed, out, i0, rows, p):
 
 
 @numba.njit(cache=True, nogil=True)
-def panel_width(itemsize):
-    """Columns per panel for an element size in bytes: 64 float32, 32 float64."""
-    return TILE_VECTORS * VECTOR_BYTES // itemsize
+def panel_width(itemsize, columns):
+    """Columns per panel: 4 vectors (64 float32, 32 float64), or 2 or 1 where the
+    product has no more columns than that, so that no lane computes padding."""
+    lanes = VECTOR_BYTES // itemsize
+    vectors = 1 if columns <= lanes else (2 if columns <= 2 * lanes else TILE_VECTORS)
+    return vectors * lanes
 
 
 @numba.njit(cache=True, nogil=True)
 def _empty_panels(columns, depth, like):
     """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array of like's dtype."""
-    width = panel_width(like.itemsize)
+    width = panel_width(like.itemsize, columns)
     panels = (columns + width - 1) // width
     size = panels * depth * width
     buffer = np.empty(size + ALIGN // like.itemsize, like.dtype)
@@ -348,7 +357,7 @@ def matmul_packed(a, packed, out):
     rows, depth = a.shape
     panels, packed_depth, width = packed.shape
     columns = out.shape[1]
-    if (out.shape[0] != rows or packed_depth != depth or width != panel_width(a.itemsize)
+    if (out.shape[0] != rows or packed_depth != depth or width != panel_width(a.itemsize, columns)
             or panels * width < columns or (panels - 1) * width >= max(columns, 1)):
         raise ValueError("matmul_packed: expected a [M, K], packed [ceil(N/W), K, W] and out [M, N]")
     for p in range(panels):
