@@ -42,6 +42,7 @@ Numba's ``cache=True`` works for both.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
@@ -437,6 +438,11 @@ def _hidden_gradient_functions(layout: _Layout):
     )
 
 
+def runtime_key() -> str:
+    """A hash of kernel_runtime.py, which every kernel module compiles into its own code."""
+    return hashlib.sha256((Path(__file__).parent / "kernel_runtime.py").read_bytes()).hexdigest()[:16]
+
+
 def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> str:
     """The complete Python source of a cell's kernel module."""
     derivation = cell if isinstance(cell, Derivation) else derive(cell)
@@ -462,6 +468,9 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         # input side is done with it (hidden_gradient_rows); "own array": a second array
         HIDDEN_GRADIENTS = {layout.hidden_gradients!r}
         SPEC_KEY = {spec.key!r}
+        # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
+        # file only, so a change there must change this file for the kernels to recompile
+        RUNTIME_KEY = {runtime_key()!r}
         """)
     return (
         f"{header}"

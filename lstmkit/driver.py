@@ -30,12 +30,12 @@ after it run on the same Numba threads, one slab of rows each. The slabs
 of ``dGᵀX`` and ``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the
 gradients do not depend on the number of threads.
 
-Memory. Backward writes the gradient of the pre-activations into one [T, B, G·d]
-buffer, the largest it allocates. The saved gate values are dead once the loop
-backward is done (for the GRU, once they have
-turned d/dgx into d/dgh): their memory holds the partial products of ``dGᵀX``
-and ``dGᵀH`` and is freed before ``dX`` is allocated where it can be. The layer
-returns the output history itself as its output (read-only), not a copy.
+Memory. Backward writes the gradient of the pre-activations into one
+[T, B, G·d] buffer, the largest it allocates. The saved gate values are dead
+once the loop backward is done (for the GRU, once they have turned d/dgx into
+d/dgh): their memory holds the partial products of ``dGᵀX`` and ``dGᵀH`` and is
+freed before ``dX`` is allocated where it can be. The layer returns the output
+history itself as its output (read-only), not a copy.
 Inference (``keep=False``) keeps no saved values and only two slots of each
 state history other than the output. A :class:`Workspace` lends a tape its
 buffers and gets them back, through :func:`release`, once backward is done,

@@ -5,8 +5,10 @@ Written by hand, once, rather than printed into each kernel file: vectorizable
 time, and the compiler pipeline that tells LLVM the step kernels' array arguments
 never overlap. Knows Numba, not SymPy.
 
-Numba's cache tracks each kernel's own file only: after editing this module,
-clear the kernels' __pycache__ (or change a kernel) so they recompile.
+Numba's cache tracks each kernel's own file only. So every kernel file carries a
+hash of this module (RUNTIME_KEY): after editing it, regenerate the kernels
+(python -m lstmkit generate; a test fails until then), and user cells are
+rewritten on their next load. Either way their files change and they recompile.
 """
 import math
 

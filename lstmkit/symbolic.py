@@ -253,7 +253,7 @@ class Derivation:
     ``d_<param>``, ...) to its expression; ``wrt`` maps it to the symbol it is
     the gradient with respect to (``gx_i``, ``c_prev``, the parameter, ...).
 
-    ``hidden_factors`` (gate → expression of saved values), where every block's
+    ``hidden_factors`` (gate → polynomial in saved values), where every block's
     ``d_gh`` is its ``d_gx`` times a factor: then ``gradients`` leaves the
     ``d_gh`` out, and backward keeps one gradient array for the whole sequence,
     turned from d/dgx into d/dgh in place once the input side is done with it.

@@ -5,7 +5,8 @@ import pytest
 
 import lstmkit
 from lstmkit import CellSpec, RecurrentLayer, sigmoid, tanh
-from lstmkit.codegen import KERNEL_DIR, REGENERATE_COMMAND, kernel_source, load_kernels, write_builtin_kernels
+from lstmkit.codegen import (KERNEL_DIR, REGENERATE_COMMAND, kernel_source, load_kernels, runtime_key,
+                             write_builtin_kernels)
 from lstmkit.cells import BUILTIN_CELLS
 from lstmkit.gradcheck import layer_gradcheck
 
@@ -27,6 +28,7 @@ def test_generated_file_says_it_is_generated(name):
                            f"# Regenerate with: {REGENERATE_COMMAND}\n")
     module = load_kernels(name)
     assert module.CELL == name and module.SPEC_KEY == BUILTIN_CELLS[name].key
+    assert module.RUNTIME_KEY == runtime_key()   # else Numba would keep code of an older kernel_runtime
     for function in ("forward_step", "backward_step", "forward_sequence", "backward_sequence"):
         assert hasattr(module, function)
 

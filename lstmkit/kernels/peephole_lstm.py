@@ -45,6 +45,9 @@ BACKWARD_READS_STATES = ('c',)
 # input side is done with it (hidden_gradient_rows); "own array": a second array
 HIDDEN_GRADIENTS = 'same'
 SPEC_KEY = '23feec581f229b90'
+# kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
+# file only, so a change there must change this file for the kernels to recompile
+RUNTIME_KEY = 'aa6f18f4413ef0c8'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
