@@ -42,7 +42,8 @@ def _in_driver_context(batch, serial, parallel, args, blocks):
 
 
 @numba.njit
-def _recurrent_products(histories, packed, out):
+def _step_products(histories, packed, out):
+    """The product of every step, one after another, as the loop makes them."""
     for t in range(histories.shape[0]):
         kernel_runtime.matmul_packed(histories[t], packed, out)
 
@@ -121,12 +122,12 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         output = histories[kernels.STATES.index(kernels.OUTPUT)]
         gh = np.empty((batch, gates), dtype)
         times["  of which input products x_t W_ihᵀ (1 thread)"] = _median_seconds(
-            lambda: _recurrent_products(x, w_ih_t_packed, gh), repeats)
+            lambda: _step_products(x, w_ih_t_packed, gh), repeats)
         times["  of which recurrent products, forward (1 thread)"] = _median_seconds(
-            lambda: _recurrent_products(output[:steps], w_hh_t_packed, gh), repeats)
+            lambda: _step_products(output[:steps], w_hh_t_packed, gh), repeats)
         recurrent = np.empty((batch, hidden), dtype)
         times["  of which recurrent products, backward (1 thread)"] = _median_seconds(
-            lambda: _recurrent_products(d_pre, w_hh_packed, recurrent), repeats)
+            lambda: _step_products(d_pre, w_hh_packed, recurrent), repeats)
     state_args = [h[:steps] for h in histories]
     next_args = [h[1:] for h in histories]
 
