@@ -334,7 +334,12 @@ def pack(b):
 
 @numba.njit(cache=True, nogil=True)
 def pack_transposed(b):
-    """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh)); zero past column N."""
+    """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh)); zero past column N.
+
+    pack's loop with its two inner loops swapped, so that each reads its source in
+    memory order: pack(b.T) reads across rows and took 3× as long (2.2 against
+    0.7 ms for a [2048, 512] float32 W_hh); a tiled loop shared by both, 1.6×.
+    """
     columns, depth = b.shape
     packed = _empty_panels(columns, depth, b)
     width = packed.shape[2]
