@@ -409,9 +409,8 @@ def _hidden_gradient_functions(layout: _Layout):
     if layout.hidden_gradients != "in place":
         return ""
     changed = [g for g in layout.spec.gates if layout.factors[g] != 1]
-    reads = set().union(*(layout.factors[g].free_symbols for g in changed))
-    loads = [f"{name} = SAVED[t, b, {_column(k)}]" for k, name in enumerate(layout.saved)
-             if any(str(r) == name for r in reads)]
+    reads = {str(s) for g in changed for s in layout.factors[g].free_symbols}
+    loads = [f"{name} = SAVED[t, b, {_column(k)}]" for k, name in enumerate(layout.saved) if name in reads]
     lines = loads + [f"D_G[t, b, {_column(layout.gate_index[g])}] = {layout.times_factor(g, 'D_G[t, b, {}]')}"
                      for g in changed]
     blocks = (f"the {changed[0]} block differs: it is" if len(changed) == 1

@@ -107,11 +107,8 @@ def _fma(typingctx, x, y, z):
 
     def codegen(context, builder, signature, args):
         real = args[0].type
-        name = f"llvm.fma.f{x.bitwidth}"
-        try:
-            fma = builder.module.get_global(name)
-        except KeyError:
-            fma = ir.Function(builder.module, ir.FunctionType(real, [real] * 3), name)
+        fma = kernel_runtime._function(builder.module, f"llvm.fma.f{x.bitwidth}",
+                                       ir.FunctionType(real, [real] * 3))
         return builder.call(fma, args)
 
     return x(x, y, z), codegen
