@@ -15,9 +15,9 @@ A kernel module holds:
   blocks never wait for one another inside the loop over time.
 * ``hidden_gradient_rows`` / ``hidden_gradient_sequence``, for a cell whose
   d/dgh is, block by block, a factor times d/dgx (the GRU: 1, 1 and r): the
-  loop keeps only d/dgx for the whole sequence (d/dgh of each step goes to the
+  loop keeps only d/dgx for the steps it runs (d/dgh of each step goes to the
   recurrent product alone), and these turn it into d/dgh in place afterwards.
-  That saves a [T, B, G·d] array. A cell without such factors gets that array.
+  That saves a second gradient array. A cell without such factors gets one.
 * ``sigmoid``, ``tanh`` and ``expm1`` written with arithmetic alone, for the
   precision of their argument, so that LLVM vectorizes the step loops
   (``math.exp`` and ``math.tanh`` are library calls, one element at a time).
@@ -65,7 +65,7 @@ RESERVED = {"real", "sigmoid", "tanh", "expm1", "matmul_packed", "math", "np", "
             "hidden", "b", "j"}
 # arrays the kernels name whatever the cell
 FIXED_ARRAYS = ("X", "GX", "GH", "W_IH_T_PACKED", "W_HH_T_PACKED", "W_HH_PACKED", "BIAS_IH", "BIAS_HH",
-                "SAVED", "LENGTHS", "CHUNKS", "D_OUT", "D_GX", "D_GH", "RECURRENT")
+                "SAVED", "LENGTHS", "BLOCKS", "D_OUT", "D_GX", "D_GH", "RECURRENT")
 
 
 class KernelPrinter(PythonCodePrinter):
@@ -141,7 +141,7 @@ class _Layout:
         # how backward gets d/dgh (see HIDDEN_GRADIENTS in kernel_source)
         self.hidden_gradients = ("same" if derivation.summed_blocks
                                  else "in place" if self.factors is not None else "own array")
-        # the gradients of the pre-activations that the loop fills for the whole sequence
+        # the gradients of the pre-activations that the loop fills for the steps it runs
         self.gradient_arrays = ["D_GX"] + (["D_GH"] if self.hidden_gradients == "own array" else [])
         names = {str(sym) for sym, _ in derivation.forward} | {str(sym) for sym, _ in derivation.backward_cse}
         names |= {str(s) for s in spec.input_symbols}
@@ -326,11 +326,11 @@ def _sequence_functions(layout: _Layout):
     )
     forward_sequence = (
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        f"def forward_sequence({forward_args}, CHUNKS):\n"
-        '    """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""\n'
+        f"def forward_sequence({forward_args}, BLOCKS):\n"
+        '    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
         "    batch = X.shape[1]\n"
-        "    for chunk in numba.prange(CHUNKS):\n"
-        f"        forward_rows({forward_args}, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)\n"
+        "    for block in numba.prange(BLOCKS):\n"
+        f"        forward_rows({forward_args}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
     )
 
     # -- backward ------------------------------------------------------------------------
@@ -389,17 +389,17 @@ def _sequence_functions(layout: _Layout):
     # Element-wise parameter gradients are sums over rows: each block of rows sums into
     # its own row of PARTIAL_<name>, and the blocks are added at the end.
     partial_args = (f"D_OUT, W_HH_PACKED, {', '.join(states + params)}, SAVED, LENGTHS, "
-                    f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[chunk]' for n in d_params])}")
+                    f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[block]' for n in d_params])}")
     backward_sequence = (
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        f"def backward_sequence({backward_args}, CHUNKS):\n"
-        '    """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""\n'
+        f"def backward_sequence({backward_args}, BLOCKS):\n"
+        '    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
         "    batch = D_OUT.shape[1]\n"
-        + "".join(f"    PARTIAL_{n} = np.zeros((CHUNKS, {n}.shape[0]), {n}.dtype)\n" for n in d_params)
-        + "    for chunk in numba.prange(CHUNKS):\n"
-        f"        backward_rows({partial_args}, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)\n"
-        + ("    for chunk in range(CHUNKS):\n" if d_params else "")
-        + "".join(f"        {n} += PARTIAL_{n}[chunk]\n" for n in d_params)
+        + "".join(f"    PARTIAL_{n} = np.zeros((BLOCKS, {n}.shape[0]), {n}.dtype)\n" for n in d_params)
+        + "    for block in numba.prange(BLOCKS):\n"
+        f"        backward_rows({partial_args}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
+        + ("    for block in range(BLOCKS):\n" if d_params else "")
+        + "".join(f"        {n} += PARTIAL_{n}[block]\n" for n in d_params)
     )
     return forward_rows, forward_sequence, backward_rows, backward_sequence
 
@@ -429,11 +429,11 @@ def _hidden_gradient_functions(layout: _Layout):
         + "".join(f"                {line}\n" for line in lines)
         + "\n\n"
         f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        "def hidden_gradient_sequence(D_G, SAVED, CHUNKS):\n"
-        '    """hidden_gradient_rows on CHUNKS blocks of batch rows at once, one thread each."""\n'
+        "def hidden_gradient_sequence(D_G, SAVED, BLOCKS):\n"
+        '    """hidden_gradient_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
         "    batch = D_G.shape[1]\n"
-        "    for chunk in numba.prange(CHUNKS):\n"
-        "        hidden_gradient_rows(D_G, SAVED, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)\n"
+        "    for block in numba.prange(BLOCKS):\n"
+        "        hidden_gradient_rows(D_G, SAVED, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
     )
 
 

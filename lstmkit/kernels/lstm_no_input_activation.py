@@ -143,11 +143,11 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED,
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, CHUNKS):
-    """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
+def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, BLOCKS):
+    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""
     batch = X.shape[1]
-    for chunk in numba.prange(CHUNKS):
-        forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+    for block in numba.prange(BLOCKS):
+        forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
@@ -189,8 +189,8 @@ def backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, 
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, CHUNKS):
-    """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
+def backward_sequence(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, BLOCKS):
+    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
-    for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+    for block in numba.prange(BLOCKS):
+        backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)

@@ -163,11 +163,11 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, WEIGHT
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, CHUNKS):
-    """forward_rows on CHUNKS blocks of batch rows at once, one thread each."""
+def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, BLOCKS):
+    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""
     batch = X.shape[1]
-    for chunk in numba.prange(CHUNKS):
-        forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
+    for block in numba.prange(BLOCKS):
+        forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
@@ -209,15 +209,15 @@ def backward_rows(D_OUT, W_HH_PACKED, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAV
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_PACKED, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, CHUNKS):
-    """backward_rows on CHUNKS blocks of batch rows at once, one thread each."""
+def backward_sequence(D_OUT, W_HH_PACKED, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, BLOCKS):
+    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
-    PARTIAL_D_WEIGHT_CI = np.zeros((CHUNKS, D_WEIGHT_CI.shape[0]), D_WEIGHT_CI.dtype)
-    PARTIAL_D_WEIGHT_CF = np.zeros((CHUNKS, D_WEIGHT_CF.shape[0]), D_WEIGHT_CF.dtype)
-    PARTIAL_D_WEIGHT_CO = np.zeros((CHUNKS, D_WEIGHT_CO.shape[0]), D_WEIGHT_CO.dtype)
-    for chunk in numba.prange(CHUNKS):
-        backward_rows(D_OUT, W_HH_PACKED, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, D_H, D_C, D_GX, PARTIAL_D_WEIGHT_CI[chunk], PARTIAL_D_WEIGHT_CF[chunk], PARTIAL_D_WEIGHT_CO[chunk], chunk * batch // CHUNKS, (chunk + 1) * batch // CHUNKS)
-    for chunk in range(CHUNKS):
-        D_WEIGHT_CI += PARTIAL_D_WEIGHT_CI[chunk]
-        D_WEIGHT_CF += PARTIAL_D_WEIGHT_CF[chunk]
-        D_WEIGHT_CO += PARTIAL_D_WEIGHT_CO[chunk]
+    PARTIAL_D_WEIGHT_CI = np.zeros((BLOCKS, D_WEIGHT_CI.shape[0]), D_WEIGHT_CI.dtype)
+    PARTIAL_D_WEIGHT_CF = np.zeros((BLOCKS, D_WEIGHT_CF.shape[0]), D_WEIGHT_CF.dtype)
+    PARTIAL_D_WEIGHT_CO = np.zeros((BLOCKS, D_WEIGHT_CO.shape[0]), D_WEIGHT_CO.dtype)
+    for block in numba.prange(BLOCKS):
+        backward_rows(D_OUT, W_HH_PACKED, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, D_H, D_C, D_GX, PARTIAL_D_WEIGHT_CI[block], PARTIAL_D_WEIGHT_CF[block], PARTIAL_D_WEIGHT_CO[block], block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
+    for block in range(BLOCKS):
+        D_WEIGHT_CI += PARTIAL_D_WEIGHT_CI[block]
+        D_WEIGHT_CF += PARTIAL_D_WEIGHT_CF[block]
+        D_WEIGHT_CO += PARTIAL_D_WEIGHT_CO[block]
