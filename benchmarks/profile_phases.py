@@ -4,10 +4,11 @@
     python benchmarks/profile_phases.py --cell gru --dtype float64 --size 100 32 32 128
 
 Each phase is timed on its own, on the same arrays the driver uses, with the
-same threads (2) and the same calls: the whole-sequence GEMMs (on Numba's
-threads in slabs of rows where the driver runs them so, else NumPy's
-``matmul``), the bias sums, the loop over time (threaded blocks of rows when
-the driver would use them), and inside that loop, measured on one thread over
+same threads (2) and the same calls: backward's GEMMs, one per chunk of time
+(on Numba's threads in slabs of rows where the driver runs them so, else
+NumPy's ``matmul``), the bias sums, the loop over time (threaded blocks of rows
+when the driver would use them; backward chunk by chunk, latest first), and
+inside that loop, measured on one thread over
 the whole batch, the products of each step (``x_t W_ihᵀ`` and ``h W_hhᵀ``
 forward, ``dg W_hh`` backward) against the generated step kernels. "layer overhead" is the layer's total minus the
 phases: input checks, allocations, copies, Python, and threads getting in
@@ -76,7 +77,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     slabs = min(numba.get_num_threads(), steps * batch)
 
     def product(a, b, out):
-        """a @ b into out, the way the driver computes its whole-sequence products."""
+        """a @ b into out, on Numba's threads in slabs of rows where the driver would use them."""
         with driver._blas_on_one_thread(batch):
             if on_numba_threads:
                 driver._matmul_row_blocks(a, b, out, slabs)
@@ -104,18 +105,28 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
         repeats)
     d_states = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
+    arrays = 2 if kernels.HIDDEN_GRADIENTS == "own array" else 1
+    chunks = driver.backward_chunks(steps, arrays * batch * gates * dtype.itemsize)
+    chunk_steps = max(stop - start for start, stop in chunks)
+    d_chunk = [np.empty((chunk_steps, batch, gates), dtype) for _ in range(arrays)]   # as backward has
+    d_params = [np.zeros_like(p) for p in params]
+
+    def backward_loop():
+        for start, stop in chunks:
+            args = (dy[start:stop], w_hh_packed, *(h[start:stop + 1] for h in histories), *params,
+                    saved[start:stop], lengths - start, *d_states, *(d[:stop - start] for d in d_chunk),
+                    *d_params)
+            _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence, args, blocks)
+
+    label = (f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows, "
+             f"{len(chunks)} chunk{'s' if len(chunks) > 1 else ''} of time)")
+    times[label] = _median_seconds(backward_loop, repeats)
+
+    # the whole sequence's gradients of the pre-activations, for the phases timed one by one below
     d_pre = np.empty((steps, batch, gates), dtype)
     d_pre_h = [np.empty_like(d_pre)] if kernels.HIDDEN_GRADIENTS == "own array" else []
     # a cell whose d/dgh is a factor times d/dgx ("in place") writes each step's into this
     step_d_gh = [np.empty((batch, gates), dtype)] if kernels.HIDDEN_GRADIENTS == "in place" else []
-    d_params = [np.zeros_like(p) for p in params]
-    backward_args = (dy, w_hh_packed, *histories, *params, saved, lengths, *d_states,
-                     d_pre, *d_pre_h, *d_params)
-    label = f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
-    times[label] = _median_seconds(
-        lambda: _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence, backward_args,
-                                   blocks),
-        repeats)
 
     # inside the loop, one thread, whole batch
     with driver._one_blas_thread():
@@ -148,19 +159,26 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     times["  of which step kernels, backward (1 thread)"] = _median_seconds(backward_steps, repeats)
 
-    d_flat = d_pre.reshape(steps * batch, gates)
+    d_flat = d_pre.reshape(steps * batch, gates)    # filled by the backward steps above
     h_flat = output[:steps].reshape(steps * batch, hidden)
-    scratch = saved.reshape(-1)
-
-    def gram(a, b):
-        """aᵀb the way the driver computes it (on Numba's threads, partials in the saved values)."""
-        with driver._blas_on_one_thread(batch):
-            return driver._gram(a, b, on_numba_threads, scratch)
-
     dx = np.empty_like(x_flat)
-    times["GEMM dW_ih = dGᵀ X"] = _median_seconds(lambda: gram(d_flat, x_flat), repeats)
-    times["GEMM dW_hh = dGᵀ H"] = _median_seconds(lambda: gram(d_flat, h_flat), repeats)
-    times["GEMM dX = dG W_ih"] = _median_seconds(lambda: product(d_flat, w_ih, dx), repeats)
+
+    def per_chunk(work):
+        """work(rows) for each chunk of time's rows, as backward runs them."""
+        with driver._blas_on_one_thread(batch):
+            for start, stop in chunks:
+                work(slice(start * batch, stop * batch))
+
+    def gram(b_flat):
+        """Σ over the chunks of dGᵀb, the way the driver adds it up."""
+        grads = {}
+        per_chunk(lambda rows: driver._add_gram(grads, "gram", d_flat[rows], b_flat[rows], on_numba_threads))
+
+    times["GEMMs dW_ih += dGᵀ X"] = _median_seconds(lambda: gram(x_flat), repeats)
+    times["GEMMs dW_hh += dGᵀ H"] = _median_seconds(lambda: gram(h_flat), repeats)
+    times["GEMMs dX = dG W_ih"] = _median_seconds(
+        lambda: per_chunk(lambda rows: driver._input_gradient(d_flat[rows], w_ih, dx[rows], on_numba_threads)),
+        repeats)
     times["bias sums"] = (_median_seconds(lambda: d_flat.sum(axis=0), repeats)
                           * (1 if kernels.HIDDEN_GRADIENTS == "same" else 2))
     if kernels.HIDDEN_GRADIENTS == "in place":
@@ -175,9 +193,9 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 def format_profile(times, cell, dtype, size):
     total = times["total forward+backward"]
     lines = [f"{cell} {dtype} (T, B, n, d) = {tuple(size)}: where one forward+backward spends its time",
-             f"{'phase':<52} {'ms':>9} {'% of total':>11}"]
+             f"{'phase':<64} {'ms':>9} {'% of total':>11}"]
     for name, seconds in times.items():
-        lines.append(f"{name:<52} {seconds * 1e3:>9.2f} {100 * seconds / total:>10.1f}%")
+        lines.append(f"{name:<64} {seconds * 1e3:>9.2f} {100 * seconds / total:>10.1f}%")
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Run a cell's generated kernels over a whole sequence, forward and back.
 
-The layout follows the performance plan in DESIGN.md, with one change:
+The layout follows the performance plan in DESIGN.md, with two changes:
 
 * forward: the generated loop over time; per step, ``x_t W_ihᵀ`` and
   ``h_{t−1} W_hhᵀ`` and the fused step kernel, which also adds both biases.
@@ -12,11 +12,12 @@ The layout follows the performance plan in DESIGN.md, with one change:
   never written to memory and read back. Forward allocates nothing of that size.
 * backward: the generated loop runs the only truly sequential part,
   ``dh_{t−1} = dg_t W_hh`` (the same kernel, on ``W_hh`` packed) plus the step
-  kernel; then ``dW_ih = dGᵀX``, ``dX = dG W_ih``, ``dW_hh = dGᵀH_prev`` and the
-  bias sums are each one whole-sequence GEMM (BLAS) or reduction. Where d/dgh
+  kernel; then ``dW_ih += dGᵀX``, ``dX = dG W_ih``, ``dW_hh += dGᵀH_prev`` and the
+  bias sums are each one GEMM (BLAS) or reduction over many steps. Where d/dgh
   differs from d/dgx (the GRU's n block, ``r ⊙ d/dgx``), the loop keeps d/dgx,
   and the kernels' own ``hidden_gradient_rows`` turns it into d/dgh in place
-  once the input side is done with it (``HIDDEN_GRADIENTS``).
+  once the input side is done with it (``HIDDEN_GRADIENTS``). DESIGN.md's
+  GEMMs span the whole sequence; these span one chunk of time (Memory, below).
 
 Threads. lstmkit never uses BLAS's own threads: OpenBLAS's keep spinning for a
 while after each product, and spinning ones took a third of the two cores
@@ -25,17 +26,21 @@ products too small to gain from splitting. In a large one, each batch row's
 recurrence being independent of the others, the loop over time runs on blocks
 of rows at once, one Numba thread per block, each running its own small
 products (``kernel_runtime.matmul_packed``), so that the blocks never
-wait for one another inside the loop; and backward's whole-sequence products
-after it run on the same Numba threads, one slab of rows each. The slabs
-of ``dGᵀX`` and ``dGᵀH`` are fixed in number (``GRAM_SLABS``), so the
-gradients do not depend on the number of threads.
+wait for one another inside the loop; and backward's products after it run on
+the same Numba threads, one slab of rows each. The slabs of ``dW_ih`` and
+``dW_hh`` are fixed in number (``GRAM_SLABS``), so the gradients do not depend
+on the number of threads.
 
-Memory. Backward writes the gradient of the pre-activations into one
-[T, B, G·d] buffer, the largest it allocates. The saved gate values are dead
-once the loop backward is done (for the GRU, once they have turned d/dgx into
-d/dgh): their memory holds the partial products of ``dGᵀX`` and ``dGᵀH`` and is
-freed before ``dX`` is allocated where it can be. The layer returns the output
-history itself as its output (read-only), not a copy.
+Memory. The gradient of the pre-activations of a whole sequence, [T, B, G·d],
+is the largest array backpropagation through time could need, and backward
+never holds it: it runs the loop over one chunk of time (``backward_chunks``,
+at most ``BACKWARD_CHUNK_BYTES`` of that gradient), adds the chunk's products
+into ``dW_ih`` and ``dW_hh`` where they lie (BLAS's gemm with beta = 1), writes
+its rows of ``dX``, and goes on to the chunk before, carrying the gradients of
+the states. So backward adds to what forward kept only its results, the packed
+``W_hh`` and one chunk. The chunks depend on the shape alone: the gradients'
+rounding does not depend on the machine. The layer returns the output history
+itself as its output (read-only), not a copy.
 Inference (``keep=False``) keeps no saved values and only two slots of each
 state history other than the output. A :class:`Workspace` lends a tape its
 buffers and gets them back, through :func:`release`, once backward is done,
@@ -49,11 +54,14 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from . import kernel_runtime
 
 __all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_blocks",
-           "PARALLEL_MIN_WORK"]
+           "backward_chunks", "PARALLEL_MIN_WORK"]
 
 # Below this many multiply-adds in the recurrent products of one sequence (about a
 # millisecond of work on one core), threads save little and risk much: on a busy
@@ -99,7 +107,7 @@ class Tape:
 
     x: np.ndarray               # [T, B, n] layer input
     histories: tuple            # per state: [T + 1, B, d] (two slots for dropped states in inference)
-    saved: np.ndarray           # [T, B, S·d] ([1, B, S·d] in inference); backward frees it
+    saved: np.ndarray           # [T, B, S·d] ([1, B, S·d] in inference)
     lengths: np.ndarray         # [B] int64
     weight_ih: np.ndarray
     weight_hh: np.ndarray
@@ -107,7 +115,7 @@ class Tape:
     keep: bool                  # False: inference, backward cannot follow
     output_state: int           # index of the output state in histories
     workspace: Workspace        # where the buffers came from and go back to
-    d_pre: np.ndarray = None    # backward's gradient of the pre-activations, from the workspace
+    d_pre: np.ndarray = None    # backward's gradient of the pre-activations, one chunk, from the workspace
     d_pre_h: np.ndarray = None  # its second gradient array (cells with no d/dgh factors)
     output_lent: bool = False   # the output history is the caller's y: never given back
     used: bool = False          # backward has run
@@ -125,7 +133,7 @@ def release(tape: Tape):
         return
     tape.released = True
     workspace = tape.workspace
-    if tape.saved is not None:     # backward frees it early
+    if tape.saved is not None:
         workspace.give("saved", tape.saved)
     for role in ("d_pre", "d_pre_h"):
         if getattr(tape, role) is not None:
@@ -153,9 +161,15 @@ def products_on_numba_threads(steps, batch, gates, hidden, n_in):
     return _large(steps, batch, gates, hidden) and n_in > 0
 
 
-# aᵀb over the rows of a sequence is summed from this many slabs of rows, whatever the
-# number of threads, so that the gradients do not depend on the machine
-GRAM_SLABS = 4
+# On Numba's threads, dW_ih += dGᵀX and dW_hh += dGᵀH are computed in this many slabs of
+# the gradient's rows, whatever the number of threads, so that the gradients do not depend
+# on the machine. Two, one per core here: four cost up to 3 % more, eight 7-11 %.
+GRAM_SLABS = 2
+
+# Backward runs in chunks of time whose gradient of the pre-activations takes at most
+# this many bytes: the largest buffer backward allocates. Each chunk costs a few thread
+# starts and smaller BLAS products, so small layers run in one chunk.
+BACKWARD_CHUNK_BYTES = 4 << 20
 
 
 _blas_libraries = None
@@ -253,6 +267,20 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     return output, finals, tape
 
 
+def backward_chunks(steps, step_bytes):
+    """The ``(start, stop)`` steps of backward's chunks in the order it runs them, latest first.
+
+    ``step_bytes``: the gradient of the pre-activations of one step. Chunks hold at most
+    ``BACKWARD_CHUNK_BYTES`` of it (one step at least), as even as can be. They depend on
+    the shape alone, and so does the rounding of the gradients.
+    """
+    if steps == 0:
+        return []
+    count = -(-steps // max(1, BACKWARD_CHUNK_BYTES // max(step_bytes, 1)))
+    bounds = [chunk * steps // count for chunk in range(count + 1)]
+    return [(bounds[chunk], bounds[chunk + 1]) for chunk in reversed(range(count))]
+
+
 def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     """Backpropagation through time for one direction of one layer.
 
@@ -268,90 +296,129 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     steps, batch, n_in = tape.x.shape
     hidden = tape.weight_hh.shape[1]
     gates = len(kernels.GATES) * hidden
-    d_pre = tape.d_pre = tape.workspace.take("d_pre", (steps, batch, gates), tape.x.dtype)
-    gradient_arrays = [d_pre]
+    dtype = tape.x.dtype
+    arrays = 2 if kernels.HIDDEN_GRADIENTS == "own array" else 1
+    chunks = backward_chunks(steps, arrays * batch * gates * dtype.itemsize)
+    chunk_steps = max((stop - start for start, stop in chunks), default=0)
+    tape.d_pre = tape.workspace.take("d_pre", (chunk_steps, batch, gates), dtype)
+    gradient_arrays = [tape.d_pre]
     if kernels.HIDDEN_GRADIENTS == "own array":
-        tape.d_pre_h = tape.workspace.take("d_pre_h", d_pre.shape, d_pre.dtype)
+        tape.d_pre_h = tape.workspace.take("d_pre_h", tape.d_pre.shape, dtype)
         gradient_arrays.append(tape.d_pre_h)
-    d_states = [np.array(d, dtype=tape.x.dtype, order="C", copy=True) for d in d_final_states]
+    d_states = [np.array(d, dtype=dtype, order="C", copy=True) for d in d_final_states]
     d_params = [np.zeros_like(p) for p in tape.params]
-    d_pre_flat = d_pre.reshape(steps * batch, gates)
-    d_pre_h_flat = gradient_arrays[-1].reshape(steps * batch, gates)
-    x_flat = tape.x.reshape(steps * batch, n_in)
     output = tape.histories[tape.output_state]
-    h_prev_flat = output[:steps].reshape(steps * batch, hidden)
     blocks = row_blocks(steps, batch, gates, hidden)
     threaded = products_on_numba_threads(steps, batch, gates, hidden, n_in)
-    grads = {}
+    grads = {}    # the first chunk sets each result, the others add to it
+    dx = np.empty(tape.x.shape, dtype)
+    w_hh_packed = kernel_runtime.pack(tape.weight_hh) if steps else None
     with _blas_on_one_thread(batch):
-        if steps:
-            args = (d_output, kernel_runtime.pack(tape.weight_hh), *tape.histories, *tape.params,
-                    tape.saved, tape.lengths, *d_states, *gradient_arrays, *d_params)
+        for start, stop in chunks:
+            rows = (stop - start) * batch
+            chunk_arrays = [array[:stop - start] for array in gradient_arrays]
+            lengths = tape.lengths - start if start else tape.lengths
+            args = (d_output[start:stop], w_hh_packed, *(h[start:stop + 1] for h in tape.histories),
+                    *tape.params, tape.saved[start:stop], lengths, *d_states, *chunk_arrays, *d_params)
             _run(kernels.backward_rows, kernels.backward_sequence, args, batch, blocks)
-            del args    # holds the saved values, which are freed below, and the packed W_hh
-        if kernels.HIDDEN_GRADIENTS == "in place":
-            # d_pre holds d/dgx: the input side first, then the saved values turn it into d/dgh
-            grads["weight_ih"] = _gram(d_pre_flat, x_flat, threaded)
+            # the input side first: for "in place" cells the array holds d/dgx until it is done
+            d_pre_x = chunk_arrays[0].reshape(rows, gates)
+            _add_gram(grads, "weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in), threaded)
             if has_bias:
-                grads["bias_ih"] = d_pre_flat.sum(axis=0)
-            dx = _input_gradient(d_pre_flat, tape.weight_ih, tape.x.shape, threaded)
-            _run(kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence, (d_pre, tape.saved),
-                 batch, blocks)
-            # the saved values are dead now: they hold the partial products, then go
-            grads["weight_hh"] = _gram(d_pre_flat, h_prev_flat, threaded, scratch=tape.saved)
-            tape.saved = None
-        else:
-            # the saved values are dead: they hold the partial products, then go before dx comes
-            grads["weight_ih"] = _gram(d_pre_flat, x_flat, threaded, scratch=tape.saved)
-            grads["weight_hh"] = _gram(d_pre_h_flat, h_prev_flat, threaded, scratch=tape.saved)
-            tape.saved = None
-            dx = _input_gradient(d_pre_flat, tape.weight_ih, tape.x.shape, threaded)
-            if has_bias:
-                grads["bias_ih"] = d_pre_flat.sum(axis=0)
-    if has_bias:
-        grads["bias_hh"] = (grads["bias_ih"].copy() if kernels.HIDDEN_GRADIENTS == "same"
-                            else d_pre_h_flat.sum(axis=0))
+                _add_sum(grads, "bias_ih", d_pre_x)
+            _input_gradient(d_pre_x, tape.weight_ih, dx[start:stop].reshape(rows, n_in), threaded)
+            if kernels.HIDDEN_GRADIENTS == "in place":
+                _run(kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
+                     (chunk_arrays[0], tape.saved[start:stop]), batch, blocks)
+            d_pre_h = chunk_arrays[-1].reshape(rows, gates)
+            _add_gram(grads, "weight_hh", d_pre_h, output[start:stop].reshape(rows, hidden), threaded)
+            if has_bias and kernels.HIDDEN_GRADIENTS != "same":
+                _add_sum(grads, "bias_hh", d_pre_h)
+    if not steps:    # no chunk ran
+        grads = {"weight_ih": np.zeros((gates, n_in), dtype), "weight_hh": np.zeros((gates, hidden), dtype)}
+        if has_bias:
+            grads["bias_ih"], grads["bias_hh"] = np.zeros(gates, dtype), np.zeros(gates, dtype)
+    elif has_bias and kernels.HIDDEN_GRADIENTS == "same":
+        grads["bias_hh"] = grads["bias_ih"].copy()
     grads.update(zip(kernels.PARAMS, d_params))
     release(tape)
     return dx, d_states, grads
 
 
-def _gram(a, b, threaded, scratch=None):
-    """aᵀb over the rows of a sequence: on Numba's threads (module docstring) or one BLAS call.
+def _add_gram(grads, name, a, b, threaded):
+    """grads[name] += aᵀb, or = if it is not there yet.
 
-    ``scratch``: dead memory that may hold the partial products.
+    On Numba's threads, ``GRAM_SLABS`` slabs of its rows (module docstring), each
+    BLAS's gemm adding to the result where it lies. Otherwise one NumPy product: at
+    small sizes NumPy's BLAS is faster than SciPy's, which Numba calls.
     """
-    if threaded and a.shape[0] >= GRAM_SLABS:
-        return _gram_row_slabs(a, b, scratch)
-    return a.T @ b
+    if threaded:
+        out = grads.get(name)
+        add = out is not None
+        if not add:
+            out = grads[name] = np.empty((a.shape[1], b.shape[1]), a.dtype)
+        _gram_slabs(a, b, out, add, GRAM_SLABS)
+    elif name in grads:
+        grads[name] += a.T @ b
+    else:
+        grads[name] = a.T @ b
 
 
-def _input_gradient(d_pre_flat, weight_ih, shape, threaded):
-    """dx = dG W_ih, [T, B, n]."""
-    if not threaded:
-        return (d_pre_flat @ weight_ih).reshape(shape)
-    dx = np.empty(shape, d_pre_flat.dtype)
-    _matmul_row_blocks(d_pre_flat, weight_ih, dx.reshape(d_pre_flat.shape[0], shape[2]),
-                       min(numba.get_num_threads(), d_pre_flat.shape[0]))
-    return dx
+def _add_sum(grads, name, a):
+    """grads[name] += the sum of a's rows, or = if it is not there yet."""
+    if name in grads:
+        grads[name] += a.sum(axis=0)
+    else:
+        grads[name] = a.sum(axis=0)
+
+
+def _input_gradient(d_pre, weight_ih, out, threaded):
+    """out = dG W_ih, for one chunk's rows."""
+    if threaded:
+        _matmul_row_blocks(d_pre, weight_ih, out, min(numba.get_num_threads(), d_pre.shape[0]))
+    else:
+        np.matmul(d_pre, weight_ih, out=out)
+
+
+# BLAS's gemm, the way NumPy's dot reaches it inside @njit (SciPy's BLAS, which Numba's
+# helper library imports on first use), but with beta = 1 and leading dimensions of our
+# choosing: each chunk's product is added to the gradient where it lies, a slab of rows
+# at a time. numba_xxgemm is that helper's, not a public API: the tests would fail at once.
+_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp,   # kind, transa, transb, m, n, k
+    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,      # alpha, a, lda, b, ldb
+    types.voidptr, types.voidptr, types.intp))                                 # beta, c, ldc
+
+
+@intrinsic
+def _address(typingctx, array):
+    """The address of an array's first element."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.bitcast(data, ir.IntType(8).as_pointer())
+
+    return types.voidptr(array), codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _gram_rows(a, b, out, add, lo, hi):
+    """out[lo:hi] (+)= a[:, lo:hi]ᵀ b for a [K, M], b [K, N], out [M, N], each with rows of unit stride."""
+    depth, columns = b.shape
+    if hi <= lo:
+        return
+    scalars = np.ones(2, out.dtype)         # alpha = 1; beta = 1 to add, 0 to set
+    scalars[1] = 1 if add else 0
+    kind = ord("s") if out.itemsize == 4 else ord("d")
+    # BLAS is column-major, where a row-major matrix is its transpose:
+    # this is outᵀ[:, lo:hi] (+)= bᵀ · a[:, lo:hi]
+    _xxgemm(kind, ord("N"), ord("T"), columns, hi - lo, depth, _address(scalars[0:]),
+            _address(b), b.strides[0] // b.itemsize, _address(a[0, lo:]), a.strides[0] // a.itemsize,
+            _address(scalars[1:]), _address(out[lo]), out.strides[0] // out.itemsize)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _gram_row_slabs_into(a, b, partials):
-    rows, slabs = a.shape[0], partials.shape[0]
+def _gram_slabs(a, b, out, add, slabs):
+    """_gram_rows on ``slabs`` slabs of out's rows at once, one Numba thread each."""
+    rows = out.shape[0]
     for slab in numba.prange(slabs):
-        lo, hi = slab * rows // slabs, (slab + 1) * rows // slabs
-        np.dot(a[lo:hi].T, b[lo:hi], partials[slab])
-
-
-def _gram_row_slabs(a, b, scratch=None):
-    """aᵀb as the sum over GRAM_SLABS slabs of rows of aₖᵀbₖ, the slabs spread over
-    Numba's threads; the partial products live in ``scratch`` if it is large enough."""
-    shape = (GRAM_SLABS, a.shape[1], b.shape[1])
-    size = math.prod(shape)
-    if scratch is not None and scratch.size >= size:
-        partials = scratch.reshape(-1)[:size].reshape(shape)
-    else:
-        partials = np.empty(shape, a.dtype)
-    _gram_row_slabs_into(a, b, partials)
-    return partials.sum(axis=0)
+        _gram_rows(a, b, out, add, slab * rows // slabs, (slab + 1) * rows // slabs)

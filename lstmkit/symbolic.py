@@ -255,8 +255,8 @@ class Derivation:
 
     ``hidden_factors`` (gate → polynomial in saved values), where every block's
     ``d_gh`` is its ``d_gx`` times a factor: then ``gradients`` leaves the
-    ``d_gh`` out, and backward keeps one gradient array for the whole sequence,
-    turned from d/dgx into d/dgh in place once the input side is done with it.
+    ``d_gh`` out, and backward keeps one gradient array, not two, turned from
+    d/dgx into d/dgh in place once the input side is done with it.
     None when the blocks are summed (``summed_blocks``: every factor is 1) or
     when some block has no such factor.
     """

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import lstmkit
-from lstmkit import CellSpec, RecurrentLayer, sigmoid, tanh
+from lstmkit import CellSpec, RecurrentLayer, driver, sigmoid, tanh
 from lstmkit.codegen import (KERNEL_DIR, REGENERATE_COMMAND, kernel_source, load_kernels, runtime_key,
                              write_builtin_kernels)
 from lstmkit.cells import BUILTIN_CELLS
@@ -78,9 +78,11 @@ def test_hidden_side_gradients_in_place_or_in_their_own_array(tmp_path, monkeypa
     module = load_kernels(spec)
     assert module.HIDDEN_GRADIENTS == "own array" and not hasattr(module, "hidden_gradient_rows")
     for cell, size in ((spec, 3), (minimal_gated_unit(), 4)):
-        layer = RecurrentLayer(cell, 2, size, dtype=np.float64, seed=3)
-        errors = layer_gradcheck(layer, rng.standard_normal((6, 3, 2)), lengths=np.array([6, 2, 4]))
-        assert max(errors.values()) < 1e-6, (cell.name, errors)
+        for chunk_bytes in (driver.BACKWARD_CHUNK_BYTES, 1):    # one chunk; then one step a chunk
+            monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", chunk_bytes)
+            layer = RecurrentLayer(cell, 2, size, dtype=np.float64, seed=3)
+            errors = layer_gradcheck(layer, rng.standard_normal((6, 3, 2)), lengths=np.array([6, 2, 4]))
+            assert max(errors.values()) < 1e-6, (cell.name, chunk_bytes, errors)
 
 
 def test_user_cell_with_element_wise_parameter(tmp_path, monkeypatch, rng):

@@ -47,6 +47,27 @@ def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
         assert max_relative_difference(b, a) < 1e-13
 
 
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole_lstm", "rnn_tanh"])
+def test_backward_in_chunks_of_time_matches_one_chunk(cell, threaded, monkeypatch):
+    """Backward in chunks of time (here one step each) carries the state gradients from
+    chunk to chunk and adds up every parameter gradient: only the rounding differs."""
+    hidden = 6
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 9, 4))
+    lengths = np.array([9, 3, 0, 7, 9, 1, 9, 8, 2])
+    layer = lstmkit.RecurrentLayer(cell, 4, hidden, num_layers=2, bidirectional=True, dtype=np.float64,
+                                   seed=2)
+    monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0 if threaded else 10**12)
+    assert len(driver.backward_chunks(9, 9 * hidden * 8)) == 1
+    one_chunk = run_layer(layer, x, lengths)
+    monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 1)
+    assert len(driver.backward_chunks(9, 9 * hidden * 8)) == 9
+    chunked = run_layer(layer, x, lengths)
+    for a, b in zip(one_chunk, chunked):
+        assert max_relative_difference(b, a) < 1e-13
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypatch):
     """Every product split over threads splits the same way on any machine: a notebook
@@ -57,6 +78,7 @@ def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypat
     x = rng.standard_normal((11, 10, 5)).astype(np.float32)
     lengths = np.array([11, 4, 0, 9, 11, 7, 1, 11, 3, 10])
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 4 * 10 * 4 * 7 * 4)   # chunks of 4 (LSTM) or 5 steps
     hidden = 7
     assert driver.row_blocks(11, 10, 4 * hidden, hidden) == 2   # blocks of 5 rows: not a multiple of 4
     results = []
@@ -331,18 +353,23 @@ def test_backward_without_output_gradient_is_backward_with_zeros(batch_first):
 
 
 @pytest.mark.parametrize("large", [False, True])
-def test_backward_frees_the_saved_values_before_its_results_take_their_place(large, monkeypatch):
-    """Backward's peak is what forward left plus the parameter gradients: dx is allocated
-    only after the saved values are freed (on both ways of computing the products)."""
+def test_backward_adds_one_chunk_of_time_to_what_forward_left(large, monkeypatch):
+    """Backward's peak is what forward left, its results (dx and the parameter gradients),
+    the packed W_hh and the gradient of the pre-activations of one chunk of time, not of
+    the whole sequence (on both ways of computing the products)."""
     import tracemalloc
 
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0 if large else 10**12)
     rng = np.random.default_rng(10)
-    layer = lstmkit.LSTM(24, 32, dtype=np.float64, seed=0)
-    x = rng.standard_normal((40, 16, 24))
-    dy = rng.standard_normal((40, 16, 32))
-    layer(x)
-    layer.backward(dy)                         # compile and warm up outside the measurement
+    steps, batch, n_in, hidden = 200, 16, 24, 32
+    gates = 4 * hidden
+    monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 64 * batch * gates * 8)   # 64 steps a chunk
+    x = rng.standard_normal((steps, batch, n_in))
+    dy = rng.standard_normal((steps, batch, hidden))
+    warm = lstmkit.LSTM(n_in, hidden, dtype=np.float64, seed=0)
+    warm(x)
+    warm.backward(dy)                          # compile outside the measurement
+    layer = lstmkit.LSTM(n_in, hidden, dtype=np.float64, seed=0)   # its workspace is empty
     tracemalloc.start()
     try:
         layer(x)
@@ -352,10 +379,31 @@ def test_backward_frees_the_saved_values_before_its_results_take_their_place(lar
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    gradient_bytes = sum(g.nbytes for g in layer.grads.values())
-    saved_bytes = 40 * 16 * len(layer.kernels.SAVED) * 32 * 8
-    assert dx.nbytes < saved_bytes
-    assert peak - after_forward <= gradient_bytes + 64 * 1024
+    chunks = driver.backward_chunks(steps, batch * gates * 8)
+    assert len(chunks) > 1
+    chunk_bytes = max(stop - start for start, stop in chunks) * batch * gates * 8
+    whole_bytes = steps * batch * gates * 8
+    results = dx.nbytes + sum(g.nbytes for g in layer.grads.values())
+    packed_bytes = 2 * layer.params["weight_hh_l0"].nbytes    # panels padded to whole vectors
+    assert results + chunk_bytes + packed_bytes + 64 * 1024 < results + whole_bytes
+    assert peak - after_forward <= results + chunk_bytes + packed_bytes + 64 * 1024
+
+
+def test_backward_chunks_cover_the_sequence_latest_first():
+    """The chunks are even, latest first, within their bytes (one step at least)."""
+    limit = driver.BACKWARD_CHUNK_BYTES
+    for steps, step_bytes in [(0, 4), (1, 1), (100, 1), (100, limit // 7), (50, limit // 4 + 1), (7, 2 * limit),
+                              (1000, 3)]:
+        chunks = driver.backward_chunks(steps, step_bytes)
+        covered = [t for start, stop in reversed(chunks) for t in range(start, stop)]
+        assert covered == list(range(steps))
+        sizes = [stop - start for start, stop in chunks]
+        assert all(size >= 1 for size in sizes)
+        if sizes:
+            assert max(sizes) - min(sizes) <= 1
+            assert max(sizes) <= max(1, limit // step_bytes)
+            assert len(sizes) == -(-steps // max(1, limit // step_bytes))
+
 
 
 def test_layers_keep_blas_on_one_thread_and_give_the_setting_back():
