@@ -26,16 +26,21 @@ def run_layer(layer, x, lengths=None, seed=0):
             *(layer.grads[name] for name in sorted(layer.grads))]
 
 
+def ragged_case(cell, seed, hidden=6):
+    """A two-layer bidirectional float64 layer and 9 sequences of 9 steps with ragged lengths."""
+    x = np.random.default_rng(seed).standard_normal((9, 9, 4))
+    lengths = np.array([9, 3, 0, 7, 9, 1, 9, 8, 2])
+    layer = lstmkit.RecurrentLayer(cell, 4, hidden, num_layers=2, bidirectional=True, dtype=np.float64,
+                                   seed=seed)
+    return layer, x, lengths
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "peephole_lstm", "rnn_tanh"])
 def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
     """Forcing the threaded loop over blocks of rows changes nothing but the speed."""
     assert numba.get_num_threads() >= 1
     hidden = 6
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((9, 9, 4))
-    lengths = np.array([9, 3, 0, 7, 9, 1, 9, 8, 2])
-    layer = lstmkit.RecurrentLayer(cell, 4, hidden, num_layers=2, bidirectional=True, dtype=np.float64,
-                                   seed=1)
+    layer, x, lengths = ragged_case(cell, seed=3, hidden=hidden)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 10**12)
     assert driver.row_blocks(9, 9, 4 * hidden, hidden) == 1
     one_thread = run_layer(layer, x, lengths)
@@ -52,17 +57,13 @@ def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
 def test_backward_in_chunks_of_time_matches_one_chunk(cell, threaded, monkeypatch):
     """Backward in chunks of time (here one step each) carries the state gradients from
     chunk to chunk and adds up every parameter gradient: only the rounding differs."""
-    hidden = 6
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((9, 9, 4))
-    lengths = np.array([9, 3, 0, 7, 9, 1, 9, 8, 2])
-    layer = lstmkit.RecurrentLayer(cell, 4, hidden, num_layers=2, bidirectional=True, dtype=np.float64,
-                                   seed=2)
+    layer, x, lengths = ragged_case(cell, seed=4)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0 if threaded else 10**12)
-    assert len(driver.backward_chunks(9, 9 * hidden * 8)) == 1
+    step_bytes = 9 * 6 * 8                     # the smallest here: batch 9, one gate of 6, float64
+    assert len(driver.backward_chunks(9, step_bytes)) == 1
     one_chunk = run_layer(layer, x, lengths)
     monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 1)
-    assert len(driver.backward_chunks(9, 9 * hidden * 8)) == 9
+    assert len(driver.backward_chunks(9, step_bytes)) == 9
     chunked = run_layer(layer, x, lengths)
     for a, b in zip(one_chunk, chunked):
         assert max_relative_difference(b, a) < 1e-13
