@@ -94,6 +94,7 @@ def execute_notebook(path, timeout=CELL_TIMEOUT_S, write=True):
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     from traitlets.config import Config
 
@@ -117,6 +118,9 @@ def execute_notebook(path, timeout=CELL_TIMEOUT_S, write=True):
     for index, text in _stderr_outputs(nb):
         problems.append(f"cell {index} wrote to stderr:\n{_indent(text)}")
     if write and not problems:
+        # one stream output where the kernel flushed a print in pieces: the file then does
+        # not depend on when the kernel happened to flush
+        CoalesceStreamsPreprocessor().preprocess(nb, {})
         nbformat.write(nb, path)
     return RunResult(path, seconds, problems)
 

@@ -141,6 +141,7 @@ def executed(tmp_path_factory):
                       "display(Math(r'f_t = \\sigma(W_f \\cdot [h_{t-1}, x_t] + b_f)'))\n"
                       "Image(filename='figures/gate.png')"),
         new_code_cell("print(round(0.5 * 3, 3))"),
+        new_code_cell("print('flushed', end='', flush=True)\nprint(' in pieces')"),
     ])
     table = io.StringIO()
     results = course.execute([path], slow_s=0.0, out=table)   # slow_s=0: every run is "slow"
@@ -154,6 +155,7 @@ def test_execute_writes_outputs_back_and_reports_times(executed):
     assert cells[2].outputs[0]["text"] == "1.5\n"
     assert "image/png" in cells[1].outputs[1]["data"]
     assert "execution" not in cells[2].metadata        # no timestamps: the files stay diff-stable
+    assert [o["text"] for o in cells[3].outputs] == ["flushed in pieces\n"]   # one stream, however flushed
     assert re.search(r"^00_tiny\.ipynb\s+\d+\.\d\s+ok", table, re.MULTILINE)
     assert re.search(r"^total\s+\d+\.\d", table, re.MULTILINE)
     assert "WARNING: 00_tiny.ipynb took" in table
