@@ -405,7 +405,7 @@ def _sequence_functions(layout: _Layout):
 
 
 def _hidden_gradient_functions(layout: _Layout):
-    """In-place d/dgx → d/dgh over a whole sequence, where every block has a factor."""
+    """In-place d/dgx → d/dgh over the steps of D_G, where every block has a factor."""
     if layout.hidden_gradients != "in place":
         return ""
     changed = [g for g in layout.spec.gates if layout.factors[g] != 1]

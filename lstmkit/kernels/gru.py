@@ -41,7 +41,7 @@ HIDDEN_GRADIENTS = 'in place'
 SPEC_KEY = 'e0c2ca062f060b39'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = '2710e563ce85dcda'
+RUNTIME_KEY = '94eaec86968b3272'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)

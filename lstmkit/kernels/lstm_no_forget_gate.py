@@ -42,7 +42,7 @@ HIDDEN_GRADIENTS = 'same'
 SPEC_KEY = '6fe5bd5cc937108c'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = '2710e563ce85dcda'
+RUNTIME_KEY = '94eaec86968b3272'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
