@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb)) $(wildcard notebooks/A[0-9]*.ipynb)
 # Two cores. Tests and notebooks multiply small matrices, where a second BLAS
 # thread costs more than it gives and spins against Numba's and torch's threads:
 # one BLAS thread there. The benchmark sets 2 threads for every pool itself.

@@ -43,8 +43,9 @@ class CourseError(RuntimeError):
 
 
 def chapters(notebook_dir=NOTEBOOKS):
-    """The chapter notebooks, in reading order (file names start with their number)."""
-    return sorted(Path(notebook_dir).glob("[0-9]*.ipynb"))
+    """The chapter notebooks, in reading order: numbered chapters, then appendices (A1, A2, ...)."""
+    folder = Path(notebook_dir)
+    return sorted(folder.glob("[0-9]*.ipynb")) + sorted(folder.glob("A[0-9]*.ipynb"))
 
 
 # ---------------------------------------------------------------------------------------
