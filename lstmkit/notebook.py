@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["setup", "show_equations", "show_gradients", "save_figure", "show_figure", "FIGURES"]
+__all__ = ["setup", "t", "show_equations", "show_gradients", "save_figure", "show_figure", "FIGURES"]
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
@@ -18,8 +18,20 @@ FIGURES = Path(__file__).resolve().parent.parent / "figures"
 PNG_METADATA = {"Software": None}
 
 
-def setup(seed=0):
-    """Seed every generator, fix print options and matplotlib's backend and style."""
+LANGUAGES = ("en", "zh")
+_language = "en"
+
+
+def setup(seed=0, lang="en"):
+    """Seed every generator, fix print options and matplotlib's style; ``lang`` picks the edition.
+
+    The English and Chinese editions of a chapter run the same code; only this call differs
+    (``lang="zh"``), and it changes nothing but the strings :func:`t` returns.
+    """
+    global _language
+    if lang not in LANGUAGES:
+        raise ValueError(f"lang must be one of {LANGUAGES}, got {lang!r}")
+    _language = lang
     random.seed(seed)
     np.random.seed(seed)
     np.set_printoptions(precision=4, suppress=True, linewidth=100)
@@ -33,6 +45,11 @@ def setup(seed=0):
     except ImportError:
         pass
     return np.random.default_rng(seed)
+
+
+def t(english, chinese):
+    """A plot's title or label in the edition's language: ``nb.t("Loss", "损失")``."""
+    return chinese if _language == "zh" else english
 
 
 def _math(lines):
