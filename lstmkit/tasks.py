@@ -155,17 +155,21 @@ class LongGapVocabulary:
     SUBJECTS = (("I", "I", "speak"), ("Anna", "she", "speaks"), ("Lena", "she", "speaks"),
                 ("Clara", "she", "speaks"), ("Tom", "he", "speaks"), ("Paul", "he", "speaks"),
                 ("Max", "he", "speaks"))
-    # filler sentences cycle through determiner, adjective, noun, verb
-    FILLER = (("the", "this", "my", "our"),
-              ("old", "small", "green", "quiet", "busy", "cold"),
-              ("dog", "river", "train", "garden", "teacher", "window", "city", "book"),
-              ("liked", "saw", "found", "passed", "painted", "visited"))
+    # filler sentences are grammatical English built from these parts of speech (see _filler_sentence)
+    FILLER = {"determiner": ("the", "this", "my", "our"),
+              "adjective": ("old", "small", "green", "quiet", "busy", "cold"),
+              "noun": ("dog", "river", "train", "garden", "teacher", "window", "city", "book"),
+              "transitive": ("liked", "saw", "found", "passed", "painted", "visited"),
+              "intransitive": ("slept", "waited", "stopped", "moved", "shone"),
+              "pronoun": ("we", "they"),
+              "imperative": ("look", "wait", "listen"),
+              "conjunction": ("and",)}
     ROLES = ("filler", "subject", "clause", "country", "period", "question")
 
     def __init__(self):
         words = ["<pad>", "."] + ["grew", "up", "in", "fluent"]
         words += sorted({w for s in self.SUBJECTS for w in s} - set(words))
-        words += [w for group in self.FILLER for w in group]
+        words += [w for group in self.FILLER.values() for w in group]
         words += list(self.COUNTRIES) + list(self.LANGUAGES)
         self.words = tuple(dict.fromkeys(words))
         self.index = {w: k for k, w in enumerate(self.words)}
@@ -182,7 +186,7 @@ def long_gap_language(num_sequences, gap=20, *, num_countries=8, sentence_length
                       subject_change=0.0, seed=None):
     """Synthetic stories where the word to predict depends on a country named long before.
 
-    ``"Anna grew up in Italy . the old dog liked the . … she speaks fluent"`` → Italian
+    ``"Anna grew up in Italy . the old dog saw the river . … she speaks fluent"`` → Italian
 
     A subject (``I`` or a name) grows up in one of ``num_countries``
     countries; ``gap`` filler tokens follow (sentences of about
@@ -272,13 +276,35 @@ def _filler(vocabulary, count, sentence_length, rng):
     lengths = [count // sentences + (k < count % sentences) for k in range(sentences)]
     words, kinds = [], []
     for length in lengths:
-        for position in range(length - 1):
-            group = vocabulary.FILLER[position % len(vocabulary.FILLER)]
-            words.append(group[int(rng.integers(len(group)))])
-            kinds.append("filler")
-        words.append(".")
-        kinds.append("period")
+        sentence = _filler_sentence(vocabulary, length - 1, rng) + ["."]
+        words += sentence
+        kinds += ["filler"] * (len(sentence) - 1) + ["period"]
     return words, kinds
+
+
+# The shape of a grammatical sentence of each length (without its "."); longer ones join two with "and".
+_SENTENCE_SHAPES = {
+    1: ("imperative",),                                                    # look .
+    2: ("pronoun", "intransitive"),                                        # we waited .
+    3: ("determiner", "noun", "intransitive"),                             # the dog slept .
+    4: ("determiner", "adjective", "noun", "intransitive"),                # the old dog slept .
+    5: ("determiner", "noun", "transitive", "determiner", "noun"),         # the dog saw the river .
+    6: ("determiner", "adjective", "noun", "transitive", "determiner", "noun"),
+    7: ("determiner", "adjective", "noun", "transitive", "determiner", "adjective", "noun"),
+}
+
+
+def _filler_sentence(vocabulary, words, rng):
+    """A grammatical sentence of exactly ``words`` words (no full stop), drawn with ``rng``."""
+    if words <= 0:
+        return []
+    if words in _SENTENCE_SHAPES:
+        shape = _SENTENCE_SHAPES[words]
+    else:                                              # "<6 words> and <the rest>", the rest ≥ 2 words
+        first = 6 if words - 7 >= 2 else 5
+        return (_filler_sentence(vocabulary, first, rng) + ["and"]
+                + _filler_sentence(vocabulary, words - first - 1, rng))
+    return [vocabulary.FILLER[part][int(rng.integers(len(vocabulary.FILLER[part])))] for part in shape]
 
 
 def long_gap_sampler(gap, **options):

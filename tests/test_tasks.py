@@ -202,3 +202,19 @@ def test_char_language_data_targets_are_the_next_characters():
     split = int(len(text) * 0.9)
     assert tasks.decode(valid["inputs"][0], data["vocab"]) == text[split:split + 32]
     assert len(train["inputs"]) == (split - 1) // 32
+
+
+def test_long_gap_filler_sentences_are_grammatical():
+    # Every filler sentence ends on a noun or an intransitive/imperative verb, never on
+    # "the" or "quiet" ("our quiet dog . the small ." was what the old generator wrote).
+    vocabulary = tasks.LongGapVocabulary()
+    parts = vocabulary.FILLER
+    can_end = set(parts["noun"]) | set(parts["intransitive"]) | set(parts["imperative"])
+    for gap in (3, 7, 20, 41, 100):
+        data = tasks.long_gap_language(20, gap, seed=gap, sentence_length=9)
+        for row, roles in zip(data["inputs"], data["roles"]):
+            words = [vocabulary.words[t] for t in row]
+            kinds = [vocabulary.ROLES[r] for r in roles]
+            for k, (word, kind) in enumerate(zip(words, kinds)):
+                if kind == "period" and kinds[k - 1] == "filler":
+                    assert words[k - 1] in can_end, " ".join(words)
