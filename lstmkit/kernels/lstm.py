@@ -25,6 +25,8 @@ Gradients (δs = gradient of the new state s), before common subexpressions:
 Compiled with error_model="numpy" and the "contract" fast-math flag alone; the
 docstring of lstmkit.codegen says why.
 """
+import math  # noqa: F401 (functions of a cell other than σ, tanh, relu)
+
 import numba
 import numpy as np
 
