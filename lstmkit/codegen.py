@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import string
 import sys
 import tempfile
 import textwrap
@@ -170,14 +171,17 @@ class _Layout:
         self.backward_prev = [s for s in self.states if spec.prev[s] in prev]
         self.factors = derivation.hidden_factors
         # how backward gets d/dgh (see HIDDEN_GRADIENTS in kernel_source)
-        self.hidden_gradients = ("same" if derivation.summed_blocks
-                                 else "in place" if self.factors is not None else "own array")
+        self.hidden_gradients = "same" if derivation.summed_blocks else "own array"
         # the gradients of the pre-activations that the loop fills for the steps it runs
         self.gradient_arrays = ["D_GX"] + (["D_GH"] if self.hidden_gradients == "own array" else [])
+        # states whose gradient does not flow to the previous step through the step kernel
+        # (the LSTM's h: only through the recurrent product): nothing to write or add
+        self.zero_prev = [s for s in self.states
+                          if derivation.gradients[sp.Symbol(f"d_{s}_prev", real=True)] == 0]
         names = {str(sym) for sym, _ in derivation.forward} | {str(sym) for sym, _ in derivation.backward_cse}
         names |= {str(s) for s in spec.input_symbols}
         clash = sorted(names & RESERVED)
-        if clash:
+        if clash:    # CellSpec refuses these names; a second line of defence
             raise ValueError(f"{spec.name}: the name(s) {clash} are used by the generated kernels; "
                              "rename them in the cell spec")
         # every array the kernels name after a state or a parameter, next to the fixed ones
@@ -191,6 +195,21 @@ class _Layout:
         if clash:
             raise ValueError(f"{spec.name}: state or parameter names give the kernel arrays {clash} "
                              "twice (array names are the names in capitals); rename them in the cell spec")
+
+    # -- the calling convention: every function's parameters, in order ----------------------
+    def forward_arguments(self):
+        """forward_rows / forward_sequence (then lo, hi or BLOCKS): FORWARD_ARGS."""
+        return (["X", "W_IH_T_PACKED", "W_HH_T_PACKED", "BIAS_IH", "BIAS_HH"]
+                + [_array(s) for s in self.states] + [_array(p) for p in self.params] + ["SAVED", "LENGTHS"])
+
+    def backward_arguments(self):
+        """backward_rows / backward_sequence (then lo, hi or BLOCKS): BACKWARD_ARGS.
+
+        Only the state histories backward reads (the LSTM's C, not H)."""
+        return (["D_OUT", "W_HH_PACKED"] + [_array(s) for s in self.backward_prev]
+                + [_array(p) for p in self.params] + ["SAVED", "LENGTHS"]
+                + [f"D_{_array(s)}" for s in self.states] + self.gradient_arrays
+                + [f"D_{_array(p)}" for p in self.params])
 
     # each step kernel's parameters, with what the loop over time passes for them
     def forward_step_arguments(self):
@@ -207,9 +226,7 @@ class _Layout:
         arguments += [("D_OUT", "D_OUT[t, lo:hi]")]
         arguments += [(f"D_{_array(s)}", f"D_{_array(s)}[lo:hi]") for s in self.states]
         arguments += [(g, f"{g}[t, lo:hi]") for g in self.gradient_arrays]
-        if self.hidden_gradients == "in place":
-            arguments += [("D_GH", "D_GH")]      # this step's alone, for the recurrent product
-        arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states]
+        arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states if s not in self.zero_prev]
         return arguments + [(f"D_{_array(p)}",) * 2 for p in self.params]
 
     # gradient symbols -> where they are written: (array, block, code, operator)
@@ -226,10 +243,11 @@ class _Layout:
             elif wrt in gh:
                 out.append(("D_GH", self.gate_index[gh[wrt]], _code(expr), "="))
             elif wrt in prev:
-                out.append((f"D_{_array(prev[wrt])}_PREV", None, _code(expr), "="))
+                if prev[wrt] not in self.zero_prev:
+                    out.append((f"D_{_array(prev[wrt])}_PREV", None, _code(expr), "="))
             else:              # element-wise parameter: summed over the batch
                 out.append((f"D_{_array(str(wrt))}", "param", _code(expr), "+="))
-        if self.factors is not None:    # d/dgh = factor · d/dgx, as hidden_gradient_rows has it
+        if self.factors is not None:    # d/dgh = factor · d/dgx: one product, no second derivation
             after_d_gx = sum(1 for array, *_ in out if array == "D_GX")
             out[after_d_gx:after_d_gx] = [("D_GH", k, self.times_factor(g, "D_GX[b, {}]"), "=")
                                           for k, g in enumerate(self.spec.gates)]
@@ -241,6 +259,8 @@ class _Layout:
         value = array.format(_column(self.gate_index[gate]))
         if factor == 1:
             return value
+        if factor == 0:          # a block that gh does not enter (a gate fed by gx alone)
+            return "real(0)"
         code = _code(factor)
         return f"{code} * {value}" if factor.is_Symbol else f"({code}) * {value}"
 
@@ -316,156 +336,76 @@ def _backward_step(layout: _Layout):
     )
 
 
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def _fill(template: str, values: dict) -> str:
+    """string.Template substitution; a placeholder alone on its line may be given a list of
+    lines, each written at the placeholder's indentation (none: the line is dropped)."""
+    out = []
+    for line in template.splitlines():
+        name = line.strip()
+        if name.startswith("${") and name.endswith("}") and isinstance(values.get(name[2:-1]), list):
+            indent = line[:len(line) - len(line.lstrip())]
+            out += [indent + item for item in values[name[2:-1]]]
+        else:
+            out.append(string.Template(line).substitute(values))
+    return "\n".join(out) + "\n"
+
+
 def _sequence_functions(layout: _Layout):
-    spec = layout.spec
+    """forward_rows, forward_sequence, backward_rows and backward_sequence: the loops over time
+    of templates/sequence.py.tmpl, filled in with this cell's arrays."""
     states = [_array(s) for s in layout.states]
-    params = [_array(p) for p in layout.params]
-    out = _array(spec.output)
+    d_params = [f"D_{_array(p)}" for p in layout.params]
+    out = _array(layout.spec.output)
+    d_out = f"D_{out}"
 
-    # -- forward -------------------------------------------------------------------------
-    slots = "".join(f"        prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]\n"
-                    for s, n in zip(layout.states, states))
-    step_args = [passed for _, passed in layout.forward_step_arguments()]
-    hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
-                   for s, n in zip(layout.states, states))
-    forward_args = (f"X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, {', '.join(states + params)}, "
-                    "SAVED, LENGTHS")
-    forward_rows = (
-        f"@numba.njit({KERNEL_OPTIONS})\n"
-        f"def forward_rows({forward_args}, lo, hi):\n"
-        '    """Run forward_step over time for the batch rows lo:hi.\n\n'
-        "    X: [T, B, n] layer input.\n"
-        "    W_IH_T_PACKED, W_HH_T_PACKED: kernel_runtime.pack_transposed of W_ih and W_hh, for\n"
-        "    x_t W_ihᵀ and h_(t−1) W_hhᵀ (forward_step adds the biases).\n"
-        f"    {', '.join(states)}: [slots, B, hidden] state histories used as rings: slot 0 holds\n"
-        "    the initial state and slot (t + 1) % slots the state after step t. With T + 1\n"
-        "    slots the whole history is kept; inference passes 2 for the states it drops.\n"
-        "    SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.\n"
-        "    LENGTHS: [B]; past its length a row keeps its state.\n"
-        '    """\n'
-        "    steps = X.shape[0]\n"
-        f"    GX = np.empty((hi - lo, {len(spec.gates)} * {out}.shape[2]), X.dtype)\n"
-        "    GH = np.empty_like(GX)\n"
-        "    for t in range(steps):\n"
-        + slots
-        + "        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)\n"
-        + f"        matmul_packed({out}[prev_{spec.output}, lo:hi], W_HH_T_PACKED, GH)\n"
-        f"        forward_step({', '.join(step_args)})\n"
-        "        for b in range(lo, hi):\n"
-        "            if t >= LENGTHS[b]:\n"
-        + hold
-    )
-    forward_sequence = (
-        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        f"def forward_sequence({forward_args}, BLOCKS):\n"
-        '    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = X.shape[1]\n"
-        "    for block in numba.prange(BLOCKS):\n"
-        f"        forward_rows({forward_args}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
-    )
+    def carry(s):
+        """d/ds_(t−1): from the step kernel, plus the recurrent product for the output state."""
+        d_state = f"D_{_array(s)}"
+        parts = ([] if s in layout.zero_prev else [f"{d_state}_PREV[b - lo, j]"]) \
+            + (["RECURRENT[b - lo, j]"] if d_state == d_out else [])
+        return f"{d_state}[b, j] = {' + '.join(parts) or '0'}"
 
-    # -- backward ------------------------------------------------------------------------
-    d_states = [f"D_{n}" for n in states]
-    d_prev = [f"D_{n}_PREV" for n in states]
-    d_params = [f"D_{n}" for n in params]
-    gradient_arrays = layout.gradient_arrays
-    d_gh = {"same": "D_GX[t, lo:hi]", "in place": "D_GH", "own array": "D_GH[t, lo:hi]"}[layout.hidden_gradients]
-    step_d_gh = ("    D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step\n"
-                 if layout.hidden_gradients == "in place" else "")
+    step_buffers = []
+    for s in layout.states:
+        if s not in layout.zero_prev:
+            step_buffers.append(f"D_{_array(s)}_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)")
+        step_buffers.append(f"HELD_D_{_array(s)} = np.empty((hi - lo, hidden), D_OUT.dtype)")
     filled = {"same": "filled with the gradient of the\n    pre-activations (d/dgx = d/dgh)",
-              "in place": "filled with d/dgx; hidden_gradient_rows turns\n"
-                          "    it into d/dgh once the input side is done with it",
-              "own array": "filled with the gradient of the\n    pre-activations"}[layout.hidden_gradients]
-    back_args = [passed for _, passed in layout.backward_step_arguments()]
-    stash = "".join(f"                    HELD_{n}[b - lo, j] = {n}[b, j]\n"
-                    f"                    {n}[b, j] = 0\n" for n in d_states)
-    carry = "".join(
-        f"                {n}[b, j] = {p}[b - lo, j]"
-        f"{' + RECURRENT[b - lo, j]' if n == f'D_{out}' else ''}\n"
-        for n, p in zip(d_states, d_prev))
-    release = "".join(f"                    {n}[b, j] = HELD_{n}[b - lo, j]\n" for n in d_states)
-    backward_args = (f"D_OUT, W_HH_PACKED, {', '.join(states + params)}, SAVED, LENGTHS, "
-                     f"{', '.join(d_states + gradient_arrays + d_params)}")
-    backward_rows = (
-        f"@numba.njit({KERNEL_OPTIONS})\n"
-        f"def backward_rows({backward_args}, lo, hi):\n"
-        '    """Backpropagation through time over backward_step, for the batch rows lo:hi.\n\n'
-        "    D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).\n"
-        f"    {', '.join(d_states)}: [B, hidden]: on entry the gradient of the final states,\n"
-        "    on return that of the initial states.\n"
-        f"    {' and '.join(gradient_arrays)}: [T, B, G·hidden], {filled};\n"
-        "    parameter gradients are accumulated.\n"
-        "    W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.\n"
-        '    """\n'
-        "    steps, hidden = D_OUT.shape[0], D_OUT.shape[2]\n"
-        + "".join(f"    {p} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
-                  f"    HELD_{n} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
-                  for n, p in zip(d_states, d_prev))
-        + "    RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
-        + step_d_gh
-        + "    for t in range(steps - 1, -1, -1):\n"
-        "        for b in range(lo, hi):\n"
-        "            if t >= LENGTHS[b]:  # finished row: its gradient passes through this step\n"
-        "                for j in range(hidden):\n"
-        + stash
-        + f"        backward_step({', '.join(back_args)})\n"
-        f"        matmul_packed({d_gh}, W_HH_PACKED, RECURRENT)\n"
-        "        for b in range(lo, hi):\n"
-        "            for j in range(hidden):\n"
-        + carry
-        + "            if t >= LENGTHS[b]:\n"
-        "                for j in range(hidden):\n"
-        + release
-    )
-    # Element-wise parameter gradients are sums over rows: each block of rows sums into
-    # its own row of PARTIAL_<name>, and the blocks are added at the end.
-    partial_args = (f"D_OUT, W_HH_PACKED, {', '.join(states + params)}, SAVED, LENGTHS, "
-                    f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[block]' for n in d_params])}")
-    backward_sequence = (
-        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        f"def backward_sequence({backward_args}, BLOCKS):\n"
-        '    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = D_OUT.shape[1]\n"
-        + "".join(f"    PARTIAL_{n} = np.zeros((BLOCKS, {n}.shape[0]), {n}.dtype)\n" for n in d_params)
-        + "    for block in numba.prange(BLOCKS):\n"
-        f"        backward_rows({partial_args}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
-        + ("    for block in range(BLOCKS):\n" if d_params else "")
-        + "".join(f"        {n} += PARTIAL_{n}[block]\n" for n in d_params)
-    )
-    return forward_rows, forward_sequence, backward_rows, backward_sequence
-
-
-def _hidden_gradient_functions(layout: _Layout):
-    """In-place d/dgx → d/dgh over the steps of D_G, where every block has a factor."""
-    if layout.hidden_gradients != "in place":
-        return ""
-    changed = [g for g in layout.spec.gates if layout.factors[g] != 1]
-    reads = {str(s) for g in changed for s in layout.factors[g].free_symbols}
-    loads = [f"{name} = SAVED[t, b, {_column(k)}]" for k, name in enumerate(layout.saved) if name in reads]
-    lines = loads + [f"D_G[t, b, {_column(layout.gate_index[g])}] = {layout.times_factor(g, 'D_G[t, b, {}]')}"
-                     for g in changed]
-    blocks = (f"the {changed[0]} block differs: it is" if len(changed) == 1
-              else f"the {', '.join(changed)} blocks differ: each is")
-    return (
-        f"@numba.njit({STEP_OPTIONS})\n"
-        "def hidden_gradient_rows(D_G, SAVED, lo, hi):\n"
-        '    """Turn D_G, [T, B, G·hidden], from d/dgx into d/dgh in place, for the batch rows lo:hi.\n\n'
-        f"    Only {blocks} a factor times d/dgx, the same product\n"
-        "    the backward step computes for the recurrent product.\n"
-        '    """\n'
-        f"    hidden = SAVED.shape[2] // {len(layout.saved)}\n"
-        "    for t in range(D_G.shape[0]):\n"
-        "        for b in range(lo, hi):\n"
-        "            for j in range(hidden):\n"
-        + "".join(f"                {line}\n" for line in lines)
-        + "\n\n"
-        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        "def hidden_gradient_sequence(D_G, SAVED, BLOCKS):\n"
-        '    """hidden_gradient_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = D_G.shape[1]\n"
-        "    for block in numba.prange(BLOCKS):\n"
-        "        hidden_gradient_rows(D_G, SAVED, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
-    )
+              "own array": "filled with the gradients of the\n    pre-activations"}[layout.hidden_gradients]
+    backward_args = layout.backward_arguments()
+    values = {
+        "kernel_options": KERNEL_OPTIONS,
+        "forward_args": ", ".join(layout.forward_arguments()),
+        "state_arrays": ", ".join(states),
+        "gate_count": len(layout.spec.gates),
+        "output": layout.spec.output,
+        "output_array": out,
+        "ring_slots": [f"prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]"
+                       for s, n in zip(layout.states, states)],
+        "forward_step_call": ", ".join(passed for _, passed in layout.forward_step_arguments()),
+        "hold_states": [f"{n}[next_{s}, b] = {n}[prev_{s}, b]" for s, n in zip(layout.states, states)],
+        "backward_args": ", ".join(backward_args),
+        "gradient_state_arrays": ", ".join(f"D_{n}" for n in states),
+        "pre_activation_gradients": " and ".join(layout.gradient_arrays),
+        "filled": filled,
+        "step_buffers": step_buffers,
+        "hold_gradients": [line for n in states for line in
+                           (f"HELD_D_{n}[b - lo, j] = D_{n}[b, j]", f"D_{n}[b, j] = 0")],
+        "backward_step_call": ", ".join(passed for _, passed in layout.backward_step_arguments()),
+        "hidden_side_gradient": f"{layout.gradient_arrays[-1]}[t, lo:hi]",
+        "carry_gradients": [carry(s) for s in layout.states],
+        "release_gradients": [f"D_{n}[b, j] = HELD_D_{n}[b - lo, j]" for n in states],
+        # element-wise parameter gradients are sums over rows: each block of rows sums into its
+        # own row of PARTIAL_<name>, and the blocks are added at the end
+        "partial_sums": [f"PARTIAL_{n} = np.zeros((BLOCKS, {n}.shape[0]), {n}.dtype)" for n in d_params],
+        "backward_rows_call": ", ".join(f"PARTIAL_{n}[block]" if n in d_params else n for n in backward_args),
+        "add_partial_sums": (["for block in range(BLOCKS):"] + [f"    {n} += PARTIAL_{n}[block]" for n in d_params]
+                             if d_params else []),
+    }
+    return _fill((TEMPLATE_DIR / "sequence.py.tmpl").read_text(), values)
 
 
 def runtime_key() -> str:
@@ -478,8 +418,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
     derivation = cell if isinstance(cell, Derivation) else derive(cell)
     layout = _Layout(derivation)
     spec = layout.spec
-    forward_rows, forward_sequence, backward_rows, backward_sequence = _sequence_functions(layout)
-    hidden = _hidden_gradient_functions(layout)
+    sequence = _sequence_functions(layout)
     if header is None:
         header = (f"# Generated by lstmkit.codegen from the cell spec {spec.name!r}. Do not edit.\n"
                   f"# Regenerate with: {REGENERATE_COMMAND}\n")
@@ -493,10 +432,16 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         PARAMS = {tuple(layout.params)!r}
         SAVED = {tuple(layout.saved)!r}
         BACKWARD_READS_STATES = {tuple(layout.backward_prev)!r}
-        # d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
-        # each block is a factor times d/dgx, so the one array becomes d/dgh once the
-        # input side is done with it (hidden_gradient_rows); "own array": a second array
+        # d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX), or in an
+        # "own array" (D_GH)
         HIDDEN_GRADIENTS = {layout.hidden_gradients!r}
+        # The calling convention: the arrays each function takes, in order; a state or
+        # parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
+        # block of batch rows), *_sequence BLOCKS (that many blocks, one thread each).
+        FORWARD_ARGS = {tuple(layout.forward_arguments())!r}
+        BACKWARD_ARGS = {tuple(layout.backward_arguments())!r}
+        FORWARD_STEP_ARGS = {tuple(name for name, _ in layout.forward_step_arguments())!r}
+        BACKWARD_STEP_ARGS = {tuple(name for name, _ in layout.backward_step_arguments())!r}
         SPEC_KEY = {spec.key!r}
         # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
         # file only, so a change there must change this file for the kernels to recompile
@@ -519,11 +464,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         f"{constants}\n\n"
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"
-        f"{forward_rows}\n\n"
-        f"{forward_sequence}\n\n"
-        f"{backward_rows}\n\n"
-        f"{backward_sequence}"
-        + (f"\n\n{hidden}" if hidden else "")
+        f"{sequence}"
     )
 
 

@@ -97,18 +97,19 @@ KERNEL_ARRAYS = frozenset({
     "X", "GX", "GH", "W_IH_T_PACKED", "W_HH_T_PACKED", "W_HH_PACKED", "BIAS_IH", "BIAS_HH",
     "SAVED", "LENGTHS", "BLOCKS", "D_OUT", "D_GX", "D_GH", "RECURRENT",
 })
-# generated names start or end so (compared in lower case: arrays are names in capitals)
+# generated names start so (compared in lower case: arrays are names in capitals); and
+# <state>_prev is the previous value of a state
 KERNEL_PREFIXES = ("d_", "gx_", "gh_", "sigmoid_", "tanh_", "relu_", "prev_", "next_", "held_",
                    "partial_")
-KERNEL_SUFFIXES = ("_prev",)
 _CSE_NAME = re.compile(r"tmp\d*")   # sympy.cse's tmp0, tmp1, ...
 
 
-def _check_name(cell, kind, name, taken=()):
+def _check_name(cell, kind, name, taken=(), states=()):
     """Raise CellSpecError unless ``name`` can name a cell's ``kind`` in the generated kernels.
 
     ``taken``: the cell's names so far; two names may not differ by case alone, because
-    states and parameters become arrays named in capitals.
+    states and parameters become arrays named in capitals. ``states``: the cell's states,
+    whose previous values are <state>_prev.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise CellSpecError(f"{cell}: {kind} name {name!r} is not a Python identifier")
@@ -122,9 +123,11 @@ def _check_name(cell, kind, name, taken=()):
         problem = "is a name the generated kernels use"
     elif name.upper() in KERNEL_ARRAYS:
         problem = f"would name the kernels' array {name.upper()}"
-    elif low.startswith(KERNEL_PREFIXES) or low.endswith(KERNEL_SUFFIXES) or _CSE_NAME.fullmatch(low):
-        problem = ("starts or ends like the names the generator makes "
-                   f"(prefixes {', '.join(KERNEL_PREFIXES)}; suffix _prev; tmp<number>)")
+    elif low.startswith(KERNEL_PREFIXES) or _CSE_NAME.fullmatch(low):
+        problem = ("starts like the names the generator makes "
+                   f"(prefixes {', '.join(KERNEL_PREFIXES)}; tmp<number>)")
+    elif low in {f"{s.lower()}_prev" for s in states}:
+        problem = f"is the name of the previous value of the state {low[:-5]!r}"
     else:
         clash = [other for other in taken if other.lower() == low]
         if clash:
@@ -224,7 +227,7 @@ class CellSpec:
         taken = []
         for kind, names in (("state", self.states), ("parameter", self.param_names)):
             for item in names:
-                taken.append(_check_name(name, kind, item, taken))
+                taken.append(_check_name(name, kind, item, taken, self.states))
         if output not in self.states:
             raise CellSpecError(f"{name}: output {output!r} is not one of the states {self.states}")
         self.gx = {g: sp.Symbol(f"gx_{g}", real=True) for g in self.gates}
@@ -255,7 +258,7 @@ class CellSpec:
         """Define an intermediate value; returns its symbol for later equations."""
         if not isinstance(name, str) or not name.isidentifier() or name in self.symbols:
             raise CellSpecError(f"{self.name}: {name!r} is not a new Python identifier")
-        _check_name(self.name, "intermediate", name, self._user_names)
+        _check_name(self.name, "intermediate", name, self._user_names, self.states)
         expr = self._check_expr(name, expr)
         self.intermediates.append(Intermediate(name, expr, latex or _default_latex(name)))
         self._user_names.append(name)
