@@ -5,7 +5,8 @@ A kernel module holds:
 * ``forward_step`` / ``backward_step``: the element-wise part of one step,
   printed from the derivation (one fused pass over ``batch × hidden``);
 * ``forward_rows`` / ``backward_rows``: the loop over time for a block of
-  batch rows, from a fixed template: the products ``x_t W_ihᵀ`` and
+  batch rows, from the template ``templates/sequence.py.tmpl`` (filled in
+  with the cell's arrays by ``_sequence_functions``): the products ``x_t W_ihᵀ`` and
   ``h_{t−1} W_hhᵀ``, then the step kernel, and in backward
   ``dh_{t−1} += dg_t W_hh``. The products are ``kernel_runtime.matmul_packed``,
   a SIMD register tile on weights packed into panels once per sequence by
@@ -13,14 +14,15 @@ A kernel module holds:
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
-* ``hidden_gradient_rows`` / ``hidden_gradient_sequence``, for a cell whose
-  d/dgh is, block by block, a factor times d/dgx (the GRU: 1, 1 and r): the
-  loop keeps only d/dgx for the steps it runs (d/dgh of each step goes to the
-  recurrent product alone), and these turn it into d/dgh in place afterwards.
-  That saves a second gradient array. A cell without such factors gets one.
-* ``sigmoid``, ``tanh`` and ``expm1`` written with arithmetic alone, for the
-  precision of their argument, so that LLVM vectorizes the step loops
-  (``math.exp`` and ``math.tanh`` are library calls, one element at a time).
+* where d/dgh differs from d/dgx (``HIDDEN_GRADIENTS = "own array"``), the
+  loop fills a second gradient array; a block whose d/dgh is a factor times
+  d/dgx (the GRU: 1, 1 and r) is printed as that product.
+
+The step kernels call ``sigmoid``, ``tanh`` and ``expm1`` of
+:mod:`lstmkit.kernel_runtime`, written with arithmetic alone for the precision
+of their argument so that LLVM vectorizes the step loops (``math.exp`` and
+``math.tanh`` are library calls, one element at a time); any other function of
+a cell prints as ``math.*``.
 
 The kernels are compiled with ``error_model="numpy"`` (a division by zero
 gives inf or NaN, as in NumPy, instead of a check that stops vectorization)
@@ -33,12 +35,15 @@ are written ``real(1)``: ``real`` is the arrays' own scalar type, so float32
 arithmetic stays float32.
 
 Module constants describe the calling convention to the driver
-(:mod:`lstmkit.driver`), so nothing downstream parses the source.
+(:mod:`lstmkit.driver`), so nothing downstream parses the source: above all
+``FORWARD_ARGS`` and ``BACKWARD_ARGS``, the arrays of the sequence functions in
+order (ARCHITECTURE.md, "The calling convention").
 
 Built-in cells are written to ``lstmkit/kernels/<name>.py`` by
 ``python -m lstmkit generate``; user cells go to a cache directory, in a file
 named by the hash of their equations, and are loaded with importlib, so that
-Numba's ``cache=True`` works for both.
+Numba's ``cache=True`` works for both. A cached file that the same generator
+wrote is imported without deriving anything.
 """
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from .kernel_runtime import JIT_OPTIONS
-from .symbolic import CellSpec, Derivation, derive
+from .symbolic import KERNEL_ARRAYS, KERNEL_WORDS, CellSpec, Derivation, derive
 
 __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR",
            "user_cache_dir", "REGENERATE_COMMAND"]
@@ -64,11 +69,9 @@ __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR
 KERNEL_DIR = Path(__file__).parent / "kernels"
 REGENERATE_COMMAND = "python -m lstmkit generate"
 INDENT = " " * 12  # statements inside ``for b: for j:``
-RESERVED = {"real", "sigmoid", "tanh", "expm1", "matmul_packed", "math", "np", "numba", "batch",
-            "hidden", "b", "j"}
-# arrays the kernels name whatever the cell
-FIXED_ARRAYS = ("X", "GX", "GH", "W_IH_T_PACKED", "W_HH_T_PACKED", "W_HH_PACKED", "BIAS_IH", "BIAS_HH",
-                "SAVED", "LENGTHS", "BLOCKS", "D_OUT", "D_GX", "D_GH", "RECURRENT")
+# the generator's own words and arrays: defined in symbolic, where CellSpec checks names against them
+RESERVED = KERNEL_WORDS
+FIXED_ARRAYS = tuple(sorted(KERNEL_ARRAYS))
 
 
 class KernelPrinter(PythonCodePrinter):
