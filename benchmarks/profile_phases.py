@@ -74,7 +74,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     x_flat = x.reshape(steps * batch, n_in)
     pre = np.empty((steps * batch, gates), dtype)
     on_numba_threads = driver.products_on_numba_threads(steps, batch, gates, hidden, n_in)
-    slabs = min(numba.get_num_threads(), steps * batch)
+    slabs = min(driver.PRODUCT_SLABS, steps * batch)   # as the driver splits dX = dG W_ih
 
     def product(a, b, out):
         """a @ b into out, on Numba's threads in slabs of rows where the driver would use them."""

@@ -379,9 +379,14 @@ def _add_sum(grads, name, a):
 
 
 def _input_gradient(d_pre, weight_ih, out, threaded):
-    """out = dG W_ih, for one chunk's rows."""
+    """out = dG W_ih, for one chunk's rows.
+
+    On Numba's threads, in ``PRODUCT_SLABS`` slabs of rows whatever the number of threads:
+    BLAS rounds a row differently depending on the rows around it in one call, so slabs
+    that followed the thread count gave dx bits that depended on the machine.
+    """
     if threaded:
-        _matmul_row_blocks(d_pre, weight_ih, out, min(numba.get_num_threads(), d_pre.shape[0]))
+        _matmul_row_blocks(d_pre, weight_ih, out, min(PRODUCT_SLABS, d_pre.shape[0]))
     else:
         np.matmul(d_pre, weight_ih, out=out)
 

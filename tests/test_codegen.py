@@ -141,6 +141,16 @@ def _one_minus_gate_on_the_hidden_side():
     return spec
 
 
+def _constants_and_math_functions():
+    """The issue's own examples: the printer emitted math.pi, math.sqrt and math.sin into a
+    module that never imported math."""
+    spec = CellSpec("constants", gates="h")
+    u = spec.gx["h"] + spec.gh["h"]
+    spec.update("h", sp.sqrt(2) / 2 * tanh(u) + sp.pi / 8 * spec.prev["h"] + sp.sin(u) / 3
+                + sp.log(2 + tanh(u)) / 4 + sp.E / 10)
+    return spec
+
+
 def _functions_and_constants():
     """Every kind of thing the printer emits: math.* functions (recomputed in backward from
     saved gate inputs where gx and gh do not enter as a sum), abs, max, Piecewise, and
@@ -156,7 +166,7 @@ def _functions_and_constants():
 
 
 @pytest.mark.parametrize("build", [_gate_by_gx_alone, _twice_the_hidden_side, _one_minus_gate_on_the_hidden_side,
-                                   _functions_and_constants])
+                                   _constants_and_math_functions, _functions_and_constants])
 def test_user_cells_that_failed_at_the_first_backward_pass_the_gradient_check(build, tmp_path, monkeypatch, rng):
     """Numbers in a hidden-side factor, and SymPy's functions and constants, used to stop the
     first backward with NameError (real, math) inside the generated kernels."""
@@ -225,3 +235,43 @@ def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, monkeyp
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout
     assert "could not be read" in second.stderr and str(tmp_path / "kernels" / "__pycache__") in second.stderr
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_CELLS))
+def test_argument_lists_are_the_signatures_of_the_generated_functions(name):
+    """FORWARD_ARGS and friends are the calling convention every caller builds its calls from:
+    they must be exactly the parameters of the functions they describe."""
+    import inspect
+
+    module = load_kernels(name)
+
+    def parameters(function):
+        return tuple(inspect.signature(function.py_func).parameters)
+
+    assert parameters(module.forward_rows) == module.FORWARD_ARGS + ("lo", "hi")
+    assert parameters(module.forward_sequence) == module.FORWARD_ARGS + ("BLOCKS",)
+    assert parameters(module.backward_rows) == module.BACKWARD_ARGS + ("lo", "hi")
+    assert parameters(module.backward_sequence) == module.BACKWARD_ARGS + ("BLOCKS",)
+    assert parameters(module.forward_step) == module.FORWARD_STEP_ARGS
+    assert parameters(module.backward_step) == module.BACKWARD_STEP_ARGS
+    # backward takes the histories it reads and no other (the LSTM's C, not H)
+    states = {s.upper() for s in module.STATES}
+    assert {a for a in module.BACKWARD_ARGS if a in states} == {s.upper() for s in module.BACKWARD_READS_STATES}
+
+
+def test_a_previous_state_gradient_known_to_be_zero_is_not_written():
+    """The LSTM's h reaches the next step only through W_hh: d/dh_prev of the step is 0, and the
+    generator knows it when it prints, so backward_step neither writes nor adds it."""
+    source = kernel_source(lstmkit.get_cell("lstm"))
+    assert "D_H_PREV" not in source
+    assert "D_H[b, j] = RECURRENT[b - lo, j]" in source
+    assert "D_C_PREV[b, j] =" in source
+
+
+def test_the_loops_over_time_come_from_the_template_file():
+    """codegen fills templates/sequence.py.tmpl: a change there changes every kernel module."""
+    template = (KERNEL_DIR.parent / "templates" / "sequence.py.tmpl").read_text()
+    assert "def forward_rows(${forward_args}, lo, hi):" in template
+    source = kernel_source(lstmkit.get_cell("gru"))
+    assert "def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, lo, hi):" in source
+    assert "$" not in source.split('"""', 2)[2]      # every placeholder filled

@@ -79,7 +79,7 @@ def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypat
     x = rng.standard_normal((11, 10, 5)).astype(np.float32)
     lengths = np.array([11, 4, 0, 9, 11, 7, 1, 11, 3, 10])
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 4 * 10 * 4 * 7 * 4)   # chunks of 4 (LSTM) or 5 steps
+    monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 4 * 10 * 4 * 7 * 4)   # chunks of 4 (LSTM) or 2 steps (GRU)
     hidden = 7
     assert driver.row_block_count(11, 10, 4 * hidden, hidden) == 2   # blocks of 5 rows: not a multiple of 4
     results = []
