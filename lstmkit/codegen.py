@@ -553,14 +553,14 @@ def load_kernels(cell: CellSpec | str):
     that names its directory, and the kernels are compiled again.
     """
     from . import kernels
-    from .cells import BUILTIN_CELLS
 
     if isinstance(cell, str):
         return kernels.load(cell)
-    builtin = BUILTIN_CELLS.get(cell.name)
     key = cell.key
-    if builtin is not None and builtin.key == key:
-        return kernels.load(cell.name)
+    if cell.name in kernels.BUILTIN:        # the built-in cell itself: its committed kernels
+        builtin = kernels.load(cell.name)
+        if builtin.SPEC_KEY == key:
+            return builtin
     if key in _loaded:
         return _loaded[key]
     module_name = f"lstmkit_user_{cell.name}_{key}"

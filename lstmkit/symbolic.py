@@ -9,10 +9,19 @@ one scalar equation describes all ``batch × hidden`` elements.
 returns a :class:`Derivation`: the forward program, the values it must save,
 and the backward program, in which every derivative of an activation is
 written through that activation's saved output (σ' = σ(1−σ),
-tanh' = 1 − tanh²) so that backward recomputes nothing transcendental.
+tanh' = 1 − tanh²) so that backward recomputes nothing transcendental for
+them. Other SymPy functions (exp, log, sin, Abs, Max, Piecewise, ...) work
+too; backward recomputes their derivatives from saved gate inputs.
+
+A spec is checked when it is written, not at the first forward: every name
+against the generator's namespace (:data:`KERNEL_WORDS`, :data:`KERNEL_ARRAYS`,
+:data:`KERNEL_PREFIXES`, keywords, builtins), every function against the
+kernel printer (it and its derivatives must print), every number for being a
+finite real. What CellSpec accepts derives, compiles and passes the gradient
+check (tests/test_cell_properties.py).
 
 This module knows nothing of Numba; :mod:`lstmkit.codegen` prints a
-Derivation as kernel source.
+Derivation as kernel source (ARCHITECTURE.md describes the whole pipeline).
 """
 from __future__ import annotations
 
@@ -144,27 +153,47 @@ def _unprintable(expr):
     return unprintable(expr)
 
 
+_function_verdicts = {}    # (function class, number of arguments) -> None or why it is refused
+
+
+def _function_verdict(node):
+    """Why the kernels cannot compute ``node``'s function, or None. Decided once per function
+    class, on dummy arguments (a Piecewise, whose arguments are pairs, on the node itself)."""
+    if isinstance(node, sp.Piecewise):
+        probe, key = node, None
+    else:
+        key = (node.func, len(node.args))
+        if key in _function_verdicts:
+            return _function_verdicts[key]
+        probe = node.func(*(sp.Dummy(f"u{k}", real=True) for k in range(len(node.args))))
+    reason = _unprintable(probe)
+    if reason is None:
+        for symbol in sorted(probe.free_symbols, key=str):
+            derivative = probe.diff(symbol)
+            if derivative.has(sp.Derivative, sp.Subs, sp.DiracDelta):
+                reason = f"SymPy gives its derivative only as {derivative}"
+            else:
+                reason = _unprintable(derivative)
+                if reason is not None:
+                    reason = f"its derivative {derivative} cannot be printed: {reason}"
+            if reason is not None:
+                break
+    if key is not None:
+        _function_verdicts[key] = reason
+    return reason
+
+
 def _check_functions(cell, what, expr):
     """Every function in ``expr`` must print as kernel code, and so must its derivatives.
 
     SymPy differentiates most functions, but some only to a ``Derivative`` it cannot
     evaluate (floor, Mod) or to a ``DiracDelta`` (sign, Heaviside); the printer has no
     code for a few (LambertW). Those are refused here, when the equation is written,
-    rather than as a Numba error at the first forward or backward.
+    rather than as a Numba error at the first forward or backward. (Powers print and
+    differentiate whatever their base and exponent; numbers are checked below.)
     """
-    for node in sorted(expr.atoms(sp.Function, sp.Pow), key=sp.default_sort_key):
-        reason = _unprintable(node)
-        if reason is None:
-            for symbol in sorted(node.free_symbols, key=str):
-                derivative = node.diff(symbol)
-                if derivative.has(sp.Derivative, sp.Subs, sp.DiracDelta):
-                    reason = f"SymPy gives its derivative only as {derivative}"
-                else:
-                    reason = _unprintable(derivative)
-                    if reason is not None:
-                        reason = f"its derivative {derivative} cannot be printed: {reason}"
-                if reason is not None:
-                    break
+    for node in sorted(expr.atoms(sp.Function), key=sp.default_sort_key):
+        reason = _function_verdict(node)
         if reason is not None:
             raise CellSpecError(f"{cell}: {what} uses {node}, which the generated kernels cannot "
                                 f"compute: {reason}")
@@ -395,8 +424,7 @@ class Derivation:
 
     ``hidden_factors`` (gate → polynomial in saved values), where every block's
     ``d_gh`` is its ``d_gx`` times a factor: then ``gradients`` leaves the
-    ``d_gh`` out, and backward keeps one gradient array, not two, turned from
-    d/dgx into d/dgh in place once the input side is done with it.
+    ``d_gh`` out, and the kernels write d/dgh as that one product of d/dgx.
     None when the blocks are summed (``summed_blocks``: every factor is 1) or
     when some block has no such factor.
     """
@@ -457,6 +485,8 @@ def derive(spec: CellSpec) -> Derivation:
        the forward pass saves.
     3. For each input u: ∂L/∂u = Σ_s δs · ∂s/∂u (SymPy's ``diff``), then
        replace each activation node by its saved name, so σ' becomes s(1−s).
+       The blocks are "summed" (one gradient for gx_k and gh_k) when the two
+       derivatives are the same expression.
     4. Factor common subexpressions out of all gradients together (``cse``).
     """
     spec.validate()
