@@ -132,6 +132,8 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     # the whole sequence's gradients of the pre-activations, for the phases timed one by one below
     d_pre = np.empty((steps, batch, gates), dtype)
     d_pre_h = [np.empty_like(d_pre)] if kernels.HIDDEN_GRADIENTS == "own array" else []
+    # a cell whose d/dgh is a factor times d/dgx ("in place") writes each step's into this
+    step_d_gh = np.empty((batch, gates), dtype)
 
     # inside the loop, one thread, whole batch
     with driver._one_blas_thread():
@@ -147,7 +149,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     def step_arrays(t):
         """Step t's arrays by the names of FORWARD_STEP_ARGS and BACKWARD_STEP_ARGS."""
         return {"GX": pre[t], "GH": gh, "BIAS_IH": b_ih, "BIAS_HH": b_hh, "SAVED": saved[t], "D_OUT": dy[t],
-                "D_GX": d_pre[t], **({"D_GH": d_pre_h[0][t]} if d_pre_h else {}),
+                "D_GX": d_pre[t], "D_GH": d_pre_h[0][t] if d_pre_h else step_d_gh,
                 **{f"{name}_PREV": h[t] for name, h in driver._named(kernels.STATES, histories).items()},
                 **driver._named(kernels.STATES, [h[t + 1] for h in histories]),
                 **driver._named(kernels.PARAMS, params), **driver._named(kernels.STATES, d_states, "D_"),
@@ -192,6 +194,10 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         repeats)
     times["bias sums"] = (_median_seconds(lambda: d_flat.sum(axis=0), repeats)
                           * (1 if kernels.HIDDEN_GRADIENTS == "same" else 2))
+    if kernels.HIDDEN_GRADIENTS == "in place":
+        times["d/dgx → d/dgh in place"] = _median_seconds(
+            lambda: _in_driver_context(batch, kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
+                                       (d_pre, saved), blocks), repeats)
     phases = [k for k in times if not k.startswith("total") and not k.startswith("  ")]
     times["layer overhead (total − phases)"] = times["total forward+backward"] - sum(times[k] for k in phases)
     return times

@@ -14,9 +14,12 @@ A kernel module holds:
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
-* where d/dgh differs from d/dgx (``HIDDEN_GRADIENTS = "own array"``), the
-  loop fills a second gradient array; a block whose d/dgh is a factor times
-  d/dgx (the GRU: 1, 1 and r) is printed as that product.
+* ``hidden_gradient_rows`` / ``hidden_gradient_sequence`` (template
+  ``templates/hidden_gradient.py.tmpl``), for a cell whose d/dgh is, block by
+  block, a factor times d/dgx (the GRU: 1, 1 and r): the loop keeps only
+  d/dgx for the steps it runs (d/dgh of each step goes to the recurrent
+  product alone), and these turn it into d/dgh in place afterwards. That
+  saves a second gradient array; a cell without such factors gets one.
 
 The step kernels call ``sigmoid``, ``tanh`` and ``expm1`` of
 :mod:`lstmkit.kernel_runtime`, written with arithmetic alone for the precision
@@ -173,8 +176,11 @@ class _Layout:
         prev, _ = derivation.backward_inputs()
         self.backward_prev = [s for s in self.states if spec.prev[s] in prev]
         self.factors = derivation.hidden_factors
-        # how backward gets d/dgh (see HIDDEN_GRADIENTS in kernel_source)
-        self.hidden_gradients = "same" if derivation.summed_blocks else "own array"
+        # how backward gets d/dgh (see HIDDEN_GRADIENTS in kernel_source); factors that are
+        # all 1 are blocks that enter as sums, written so that SymPy did not see it
+        all_ones = self.factors is not None and all(f == 1 for f in self.factors.values())
+        self.hidden_gradients = ("same" if derivation.summed_blocks or all_ones
+                                 else "in place" if self.factors is not None else "own array")
         # the gradients of the pre-activations that the loop fills for the steps it runs
         self.gradient_arrays = ["D_GX"] + (["D_GH"] if self.hidden_gradients == "own array" else [])
         # states whose gradient does not flow to the previous step through the step kernel
@@ -229,6 +235,8 @@ class _Layout:
         arguments += [("D_OUT", "D_OUT[t, lo:hi]")]
         arguments += [(f"D_{_array(s)}", f"D_{_array(s)}[lo:hi]") for s in self.states]
         arguments += [(g, f"{g}[t, lo:hi]") for g in self.gradient_arrays]
+        if self.hidden_gradients == "in place":
+            arguments += [("D_GH", "D_GH")]      # this step's alone, for the recurrent product
         arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states if s not in self.zero_prev]
         return arguments + [(f"D_{_array(p)}",) * 2 for p in self.params]
 
@@ -250,7 +258,8 @@ class _Layout:
                     out.append((f"D_{_array(prev[wrt])}_PREV", None, _code(expr), "="))
             else:              # element-wise parameter: summed over the batch
                 out.append((f"D_{_array(str(wrt))}", "param", _code(expr), "+="))
-        if self.factors is not None:    # d/dgh = factor · d/dgx: one product, no second derivation
+        if self.factors is not None and self.hidden_gradients != "same":
+            # d/dgh = factor · d/dgx, the product hidden_gradient_rows makes too
             after_d_gx = sum(1 for array, *_ in out if array == "D_GX")
             out[after_d_gx:after_d_gx] = [("D_GH", k, self.times_factor(g, "D_GX[b, {}]"), "=")
                                           for k, g in enumerate(self.spec.gates)]
@@ -377,7 +386,12 @@ def _sequence_functions(layout: _Layout):
             step_buffers.append(f"D_{_array(s)}_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)")
         step_buffers.append(f"HELD_D_{_array(s)} = np.empty((hi - lo, hidden), D_OUT.dtype)")
     filled = {"same": "filled with the gradient of the\n    pre-activations (d/dgx = d/dgh)",
+              "in place": "filled with d/dgx; hidden_gradient_rows turns\n"
+                          "    it into d/dgh once the input side is done with it",
               "own array": "filled with the gradients of the\n    pre-activations"}[layout.hidden_gradients]
+    recurrent_buffers = ["RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)"]
+    if layout.hidden_gradients == "in place":
+        recurrent_buffers.append("D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step")
     backward_args = layout.backward_arguments()
     values = {
         "kernel_options": KERNEL_OPTIONS,
@@ -398,7 +412,8 @@ def _sequence_functions(layout: _Layout):
         "hold_gradients": [line for n in states for line in
                            (f"HELD_D_{n}[b - lo, j] = D_{n}[b, j]", f"D_{n}[b, j] = 0")],
         "backward_step_call": ", ".join(passed for _, passed in layout.backward_step_arguments()),
-        "hidden_side_gradient": f"{layout.gradient_arrays[-1]}[t, lo:hi]",
+        "recurrent_buffers": recurrent_buffers,
+        "hidden_side_gradient": "D_GH" if layout.hidden_gradients == "in place" else f"{layout.gradient_arrays[-1]}[t, lo:hi]",
         "carry_gradients": [carry(s) for s in layout.states],
         "release_gradients": [f"D_{n}[b, j] = HELD_D_{n}[b - lo, j]" for n in states],
         # element-wise parameter gradients are sums over rows: each block of rows sums into its
@@ -409,6 +424,23 @@ def _sequence_functions(layout: _Layout):
                              if d_params else []),
     }
     return _fill((TEMPLATE_DIR / "sequence.py.tmpl").read_text(), values)
+
+
+def _hidden_gradient_functions(layout: _Layout):
+    """hidden_gradient_rows / _sequence (templates/hidden_gradient.py.tmpl): d/dgx → d/dgh in
+    place over the steps of a chunk, where every block has a factor and some are not 1."""
+    if layout.hidden_gradients != "in place":
+        return ""
+    changed = [g for g in layout.spec.gates if layout.factors[g] != 1]
+    reads = {str(s) for g in changed for s in layout.factors[g].free_symbols}
+    loads = [f"{name} = SAVED[t, b, {_column(k)}]" for k, name in enumerate(layout.saved) if name in reads]
+    statements = loads + [f"D_G[t, b, {_column(layout.gate_index[g])}] = "
+                          f"{layout.times_factor(g, 'D_G[t, b, {}]')}" for g in changed]
+    blocks = (f"the {changed[0]} block differs: it is" if len(changed) == 1
+              else f"the {', '.join(changed)} blocks differ: each is")
+    values = {"step_options": STEP_OPTIONS, "kernel_options": KERNEL_OPTIONS, "blocks": blocks,
+              "saved_count": len(layout.saved), "statements": statements}
+    return _fill((TEMPLATE_DIR / "hidden_gradient.py.tmpl").read_text(), values)
 
 
 def runtime_key() -> str:
@@ -422,6 +454,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
     layout = _Layout(derivation)
     spec = layout.spec
     sequence = _sequence_functions(layout)
+    hidden = _hidden_gradient_functions(layout)
     if header is None:
         header = (f"# Generated by lstmkit.codegen from the cell spec {spec.name!r}. Do not edit.\n"
                   f"# Regenerate with: {REGENERATE_COMMAND}\n")
@@ -435,8 +468,9 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         PARAMS = {tuple(layout.params)!r}
         SAVED = {tuple(layout.saved)!r}
         BACKWARD_READS_STATES = {tuple(layout.backward_prev)!r}
-        # d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX), or in an
-        # "own array" (D_GH)
+        # d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX); "in place":
+        # each block is a factor times d/dgx, so the one array becomes d/dgh once the
+        # input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
         HIDDEN_GRADIENTS = {layout.hidden_gradients!r}
         # The calling convention: the arrays each function takes, in order; a state or
         # parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
@@ -468,6 +502,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"
         f"{sequence}"
+        + (f"\n\n{hidden}" if hidden else "")
     )
 
 
@@ -524,7 +559,8 @@ def _atomic_write(path: Path, text: str):
 
 
 _loaded = {}
-GENERATOR_FILES = ("symbolic.py", "codegen.py", "kernel_runtime.py", "templates/sequence.py.tmpl")
+GENERATOR_FILES = ("symbolic.py", "codegen.py", "kernel_runtime.py", "templates/sequence.py.tmpl",
+                   "templates/hidden_gradient.py.tmpl")
 
 
 def generator_key() -> str:

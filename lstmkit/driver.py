@@ -17,7 +17,10 @@ calling convention the generator writes into each module:
   kernel; then ``dW_ih += dGᵀX``, ``dX = dG W_ih``, ``dW_hh += dGᵀH_prev`` and the
   bias sums are each one GEMM (BLAS) or reduction over one chunk of time
   (Memory, below). Where d/dgh differs from d/dgx (the GRU's n block,
-  ``r ⊙ d/dgx``), the loop fills a second array with it (``HIDDEN_GRADIENTS``).
+  ``r ⊙ d/dgx``), the loop keeps d/dgx, and the kernels' own
+  ``hidden_gradient_rows`` turns it into d/dgh in place once the input side is
+  done with it (``HIDDEN_GRADIENTS``); a cell without such factors gets a
+  second array.
 
 Threads. lstmkit never uses BLAS's own threads: OpenBLAS's keep spinning for a
 while after each product, and spinning ones took a third of the two cores
@@ -331,11 +334,15 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
                       **dict(zip(("D_GX", "D_GH"), chunk_arrays))}
             _run(kernels.backward_rows, kernels.backward_sequence, [arrays[name] for name in kernels.BACKWARD_ARGS],
                  batch, blocks)
+            # the input side first: for "in place" cells the array holds d/dgx until it is done
             d_pre_x = chunk_arrays[0].reshape(rows, gates)
             _add_transposed_product(grads, "weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in), threaded)
             if has_bias:
                 _add_sum(grads, "bias_ih", d_pre_x)
             _input_gradient(d_pre_x, tape.weight_ih, dx[start:stop].reshape(rows, n_in), threaded)
+            if kernels.HIDDEN_GRADIENTS == "in place":
+                _run(kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
+                     (chunk_arrays[0], tape.saved[start:stop]), batch, blocks)
             d_pre_h = chunk_arrays[-1].reshape(rows, gates)
             _add_transposed_product(grads, "weight_hh", d_pre_h, output[start:stop].reshape(rows, hidden), threaded)
             if has_bias and kernels.HIDDEN_GRADIENTS != "same":

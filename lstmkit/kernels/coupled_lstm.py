@@ -38,8 +38,9 @@ OUTPUT = 'h'
 PARAMS = ()
 SAVED = ('forget_gate', 'candidate', 'output_gate', 'tanh_cell')
 BACKWARD_READS_STATES = ('c',)
-# d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX), or in an
-# "own array" (D_GH)
+# d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX); "in place":
+# each block is a factor times d/dgx, so the one array becomes d/dgh once the
+# input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
 HIDDEN_GRADIENTS = 'same'
 # The calling convention: the arrays each function takes, in order; a state or
 # parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a

@@ -36,14 +36,15 @@ OUTPUT = 'h'
 PARAMS = ()
 SAVED = ('reset_gate', 'update_gate', 'candidate', 'gh_n')
 BACKWARD_READS_STATES = ('h',)
-# d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX), or in an
-# "own array" (D_GH)
-HIDDEN_GRADIENTS = 'own array'
+# d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX); "in place":
+# each block is a factor times d/dgx, so the one array becomes d/dgh once the
+# input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
+HIDDEN_GRADIENTS = 'in place'
 # The calling convention: the arrays each function takes, in order; a state or
 # parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
 # block of batch rows), *_sequence BLOCKS (that many blocks, one thread each).
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED', 'BIAS_IH', 'BIAS_HH', 'H', 'SAVED', 'LENGTHS')
-BACKWARD_ARGS = ('D_OUT', 'W_HH_PACKED', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH')
+BACKWARD_ARGS = ('D_OUT', 'W_HH_PACKED', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX')
 FORWARD_STEP_ARGS = ('GX', 'GH', 'BIAS_IH', 'BIAS_HH', 'H_PREV', 'H', 'SAVED')
 BACKWARD_STEP_ARGS = ('SAVED', 'H_PREV', 'D_OUT', 'D_H', 'D_GX', 'D_GH', 'D_H_PREV')
 SPEC_KEY = 'e0c2ca062f060b39'
@@ -144,14 +145,14 @@ def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, D_GH, lo, hi):
+def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
     D_H: [B, hidden]: on entry the gradient of the final states,
     on return that of the initial states.
-    D_GX and D_GH: [T, B, G·hidden], filled with the gradients of the
-    pre-activations;
+    D_GX: [T, B, G·hidden], filled with d/dgx; hidden_gradient_rows turns
+    it into d/dgh once the input side is done with it;
     parameter gradients are accumulated.
     W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.
     """
@@ -159,14 +160,15 @@ def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, D_GH, lo, hi
     D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
     HELD_D_H = np.empty((hi - lo, hidden), D_OUT.dtype)
     RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)
+    D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
                 for j in range(hidden):
                     HELD_D_H[b - lo, j] = D_H[b, j]
                     D_H[b, j] = 0
-        backward_step(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi], D_GH[t, lo:hi], D_H_PREV)
-        matmul_packed(D_GH[t, lo:hi], W_HH_PACKED, RECURRENT)
+        backward_step(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi], D_GH, D_H_PREV)
+        matmul_packed(D_GH, W_HH_PACKED, RECURRENT)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
@@ -176,8 +178,32 @@ def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, D_GH, lo, hi
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, D_GH, BLOCKS):
+def backward_sequence(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, BLOCKS):
     """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for block in numba.prange(BLOCKS):
-        backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, D_GH, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
+        backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
+
+
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+def hidden_gradient_rows(D_G, SAVED, lo, hi):
+    """Turn D_G, [T, B, G·hidden], from d/dgx into d/dgh in place, for the batch rows lo:hi.
+
+    Only the n block differs: it is a factor times d/dgx, the same product
+    the backward step computes for the recurrent product.
+    """
+    real = SAVED.dtype.type  # numbers in the arrays' precision
+    hidden = SAVED.shape[2] // 4
+    for t in range(D_G.shape[0]):
+        for b in range(lo, hi):
+            for j in range(hidden):
+                reset_gate = SAVED[t, b, j]
+                D_G[t, b, 2 * hidden + j] = reset_gate * D_G[t, b, 2 * hidden + j]
+
+
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
+def hidden_gradient_sequence(D_G, SAVED, BLOCKS):
+    """hidden_gradient_rows on BLOCKS blocks of batch rows at once, one thread each."""
+    batch = D_G.shape[1]
+    for block in numba.prange(BLOCKS):
+        hidden_gradient_rows(D_G, SAVED, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
