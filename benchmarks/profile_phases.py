@@ -74,7 +74,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     x_flat = x.reshape(steps * batch, n_in)
     pre = np.empty((steps * batch, gates), dtype)
     on_numba_threads = driver.products_on_numba_threads(steps, batch, gates, hidden, n_in)
-    slabs = min(numba.get_num_threads(), steps * batch)
+    slabs = min(driver.PRODUCT_SLABS, steps * batch)   # as the driver splits dX = dG W_ih
 
     def product(a, b, out):
         """a @ b into out, on Numba's threads in slabs of rows where the driver would use them."""
@@ -91,7 +91,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     lengths = np.full(batch, steps, np.int64)
     initial = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
     _, _, tape = driver.sequence_forward(kernels, x, w_ih, w_hh, b_ih, b_hh, params, initial, None)
-    blocks = driver.row_blocks(steps, batch, gates, hidden)
+    blocks = driver.row_block_count(steps, batch, gates, hidden)
     histories = tape.histories
     saved = tape.saved
     w_ih_t_packed = kernel_runtime.pack_transposed(w_ih)
@@ -99,7 +99,11 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     times["packing W_ih, W_hh (forward), W_hh (backward)"] = _median_seconds(
         lambda: (kernel_runtime.pack_transposed(w_ih), kernel_runtime.pack_transposed(w_hh),
                  kernel_runtime.pack(w_hh)), repeats)
-    forward_args = (x, w_ih_t_packed, w_hh_t_packed, b_ih, b_hh, *histories, *params, saved, lengths)
+    # every call is built from the kernel module's own argument lists, as the driver builds it
+    arrays = {"X": x, "W_IH_T_PACKED": w_ih_t_packed, "W_HH_T_PACKED": w_hh_t_packed, "BIAS_IH": b_ih,
+              "BIAS_HH": b_hh, "SAVED": saved, "LENGTHS": lengths, **driver._named(kernels.STATES, histories),
+              **driver._named(kernels.PARAMS, params)}
+    forward_args = [arrays[name] for name in kernels.FORWARD_ARGS]
     label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
         lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
@@ -113,10 +117,13 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     def backward_loop():
         for start, stop in chunks:
-            args = (dy[start:stop], w_hh_packed, *(h[start:stop + 1] for h in histories), *params,
-                    saved[start:stop], lengths - start, *d_states, *(d[:stop - start] for d in d_chunk),
-                    *d_params)
-            _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence, args, blocks)
+            chunk = {"D_OUT": dy[start:stop], "W_HH_PACKED": w_hh_packed, "SAVED": saved[start:stop],
+                     "LENGTHS": lengths - start, **driver._named(kernels.STATES, [h[start:stop + 1] for h in histories]),
+                     **driver._named(kernels.PARAMS, params), **driver._named(kernels.STATES, d_states, "D_"),
+                     **driver._named(kernels.PARAMS, d_params, "D_"),
+                     **dict(zip(("D_GX", "D_GH"), (d[:stop - start] for d in d_chunk)))}
+            _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence,
+                               [chunk[name] for name in kernels.BACKWARD_ARGS], blocks)
 
     label = (f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows, "
              f"{len(chunks)} chunk{'s' if len(chunks) > 1 else ''} of time)")
@@ -126,7 +133,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     d_pre = np.empty((steps, batch, gates), dtype)
     d_pre_h = [np.empty_like(d_pre)] if kernels.HIDDEN_GRADIENTS == "own array" else []
     # a cell whose d/dgh is a factor times d/dgx ("in place") writes each step's into this
-    step_d_gh = [np.empty((batch, gates), dtype)] if kernels.HIDDEN_GRADIENTS == "in place" else []
+    step_d_gh = np.empty((batch, gates), dtype)
 
     # inside the loop, one thread, whole batch
     with driver._one_blas_thread():
@@ -139,23 +146,28 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         recurrent = np.empty((batch, hidden), dtype)
         times["  of which recurrent products, backward (1 thread)"] = _median_seconds(
             lambda: _step_products(d_pre, w_hh_packed, recurrent), repeats)
-    state_args = [h[:steps] for h in histories]
-    next_args = [h[1:] for h in histories]
+    def step_arrays(t):
+        """Step t's arrays by the names of FORWARD_STEP_ARGS and BACKWARD_STEP_ARGS."""
+        return {"GX": pre[t], "GH": gh, "BIAS_IH": b_ih, "BIAS_HH": b_hh, "SAVED": saved[t], "D_OUT": dy[t],
+                "D_GX": d_pre[t], "D_GH": d_pre_h[0][t] if d_pre_h else step_d_gh,
+                **{f"{name}_PREV": h[t] for name, h in driver._named(kernels.STATES, histories).items()},
+                **driver._named(kernels.STATES, [h[t + 1] for h in histories]),
+                **driver._named(kernels.PARAMS, params), **driver._named(kernels.STATES, d_states, "D_"),
+                **{f"{name}_PREV": d for name, d in driver._named(kernels.STATES, d_prev, "D_").items()},
+                **driver._named(kernels.PARAMS, d_params, "D_")}
+
+    d_prev = [np.empty((batch, hidden), dtype) for _ in kernels.STATES]
+    forward_calls = [[step_arrays(t)[name] for name in kernels.FORWARD_STEP_ARGS] for t in range(steps)]
+    backward_calls = [[step_arrays(t)[name] for name in kernels.BACKWARD_STEP_ARGS] for t in range(steps)]
 
     def forward_steps():
-        for t in range(steps):
-            kernels.forward_step(pre[t], gh, b_ih, b_hh, *(s[t] for s in state_args),
-                                 *params, *(s[t] for s in next_args), saved[t])
+        for args in forward_calls:
+            kernels.forward_step(*args)
 
     times["  of which step kernels, forward (1 thread)"] = _median_seconds(forward_steps, repeats)
-    d_prev = [np.empty((batch, hidden), dtype) for _ in kernels.STATES]
-    reads = [histories[kernels.STATES.index(s)] for s in kernels.BACKWARD_READS_STATES]
-
     def backward_steps():
-        for t in range(steps):
-            kernels.backward_step(saved[t], *(r[t] for r in reads), *params, dy[t], *d_states,
-                                  d_pre[t], *(d[t] for d in d_pre_h), *step_d_gh, *d_prev,
-                                  *d_params)
+        for args in backward_calls:
+            kernels.backward_step(*args)
 
     times["  of which step kernels, backward (1 thread)"] = _median_seconds(backward_steps, repeats)
 
@@ -169,13 +181,14 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
             for start, stop in chunks:
                 work(slice(start * batch, stop * batch))
 
-    def gram(b_flat):
+    def transposed_products(b_flat):
         """Σ over the chunks of dGᵀb, the way the driver adds it up."""
         grads = {}
-        per_chunk(lambda rows: driver._add_gram(grads, "gram", d_flat[rows], b_flat[rows], on_numba_threads))
+        per_chunk(lambda rows: driver._add_transposed_product(grads, "product", d_flat[rows], b_flat[rows],
+                                                             on_numba_threads))
 
-    times["GEMMs dW_ih += dGᵀ X"] = _median_seconds(lambda: gram(x_flat), repeats)
-    times["GEMMs dW_hh += dGᵀ H"] = _median_seconds(lambda: gram(h_flat), repeats)
+    times["GEMMs dW_ih += dGᵀ X"] = _median_seconds(lambda: transposed_products(x_flat), repeats)
+    times["GEMMs dW_hh += dGᵀ H"] = _median_seconds(lambda: transposed_products(h_flat), repeats)
     times["GEMMs dX = dG W_ih"] = _median_seconds(
         lambda: per_chunk(lambda rows: driver._input_gradient(d_flat[rows], w_ih, dx[rows], on_numba_threads)),
         repeats)

@@ -5,7 +5,8 @@ A kernel module holds:
 * ``forward_step`` / ``backward_step``: the element-wise part of one step,
   printed from the derivation (one fused pass over ``batch × hidden``);
 * ``forward_rows`` / ``backward_rows``: the loop over time for a block of
-  batch rows, from a fixed template: the products ``x_t W_ihᵀ`` and
+  batch rows, from the template ``templates/sequence.py.tmpl`` (filled in
+  with the cell's arrays by ``_sequence_functions``): the products ``x_t W_ihᵀ`` and
   ``h_{t−1} W_hhᵀ``, then the step kernel, and in backward
   ``dh_{t−1} += dg_t W_hh``. The products are ``kernel_runtime.matmul_packed``,
   a SIMD register tile on weights packed into panels once per sequence by
@@ -13,14 +14,18 @@ A kernel module holds:
 * ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
   rows at once, one thread each. Each row's recurrence is its own, so the
   blocks never wait for one another inside the loop over time.
-* ``hidden_gradient_rows`` / ``hidden_gradient_sequence``, for a cell whose
-  d/dgh is, block by block, a factor times d/dgx (the GRU: 1, 1 and r): the
-  loop keeps only d/dgx for the steps it runs (d/dgh of each step goes to the
-  recurrent product alone), and these turn it into d/dgh in place afterwards.
-  That saves a second gradient array. A cell without such factors gets one.
-* ``sigmoid``, ``tanh`` and ``expm1`` written with arithmetic alone, for the
-  precision of their argument, so that LLVM vectorizes the step loops
-  (``math.exp`` and ``math.tanh`` are library calls, one element at a time).
+* ``hidden_gradient_rows`` / ``hidden_gradient_sequence`` (template
+  ``templates/hidden_gradient.py.tmpl``), for a cell whose d/dgh is, block by
+  block, a factor times d/dgx (the GRU: 1, 1 and r): the loop keeps only
+  d/dgx for the steps it runs (d/dgh of each step goes to the recurrent
+  product alone), and these turn it into d/dgh in place afterwards. That
+  saves a second gradient array; a cell without such factors gets one.
+
+The step kernels call ``sigmoid``, ``tanh`` and ``expm1`` of
+:mod:`lstmkit.kernel_runtime`, written with arithmetic alone for the precision
+of their argument so that LLVM vectorizes the step loops (``math.exp`` and
+``math.tanh`` are library calls, one element at a time); any other function of
+a cell prints as ``math.*``.
 
 The kernels are compiled with ``error_model="numpy"`` (a division by zero
 gives inf or NaN, as in NumPy, instead of a check that stops vectorization)
@@ -33,27 +38,33 @@ are written ``real(1)``: ``real`` is the arrays' own scalar type, so float32
 arithmetic stays float32.
 
 Module constants describe the calling convention to the driver
-(:mod:`lstmkit.driver`), so nothing downstream parses the source.
+(:mod:`lstmkit.driver`), so nothing downstream parses the source: above all
+``FORWARD_ARGS`` and ``BACKWARD_ARGS``, the arrays of the sequence functions in
+order (ARCHITECTURE.md, "The calling convention").
 
 Built-in cells are written to ``lstmkit/kernels/<name>.py`` by
 ``python -m lstmkit generate``; user cells go to a cache directory, in a file
 named by the hash of their equations, and are loaded with importlib, so that
-Numba's ``cache=True`` works for both.
+Numba's ``cache=True`` works for both. A cached file that the same generator
+wrote is imported without deriving anything.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import os
+import string
 import sys
 import tempfile
 import textwrap
+import warnings
 from pathlib import Path
 
+import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from .kernel_runtime import JIT_OPTIONS
-from .symbolic import CellSpec, Derivation, derive
+from .symbolic import KERNEL_ARRAYS, KERNEL_WORDS, CellSpec, Derivation, derive
 
 __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR",
            "user_cache_dir", "REGENERATE_COMMAND"]
@@ -61,16 +72,26 @@ __all__ = ["kernel_source", "write_builtin_kernels", "load_kernels", "KERNEL_DIR
 KERNEL_DIR = Path(__file__).parent / "kernels"
 REGENERATE_COMMAND = "python -m lstmkit generate"
 INDENT = " " * 12  # statements inside ``for b: for j:``
-RESERVED = {"real", "sigmoid", "tanh", "expm1", "matmul_packed", "math", "np", "numba", "batch",
-            "hidden", "b", "j"}
-# arrays the kernels name whatever the cell
-FIXED_ARRAYS = ("X", "GX", "GH", "W_IH_T_PACKED", "W_HH_T_PACKED", "W_HH_PACKED", "BIAS_IH", "BIAS_HH",
-                "SAVED", "LENGTHS", "BLOCKS", "D_OUT", "D_GX", "D_GH", "RECURRENT")
+# the generator's own words and arrays: defined in symbolic, where CellSpec checks names against them
+RESERVED = KERNEL_WORDS
+FIXED_ARRAYS = tuple(sorted(KERNEL_ARRAYS))
 
 
 class KernelPrinter(PythonCodePrinter):
     """Python source for scalar code inside @njit: the vectorizable activations of the
-    generated module, and numbers as ``real(...)`` in the arrays' precision."""
+    generated module, and numbers as ``real(...)`` in the arrays' precision.
+
+    Other functions print as PythonCodePrinter prints them (``math.exp``, ``abs``,
+    ``max``, a conditional expression for ``Piecewise``); the kernel modules import math.
+    """
+
+    def _print(self, expr, **settings):
+        # a number that is not a plain integer, fraction or float (π, e, √2, log 2, 2π):
+        # its value, in the arrays' precision, rather than math.pi in double precision
+        if (isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Rational
+                and not expr.is_Float and expr.is_extended_real and expr.is_finite):
+            return _real(float(expr))
+        return super()._print(expr, **settings)
 
     def _print_sigmoid(self, expr):
         return f"sigmoid({self._print(expr.args[0])})"
@@ -83,6 +104,10 @@ class KernelPrinter(PythonCodePrinter):
 
     def _print_positive(self, expr):
         return f"(real(1) if {self._print(expr.args[0])} > real(0) else real(0))"
+
+    def _print_sign(self, expr):   # |x|' (PythonCodePrinter's would mix in double precision)
+        x = self._print(expr.args[0])
+        return f"(real(1) if {x} > real(0) else (-real(1) if {x} < real(0) else real(0)))"
 
     def _print_Integer(self, expr):
         return _real(int(expr))
@@ -115,6 +140,19 @@ def _code(expr):
     return _printer.doprint(expr)
 
 
+def unprintable(expr):
+    """Why ``expr`` cannot be printed as kernel code, or None if it can.
+
+    CellSpec asks this of every function in an equation, and of its derivatives."""
+    try:
+        code = _code(expr)
+    except Exception as error:      # PrintMethodNotImplementedError and friends
+        return str(error).splitlines()[0]
+    if "Not supported" in code:
+        return code.splitlines()[0]
+    return None
+
+
 def _column(block, width="hidden"):
     return "j" if block == 0 else (f"{width} + j" if block == 1 else f"{block} * {width} + j")
 
@@ -138,15 +176,21 @@ class _Layout:
         prev, _ = derivation.backward_inputs()
         self.backward_prev = [s for s in self.states if spec.prev[s] in prev]
         self.factors = derivation.hidden_factors
-        # how backward gets d/dgh (see HIDDEN_GRADIENTS in kernel_source)
-        self.hidden_gradients = ("same" if derivation.summed_blocks
+        # how backward gets d/dgh (see HIDDEN_GRADIENTS in kernel_source); factors that are
+        # all 1 are blocks that enter as sums, written so that SymPy did not see it
+        all_ones = self.factors is not None and all(f == 1 for f in self.factors.values())
+        self.hidden_gradients = ("same" if derivation.summed_blocks or all_ones
                                  else "in place" if self.factors is not None else "own array")
         # the gradients of the pre-activations that the loop fills for the steps it runs
         self.gradient_arrays = ["D_GX"] + (["D_GH"] if self.hidden_gradients == "own array" else [])
+        # states whose gradient does not flow to the previous step through the step kernel
+        # (the LSTM's h: only through the recurrent product): nothing to write or add
+        self.zero_prev = [s for s in self.states
+                          if derivation.gradients[sp.Symbol(f"d_{s}_prev", real=True)] == 0]
         names = {str(sym) for sym, _ in derivation.forward} | {str(sym) for sym, _ in derivation.backward_cse}
         names |= {str(s) for s in spec.input_symbols}
         clash = sorted(names & RESERVED)
-        if clash:
+        if clash:    # CellSpec refuses these names; a second line of defence
             raise ValueError(f"{spec.name}: the name(s) {clash} are used by the generated kernels; "
                              "rename them in the cell spec")
         # every array the kernels name after a state or a parameter, next to the fixed ones
@@ -160,6 +204,21 @@ class _Layout:
         if clash:
             raise ValueError(f"{spec.name}: state or parameter names give the kernel arrays {clash} "
                              "twice (array names are the names in capitals); rename them in the cell spec")
+
+    # -- the calling convention: every function's parameters, in order ----------------------
+    def forward_arguments(self):
+        """forward_rows / forward_sequence (then lo, hi or BLOCKS): FORWARD_ARGS."""
+        return (["X", "W_IH_T_PACKED", "W_HH_T_PACKED", "BIAS_IH", "BIAS_HH"]
+                + [_array(s) for s in self.states] + [_array(p) for p in self.params] + ["SAVED", "LENGTHS"])
+
+    def backward_arguments(self):
+        """backward_rows / backward_sequence (then lo, hi or BLOCKS): BACKWARD_ARGS.
+
+        Only the state histories backward reads (the LSTM's C, not H)."""
+        return (["D_OUT", "W_HH_PACKED"] + [_array(s) for s in self.backward_prev]
+                + [_array(p) for p in self.params] + ["SAVED", "LENGTHS"]
+                + [f"D_{_array(s)}" for s in self.states] + self.gradient_arrays
+                + [f"D_{_array(p)}" for p in self.params])
 
     # each step kernel's parameters, with what the loop over time passes for them
     def forward_step_arguments(self):
@@ -178,7 +237,7 @@ class _Layout:
         arguments += [(g, f"{g}[t, lo:hi]") for g in self.gradient_arrays]
         if self.hidden_gradients == "in place":
             arguments += [("D_GH", "D_GH")]      # this step's alone, for the recurrent product
-        arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states]
+        arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states if s not in self.zero_prev]
         return arguments + [(f"D_{_array(p)}",) * 2 for p in self.params]
 
     # gradient symbols -> where they are written: (array, block, code, operator)
@@ -195,10 +254,12 @@ class _Layout:
             elif wrt in gh:
                 out.append(("D_GH", self.gate_index[gh[wrt]], _code(expr), "="))
             elif wrt in prev:
-                out.append((f"D_{_array(prev[wrt])}_PREV", None, _code(expr), "="))
+                if prev[wrt] not in self.zero_prev:
+                    out.append((f"D_{_array(prev[wrt])}_PREV", None, _code(expr), "="))
             else:              # element-wise parameter: summed over the batch
                 out.append((f"D_{_array(str(wrt))}", "param", _code(expr), "+="))
-        if self.factors is not None:    # d/dgh = factor · d/dgx, as hidden_gradient_rows has it
+        if self.factors is not None and self.hidden_gradients != "same":
+            # d/dgh = factor · d/dgx, the product hidden_gradient_rows makes too
             after_d_gx = sum(1 for array, *_ in out if array == "D_GX")
             out[after_d_gx:after_d_gx] = [("D_GH", k, self.times_factor(g, "D_GX[b, {}]"), "=")
                                           for k, g in enumerate(self.spec.gates)]
@@ -210,6 +271,8 @@ class _Layout:
         value = array.format(_column(self.gate_index[gate]))
         if factor == 1:
             return value
+        if factor == 0:          # a block that gh does not enter (a gate fed by gx alone)
+            return "real(0)"
         code = _code(factor)
         return f"{code} * {value}" if factor.is_Symbol else f"({code}) * {value}"
 
@@ -285,156 +348,99 @@ def _backward_step(layout: _Layout):
     )
 
 
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def _fill(template: str, values: dict) -> str:
+    """string.Template substitution; a placeholder alone on its line may be given a list of
+    lines, each written at the placeholder's indentation (none: the line is dropped)."""
+    out = []
+    for line in template.splitlines():
+        name = line.strip()
+        if name.startswith("${") and name.endswith("}") and isinstance(values.get(name[2:-1]), list):
+            indent = line[:len(line) - len(line.lstrip())]
+            out += [indent + item for item in values[name[2:-1]]]
+        else:
+            out.append(string.Template(line).substitute(values))
+    return "\n".join(out) + "\n"
+
+
 def _sequence_functions(layout: _Layout):
-    spec = layout.spec
+    """forward_rows, forward_sequence, backward_rows and backward_sequence: the loops over time
+    of templates/sequence.py.tmpl, filled in with this cell's arrays."""
     states = [_array(s) for s in layout.states]
-    params = [_array(p) for p in layout.params]
-    out = _array(spec.output)
+    d_params = [f"D_{_array(p)}" for p in layout.params]
+    out = _array(layout.spec.output)
+    d_out = f"D_{out}"
 
-    # -- forward -------------------------------------------------------------------------
-    slots = "".join(f"        prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]\n"
-                    for s, n in zip(layout.states, states))
-    step_args = [passed for _, passed in layout.forward_step_arguments()]
-    hold = "".join(f"                {n}[next_{s}, b] = {n}[prev_{s}, b]\n"
-                   for s, n in zip(layout.states, states))
-    forward_args = (f"X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, {', '.join(states + params)}, "
-                    "SAVED, LENGTHS")
-    forward_rows = (
-        f"@numba.njit({KERNEL_OPTIONS})\n"
-        f"def forward_rows({forward_args}, lo, hi):\n"
-        '    """Run forward_step over time for the batch rows lo:hi.\n\n'
-        "    X: [T, B, n] layer input.\n"
-        "    W_IH_T_PACKED, W_HH_T_PACKED: kernel_runtime.pack_transposed of W_ih and W_hh, for\n"
-        "    x_t W_ihᵀ and h_(t−1) W_hhᵀ (forward_step adds the biases).\n"
-        f"    {', '.join(states)}: [slots, B, hidden] state histories used as rings: slot 0 holds\n"
-        "    the initial state and slot (t + 1) % slots the state after step t. With T + 1\n"
-        "    slots the whole history is kept; inference passes 2 for the states it drops.\n"
-        "    SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.\n"
-        "    LENGTHS: [B]; past its length a row keeps its state.\n"
-        '    """\n'
-        "    steps = X.shape[0]\n"
-        f"    GX = np.empty((hi - lo, {len(spec.gates)} * {out}.shape[2]), X.dtype)\n"
-        "    GH = np.empty_like(GX)\n"
-        "    for t in range(steps):\n"
-        + slots
-        + "        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)\n"
-        + f"        matmul_packed({out}[prev_{spec.output}, lo:hi], W_HH_T_PACKED, GH)\n"
-        f"        forward_step({', '.join(step_args)})\n"
-        "        for b in range(lo, hi):\n"
-        "            if t >= LENGTHS[b]:\n"
-        + hold
-    )
-    forward_sequence = (
-        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        f"def forward_sequence({forward_args}, BLOCKS):\n"
-        '    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = X.shape[1]\n"
-        "    for block in numba.prange(BLOCKS):\n"
-        f"        forward_rows({forward_args}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
-    )
+    def carry(s):
+        """d/ds_(t−1): from the step kernel, plus the recurrent product for the output state."""
+        d_state = f"D_{_array(s)}"
+        parts = ([] if s in layout.zero_prev else [f"{d_state}_PREV[b - lo, j]"]) \
+            + (["RECURRENT[b - lo, j]"] if d_state == d_out else [])
+        return f"{d_state}[b, j] = {' + '.join(parts) or '0'}"
 
-    # -- backward ------------------------------------------------------------------------
-    d_states = [f"D_{n}" for n in states]
-    d_prev = [f"D_{n}_PREV" for n in states]
-    d_params = [f"D_{n}" for n in params]
-    gradient_arrays = layout.gradient_arrays
-    d_gh = {"same": "D_GX[t, lo:hi]", "in place": "D_GH", "own array": "D_GH[t, lo:hi]"}[layout.hidden_gradients]
-    step_d_gh = ("    D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step\n"
-                 if layout.hidden_gradients == "in place" else "")
+    step_buffers = []
+    for s in layout.states:
+        if s not in layout.zero_prev:
+            step_buffers.append(f"D_{_array(s)}_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)")
+        step_buffers.append(f"HELD_D_{_array(s)} = np.empty((hi - lo, hidden), D_OUT.dtype)")
     filled = {"same": "filled with the gradient of the\n    pre-activations (d/dgx = d/dgh)",
               "in place": "filled with d/dgx; hidden_gradient_rows turns\n"
                           "    it into d/dgh once the input side is done with it",
-              "own array": "filled with the gradient of the\n    pre-activations"}[layout.hidden_gradients]
-    back_args = [passed for _, passed in layout.backward_step_arguments()]
-    stash = "".join(f"                    HELD_{n}[b - lo, j] = {n}[b, j]\n"
-                    f"                    {n}[b, j] = 0\n" for n in d_states)
-    carry = "".join(
-        f"                {n}[b, j] = {p}[b - lo, j]"
-        f"{' + RECURRENT[b - lo, j]' if n == f'D_{out}' else ''}\n"
-        for n, p in zip(d_states, d_prev))
-    release = "".join(f"                    {n}[b, j] = HELD_{n}[b - lo, j]\n" for n in d_states)
-    backward_args = (f"D_OUT, W_HH_PACKED, {', '.join(states + params)}, SAVED, LENGTHS, "
-                     f"{', '.join(d_states + gradient_arrays + d_params)}")
-    backward_rows = (
-        f"@numba.njit({KERNEL_OPTIONS})\n"
-        f"def backward_rows({backward_args}, lo, hi):\n"
-        '    """Backpropagation through time over backward_step, for the batch rows lo:hi.\n\n'
-        "    D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).\n"
-        f"    {', '.join(d_states)}: [B, hidden]: on entry the gradient of the final states,\n"
-        "    on return that of the initial states.\n"
-        f"    {' and '.join(gradient_arrays)}: [T, B, G·hidden], {filled};\n"
-        "    parameter gradients are accumulated.\n"
-        "    W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.\n"
-        '    """\n'
-        "    steps, hidden = D_OUT.shape[0], D_OUT.shape[2]\n"
-        + "".join(f"    {p} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
-                  f"    HELD_{n} = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
-                  for n, p in zip(d_states, d_prev))
-        + "    RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)\n"
-        + step_d_gh
-        + "    for t in range(steps - 1, -1, -1):\n"
-        "        for b in range(lo, hi):\n"
-        "            if t >= LENGTHS[b]:  # finished row: its gradient passes through this step\n"
-        "                for j in range(hidden):\n"
-        + stash
-        + f"        backward_step({', '.join(back_args)})\n"
-        f"        matmul_packed({d_gh}, W_HH_PACKED, RECURRENT)\n"
-        "        for b in range(lo, hi):\n"
-        "            for j in range(hidden):\n"
-        + carry
-        + "            if t >= LENGTHS[b]:\n"
-        "                for j in range(hidden):\n"
-        + release
-    )
-    # Element-wise parameter gradients are sums over rows: each block of rows sums into
-    # its own row of PARTIAL_<name>, and the blocks are added at the end.
-    partial_args = (f"D_OUT, W_HH_PACKED, {', '.join(states + params)}, SAVED, LENGTHS, "
-                    f"{', '.join(d_states + gradient_arrays + [f'PARTIAL_{n}[block]' for n in d_params])}")
-    backward_sequence = (
-        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        f"def backward_sequence({backward_args}, BLOCKS):\n"
-        '    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = D_OUT.shape[1]\n"
-        + "".join(f"    PARTIAL_{n} = np.zeros((BLOCKS, {n}.shape[0]), {n}.dtype)\n" for n in d_params)
-        + "    for block in numba.prange(BLOCKS):\n"
-        f"        backward_rows({partial_args}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
-        + ("    for block in range(BLOCKS):\n" if d_params else "")
-        + "".join(f"        {n} += PARTIAL_{n}[block]\n" for n in d_params)
-    )
-    return forward_rows, forward_sequence, backward_rows, backward_sequence
+              "own array": "filled with the gradients of the\n    pre-activations"}[layout.hidden_gradients]
+    recurrent_buffers = ["RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)"]
+    if layout.hidden_gradients == "in place":
+        recurrent_buffers.append("D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step")
+    backward_args = layout.backward_arguments()
+    values = {
+        "kernel_options": KERNEL_OPTIONS,
+        "forward_args": ", ".join(layout.forward_arguments()),
+        "state_arrays": ", ".join(states),
+        "gate_count": len(layout.spec.gates),
+        "output": layout.spec.output,
+        "output_array": out,
+        "ring_slots": [f"prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]"
+                       for s, n in zip(layout.states, states)],
+        "forward_step_call": ", ".join(passed for _, passed in layout.forward_step_arguments()),
+        "hold_states": [f"{n}[next_{s}, b] = {n}[prev_{s}, b]" for s, n in zip(layout.states, states)],
+        "backward_args": ", ".join(backward_args),
+        "gradient_state_arrays": ", ".join(f"D_{n}" for n in states),
+        "pre_activation_gradients": " and ".join(layout.gradient_arrays),
+        "filled": filled,
+        "step_buffers": step_buffers,
+        "hold_gradients": [line for n in states for line in
+                           (f"HELD_D_{n}[b - lo, j] = D_{n}[b, j]", f"D_{n}[b, j] = 0")],
+        "backward_step_call": ", ".join(passed for _, passed in layout.backward_step_arguments()),
+        "recurrent_buffers": recurrent_buffers,
+        "hidden_side_gradient": "D_GH" if layout.hidden_gradients == "in place" else f"{layout.gradient_arrays[-1]}[t, lo:hi]",
+        "carry_gradients": [carry(s) for s in layout.states],
+        "release_gradients": [f"D_{n}[b, j] = HELD_D_{n}[b - lo, j]" for n in states],
+        # element-wise parameter gradients are sums over rows: each block of rows sums into its
+        # own row of PARTIAL_<name>, and the blocks are added at the end
+        "partial_sums": [f"PARTIAL_{n} = np.zeros((BLOCKS, {n}.shape[0]), {n}.dtype)" for n in d_params],
+        "backward_rows_call": ", ".join(f"PARTIAL_{n}[block]" if n in d_params else n for n in backward_args),
+        "add_partial_sums": (["for block in range(BLOCKS):"] + [f"    {n} += PARTIAL_{n}[block]" for n in d_params]
+                             if d_params else []),
+    }
+    return _fill((TEMPLATE_DIR / "sequence.py.tmpl").read_text(), values)
 
 
 def _hidden_gradient_functions(layout: _Layout):
-    """In-place d/dgx → d/dgh over the steps of D_G, where every block has a factor."""
+    """hidden_gradient_rows / _sequence (templates/hidden_gradient.py.tmpl): d/dgx → d/dgh in
+    place over the steps of a chunk, where every block has a factor and some are not 1."""
     if layout.hidden_gradients != "in place":
         return ""
     changed = [g for g in layout.spec.gates if layout.factors[g] != 1]
     reads = {str(s) for g in changed for s in layout.factors[g].free_symbols}
     loads = [f"{name} = SAVED[t, b, {_column(k)}]" for k, name in enumerate(layout.saved) if name in reads]
-    lines = loads + [f"D_G[t, b, {_column(layout.gate_index[g])}] = {layout.times_factor(g, 'D_G[t, b, {}]')}"
-                     for g in changed]
+    statements = loads + [f"D_G[t, b, {_column(layout.gate_index[g])}] = "
+                          f"{layout.times_factor(g, 'D_G[t, b, {}]')}" for g in changed]
     blocks = (f"the {changed[0]} block differs: it is" if len(changed) == 1
               else f"the {', '.join(changed)} blocks differ: each is")
-    return (
-        f"@numba.njit({STEP_OPTIONS})\n"
-        "def hidden_gradient_rows(D_G, SAVED, lo, hi):\n"
-        '    """Turn D_G, [T, B, G·hidden], from d/dgx into d/dgh in place, for the batch rows lo:hi.\n\n'
-        f"    Only {blocks} a factor times d/dgx, the same product\n"
-        "    the backward step computes for the recurrent product.\n"
-        '    """\n'
-        f"    hidden = SAVED.shape[2] // {len(layout.saved)}\n"
-        "    for t in range(D_G.shape[0]):\n"
-        "        for b in range(lo, hi):\n"
-        "            for j in range(hidden):\n"
-        + "".join(f"                {line}\n" for line in lines)
-        + "\n\n"
-        f"@numba.njit({KERNEL_OPTIONS}, parallel=True)\n"
-        "def hidden_gradient_sequence(D_G, SAVED, BLOCKS):\n"
-        '    """hidden_gradient_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = D_G.shape[1]\n"
-        "    for block in numba.prange(BLOCKS):\n"
-        "        hidden_gradient_rows(D_G, SAVED, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
-    )
+    values = {"step_options": STEP_OPTIONS, "kernel_options": KERNEL_OPTIONS, "blocks": blocks,
+              "saved_count": len(layout.saved), "statements": statements}
+    return _fill((TEMPLATE_DIR / "hidden_gradient.py.tmpl").read_text(), values)
 
 
 def runtime_key() -> str:
@@ -447,7 +453,7 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
     derivation = cell if isinstance(cell, Derivation) else derive(cell)
     layout = _Layout(derivation)
     spec = layout.spec
-    forward_rows, forward_sequence, backward_rows, backward_sequence = _sequence_functions(layout)
+    sequence = _sequence_functions(layout)
     hidden = _hidden_gradient_functions(layout)
     if header is None:
         header = (f"# Generated by lstmkit.codegen from the cell spec {spec.name!r}. Do not edit.\n"
@@ -462,10 +468,17 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         PARAMS = {tuple(layout.params)!r}
         SAVED = {tuple(layout.saved)!r}
         BACKWARD_READS_STATES = {tuple(layout.backward_prev)!r}
-        # d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
+        # d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX); "in place":
         # each block is a factor times d/dgx, so the one array becomes d/dgh once the
-        # input side is done with it (hidden_gradient_rows); "own array": a second array
+        # input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
         HIDDEN_GRADIENTS = {layout.hidden_gradients!r}
+        # The calling convention: the arrays each function takes, in order; a state or
+        # parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
+        # block of batch rows), *_sequence BLOCKS (that many blocks, one thread each).
+        FORWARD_ARGS = {tuple(layout.forward_arguments())!r}
+        BACKWARD_ARGS = {tuple(layout.backward_arguments())!r}
+        FORWARD_STEP_ARGS = {tuple(name for name, _ in layout.forward_step_arguments())!r}
+        BACKWARD_STEP_ARGS = {tuple(name for name, _ in layout.backward_step_arguments())!r}
         SPEC_KEY = {spec.key!r}
         # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
         # file only, so a change there must change this file for the kernels to recompile
@@ -481,16 +494,14 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         "Compiled with error_model=\"numpy\" and the \"contract\" fast-math flag alone; the\n"
         "docstring of lstmkit.codegen says why.\n"
         '"""\n'
+        "import math  # noqa: F401 (functions of a cell other than σ, tanh, relu)\n\n"
         "import numba\n"
         "import numpy as np\n\n"
         "from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_packed, sigmoid, tanh  # noqa: F401\n\n"
         f"{constants}\n\n"
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"
-        f"{forward_rows}\n\n"
-        f"{forward_sequence}\n\n"
-        f"{backward_rows}\n\n"
-        f"{backward_sequence}"
+        f"{sequence}"
         + (f"\n\n{hidden}" if hidden else "")
     )
 
@@ -548,33 +559,83 @@ def _atomic_write(path: Path, text: str):
 
 
 _loaded = {}
+GENERATOR_FILES = ("symbolic.py", "codegen.py", "kernel_runtime.py", "templates/sequence.py.tmpl",
+                   "templates/hidden_gradient.py.tmpl")
+
+
+def generator_key() -> str:
+    """A hash of the files that make a kernel module: a cached user cell written by another
+    version of them is written again."""
+    digest = hashlib.sha256()
+    for name in GENERATOR_FILES:
+        path = Path(__file__).parent / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:16]
+
+
+def _user_header(spec: CellSpec) -> str:
+    return (f"# Generated by lstmkit.codegen from the user cell spec {spec.name!r}. Do not edit.\n"
+            f"# Written to lstmkit's kernel cache by load_kernels; generator {generator_key()}\n")
 
 
 def load_kernels(cell: CellSpec | str):
     """The kernel module of a cell: a built-in by name or spec, or a user spec.
 
     A user spec's module is written once to the cache directory as
-    ``<name>_<hash>.py`` and imported from there.
+    ``<name>_<hash of the equations>.py`` and imported from there. A file already
+    there that the same generator wrote is imported as it is: no derivation, no
+    printing, so a cached cell loads without SymPy's work (the hash of the equations
+    aside). A Numba cache index there that cannot be read is reset, with a warning
+    that names its directory, and the kernels are compiled again.
     """
     from . import kernels
-    from .cells import BUILTIN_CELLS
 
     if isinstance(cell, str):
         return kernels.load(cell)
-    builtin = BUILTIN_CELLS.get(cell.name)
-    if builtin is not None and builtin.key == cell.key:
-        return kernels.load(cell.name)
     key = cell.key
+    if cell.name in kernels.BUILTIN:        # the built-in cell itself: its committed kernels
+        builtin = kernels.load(cell.name)
+        if builtin.SPEC_KEY == key:
+            return builtin
     if key in _loaded:
         return _loaded[key]
     module_name = f"lstmkit_user_{cell.name}_{key}"
     path = user_cache_dir() / f"{module_name}.py"
-    source = kernel_source(cell)
-    if not path.exists() or path.read_text() != source:
-        _atomic_write(path, source)
+    header = _user_header(cell)
+    try:
+        current = path.read_text().startswith(header)
+    except (OSError, UnicodeDecodeError):
+        current = False
+    if not current:
+        _atomic_write(path, kernel_source(cell, header=header))
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
+    _repair_numba_cache(module, cell.name)
     _loaded[key] = module
     return module
+
+
+def _repair_numba_cache(module, cell_name):
+    """Reset every Numba cache index of ``module`` that Numba could not read.
+
+    Numba reads a function's index (``__pycache__/<module>.<function>-<line>.py*.nbi``)
+    at the function's first call and lets an error there escape: a truncated or
+    overwritten index would make the cell unusable. Reading it here, the way Numba does,
+    finds such an index; an empty one takes its place and the function compiles again.
+    """
+    for name in dir(module):
+        cache_file = getattr(getattr(getattr(module, name), "_cache", None), "_cache_file", None)
+        if cache_file is None:
+            continue
+        try:
+            cache_file._load_index()
+        except Exception as error:      # whatever unpickling a damaged file raises
+            directory = os.path.dirname(cache_file._index_path)
+            warnings.warn(
+                f"lstmkit: the Numba cache index {os.path.basename(cache_file._index_path)} of the "
+                f"user cell {cell_name!r} ({name}) could not be read ({type(error).__name__}: {error}); "
+                f"it was reset in {directory} and the kernel is compiled again",
+                RuntimeWarning, stacklevel=3)
+            cache_file.flush()

@@ -1,23 +1,26 @@
 """Run a cell's generated kernels over a whole sequence, forward and back.
 
-The layout follows the performance plan in DESIGN.md, with two changes:
+The sequence stage of the pipeline (ARCHITECTURE.md). Every call into a kernel
+module is built by name from its ``FORWARD_ARGS``/``BACKWARD_ARGS``, the
+calling convention the generator writes into each module:
 
 * forward: the generated loop over time; per step, ``x_t W_ihᵀ`` and
   ``h_{t−1} W_hhᵀ`` and the fused step kernel, which also adds both biases.
-  DESIGN.md puts ``X W_ihᵀ`` in one GEMM before the loop. Both products of a
-  step run in lstmkit's own kernel (``kernel_runtime.matmul_packed``) on
-  weights packed once per sequence (BLAS would repack them every step), and
-  that kernel runs as fast as BLAS's large GEMM: so ``x_t W_ihᵀ`` costs the
-  same inside the loop, while the [T, B, G·d] array of pre-activations is
-  never written to memory and read back. Forward allocates nothing of that size.
+  Both products of a step run in lstmkit's own kernel
+  (``kernel_runtime.matmul_packed``) on weights packed once per sequence (BLAS
+  would repack them every step), and that kernel runs as fast as BLAS's large
+  GEMM: so ``x_t W_ihᵀ`` costs the same inside the loop as one GEMM before it,
+  while the [T, B, G·d] array of pre-activations is never written to memory
+  and read back. Forward allocates nothing of that size.
 * backward: the generated loop runs the only truly sequential part,
   ``dh_{t−1} = dg_t W_hh`` (the same kernel, on ``W_hh`` packed) plus the step
   kernel; then ``dW_ih += dGᵀX``, ``dX = dG W_ih``, ``dW_hh += dGᵀH_prev`` and the
-  bias sums are each one GEMM (BLAS) or reduction over many steps. Where d/dgh
-  differs from d/dgx (the GRU's n block, ``r ⊙ d/dgx``), the loop keeps d/dgx,
-  and the kernels' own ``hidden_gradient_rows`` turns it into d/dgh in place
-  once the input side is done with it (``HIDDEN_GRADIENTS``). DESIGN.md's
-  GEMMs span the whole sequence; these span one chunk of time (Memory, below).
+  bias sums are each one GEMM (BLAS) or reduction over one chunk of time
+  (Memory, below). Where d/dgh differs from d/dgx (the GRU's n block,
+  ``r ⊙ d/dgx``), the loop keeps d/dgx, and the kernels' own
+  ``hidden_gradient_rows`` turns it into d/dgh in place once the input side is
+  done with it (``HIDDEN_GRADIENTS``); a cell without such factors gets a
+  second array.
 
 Threads. lstmkit never uses BLAS's own threads: OpenBLAS's keep spinning for a
 while after each product, and spinning ones took a third of the two cores
@@ -28,7 +31,7 @@ of rows at once, one Numba thread per block, each running its own small
 products (``kernel_runtime.matmul_packed``), so that the blocks never
 wait for one another inside the loop; and backward's products after it run on
 the same Numba threads, one slab of rows each. The slabs of ``dW_ih`` and
-``dW_hh`` are fixed in number (``GRAM_SLABS``), so the gradients do not depend
+``dW_hh`` are fixed in number (``PRODUCT_SLABS``), so the gradients do not depend
 on the number of threads.
 
 Memory. The gradient of the pre-activations of a whole sequence, [T, B, G·d],
@@ -41,7 +44,7 @@ the states. So backward adds to what forward kept only its results, the packed
 ``W_hh`` and one chunk. The chunks depend on the shape alone: the gradients'
 rounding does not depend on the machine. The layer returns the output history
 itself as its output (read-only), not a copy.
-Inference (``keep=False``) keeps no saved values and only two slots of each
+Inference (``inference=True``) keeps no saved values and only two slots of each
 state history other than the output. A :class:`Workspace` lends a tape its
 buffers and gets them back, through :func:`release`, once backward is done,
 so that a training loop reuses the same memory on every step.
@@ -54,13 +57,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
-
 from . import kernel_runtime
 
-__all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_blocks",
+__all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_block_count",
            "backward_chunks", "PARALLEL_MIN_WORK"]
 
 # Below this many multiply-adds in the recurrent products of one sequence (about a
@@ -112,7 +111,7 @@ class Tape:
     weight_ih: np.ndarray
     weight_hh: np.ndarray
     params: tuple               # element-wise parameters, [d] each
-    keep: bool                  # False: inference, backward cannot follow
+    inference: bool             # True: nothing saved, backward cannot follow
     output_state: int           # index of the output state in histories
     workspace: Workspace        # where the buffers came from and go back to
     d_pre: np.ndarray = None    # backward's gradient of the pre-activations, one chunk, from the workspace
@@ -144,7 +143,7 @@ def release(tape: Tape):
     tape.d_pre = tape.saved = tape.d_pre_h = tape.histories = None
 
 
-def row_blocks(steps, batch, gates, hidden):
+def row_block_count(steps, batch, gates, hidden):
     """How many blocks of batch rows the loop over time runs at once (1: no threads)."""
     if not _large(steps, batch, gates, hidden):
         return 1
@@ -164,7 +163,7 @@ def products_on_numba_threads(steps, batch, gates, hidden, n_in):
 # On Numba's threads, dW_ih += dGᵀX and dW_hh += dGᵀH are computed in this many slabs of
 # the gradient's rows, whatever the number of threads, so that the gradients do not depend
 # on the machine. Two, one per core here: four cost up to 3 % more, eight 7-11 %.
-GRAM_SLABS = 2
+PRODUCT_SLABS = 2
 
 # Backward runs in chunks of time whose gradient of the pre-activations takes at most
 # this many bytes: the largest buffer backward allocates. Each chunk costs a few thread
@@ -207,6 +206,12 @@ def _blas_on_one_thread(batch):
     return _one_blas_thread() if batch > 1 else contextlib.nullcontext()
 
 
+def _named(names, arrays, prefix=""):
+    """{"H": h, "C": c}: the arrays of the kernels' calling convention, where a state or an
+    element-wise parameter ``s`` is the array ``S`` and its gradient ``D_S``."""
+    return {prefix + name.upper(): array for name, array in zip(names, arrays)}
+
+
 def _run(serial, parallel, args, batch, blocks):
     if blocks > 1:
         parallel(*args, blocks)
@@ -224,14 +229,14 @@ def _matmul_row_blocks(a, b, out, blocks):
 
 
 def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params, initial_states,
-                     lengths, keep=True, workspace=None):
+                     lengths, inference=False, workspace=None):
     """One direction of one layer. Returns ``(output, final_states, tape)``.
 
     ``x`` is [T, B, n] C-contiguous; ``initial_states`` one [B, d] array per
     state in ``kernels.STATES`` order; ``lengths`` [B] int64, or None for full
     rows. ``output`` is [T, B, d] and ``final_states`` are views of the tape's
     state histories: copy what must outlive :func:`release`. With
-    ``keep=False`` nothing is saved for backward (the tape only carries the
+    ``inference=True`` nothing is saved for backward (the tape only carries the
     buffers for ``release``). Buffers come from ``workspace`` when one is given.
     """
     if workspace is None:
@@ -249,20 +254,23 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     x = np.ascontiguousarray(x)
     histories = []
     for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
-        slots = steps + 1 if keep or name == kernels.OUTPUT else 2
+        slots = steps + 1 if not inference or name == kernels.OUTPUT else 2
         history = workspace.take(f"history {k}", (slots, batch, hidden), dtype)
         history[0] = state
         histories.append(history)
-    saved = workspace.take("saved", (steps if keep else min(steps, 1), batch, len(kernels.SAVED) * hidden),
+    saved = workspace.take("saved", (min(steps, 1) if inference else steps, batch, len(kernels.SAVED) * hidden),
                            dtype)
     if steps:
-        args = (x, kernel_runtime.pack_transposed(weight_ih), kernel_runtime.pack_transposed(weight_hh),
-                bias_ih, bias_hh, *histories, *params, saved, lengths)
-        _run(kernels.forward_rows, kernels.forward_sequence, args, batch, row_blocks(steps, batch, gates, hidden))
+        arrays = {"X": x, "W_IH_T_PACKED": kernel_runtime.pack_transposed(weight_ih),
+                  "W_HH_T_PACKED": kernel_runtime.pack_transposed(weight_hh), "BIAS_IH": bias_ih,
+                  "BIAS_HH": bias_hh, "SAVED": saved, "LENGTHS": lengths,
+                  **_named(kernels.STATES, histories), **_named(kernels.PARAMS, params)}
+        _run(kernels.forward_rows, kernels.forward_sequence, [arrays[name] for name in kernels.FORWARD_ARGS],
+             batch, row_block_count(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
-    tape = Tape(x, tuple(histories), saved, lengths, weight_ih, weight_hh, tuple(params), keep,
+    tape = Tape(x, tuple(histories), saved, lengths, weight_ih, weight_hh, tuple(params), inference,
                 output_state, workspace)
     return output, finals, tape
 
@@ -288,8 +296,8 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     ``(dx, d_initial_states, grads)`` with grads keyed ``weight_ih``,
     ``weight_hh``, ``bias_ih``, ``bias_hh`` and the element-wise parameter names.
     """
-    if not tape.keep:
-        raise RuntimeError("an inference forward pass (keep=False) saved nothing for backward")
+    if tape.inference:
+        raise RuntimeError("an inference forward pass (inference=True) saved nothing for backward")
     if tape.used:
         raise RuntimeError("backward was already run for this forward pass; call forward again")
     tape.used = True
@@ -308,7 +316,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     d_states = [np.array(d, dtype=dtype, order="C", copy=True) for d in d_final_states]
     d_params = [np.zeros_like(p) for p in tape.params]
     output = tape.histories[tape.output_state]
-    blocks = row_blocks(steps, batch, gates, hidden)
+    blocks = row_block_count(steps, batch, gates, hidden)
     threaded = products_on_numba_threads(steps, batch, gates, hidden, n_in)
     grads = {}    # the first chunk sets each result, the others add to it
     dx = np.empty(tape.x.shape, dtype)
@@ -318,12 +326,17 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
             rows = (stop - start) * batch
             chunk_arrays = [array[:stop - start] for array in gradient_arrays]
             lengths = tape.lengths - start if start else tape.lengths
-            args = (d_output[start:stop], w_hh_packed, *(h[start:stop + 1] for h in tape.histories),
-                    *tape.params, tape.saved[start:stop], lengths, *d_states, *chunk_arrays, *d_params)
-            _run(kernels.backward_rows, kernels.backward_sequence, args, batch, blocks)
+            arrays = {"D_OUT": d_output[start:stop], "W_HH_PACKED": w_hh_packed,
+                      "SAVED": tape.saved[start:stop], "LENGTHS": lengths,
+                      **_named(kernels.STATES, [h[start:stop + 1] for h in tape.histories]),
+                      **_named(kernels.PARAMS, tape.params), **_named(kernels.STATES, d_states, "D_"),
+                      **_named(kernels.PARAMS, d_params, "D_"),
+                      **dict(zip(("D_GX", "D_GH"), chunk_arrays))}
+            _run(kernels.backward_rows, kernels.backward_sequence, [arrays[name] for name in kernels.BACKWARD_ARGS],
+                 batch, blocks)
             # the input side first: for "in place" cells the array holds d/dgx until it is done
             d_pre_x = chunk_arrays[0].reshape(rows, gates)
-            _add_gram(grads, "weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in), threaded)
+            _add_transposed_product(grads, "weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in), threaded)
             if has_bias:
                 _add_sum(grads, "bias_ih", d_pre_x)
             _input_gradient(d_pre_x, tape.weight_ih, dx[start:stop].reshape(rows, n_in), threaded)
@@ -331,7 +344,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
                 _run(kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
                      (chunk_arrays[0], tape.saved[start:stop]), batch, blocks)
             d_pre_h = chunk_arrays[-1].reshape(rows, gates)
-            _add_gram(grads, "weight_hh", d_pre_h, output[start:stop].reshape(rows, hidden), threaded)
+            _add_transposed_product(grads, "weight_hh", d_pre_h, output[start:stop].reshape(rows, hidden), threaded)
             if has_bias and kernels.HIDDEN_GRADIENTS != "same":
                 _add_sum(grads, "bias_hh", d_pre_h)
     if not steps:    # no chunk ran
@@ -345,10 +358,10 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     return dx, d_states, grads
 
 
-def _add_gram(grads, name, a, b, threaded):
-    """grads[name] += aᵀb, or = if it is not there yet.
+def _add_transposed_product(grads, name, a, b, threaded):
+    """grads[name] += aᵀb, or = if it is not there yet (dW = dGᵀX: a is the gradient).
 
-    On Numba's threads, ``GRAM_SLABS`` slabs of its rows (module docstring), each
+    On Numba's threads, ``PRODUCT_SLABS`` slabs of its rows (module docstring), each
     BLAS's gemm adding to the result where it lies. Otherwise one NumPy product: at
     small sizes NumPy's BLAS is faster than SciPy's, which Numba calls.
     """
@@ -357,7 +370,7 @@ def _add_gram(grads, name, a, b, threaded):
         add = out is not None
         if not add:
             out = grads[name] = np.empty((a.shape[1], b.shape[1]), a.dtype)
-        _gram_slabs(a, b, out, add, GRAM_SLABS)
+        _transposed_product_slabs(a, b, out, add, PRODUCT_SLABS)
     elif name in grads:
         grads[name] += a.T @ b
     else:
@@ -373,52 +386,22 @@ def _add_sum(grads, name, a):
 
 
 def _input_gradient(d_pre, weight_ih, out, threaded):
-    """out = dG W_ih, for one chunk's rows."""
+    """out = dG W_ih, for one chunk's rows.
+
+    On Numba's threads, in ``PRODUCT_SLABS`` slabs of rows whatever the number of threads:
+    BLAS rounds a row differently depending on the rows around it in one call, so slabs
+    that followed the thread count gave dx bits that depended on the machine.
+    """
     if threaded:
-        _matmul_row_blocks(d_pre, weight_ih, out, min(numba.get_num_threads(), d_pre.shape[0]))
+        _matmul_row_blocks(d_pre, weight_ih, out, min(PRODUCT_SLABS, d_pre.shape[0]))
     else:
         np.matmul(d_pre, weight_ih, out=out)
 
 
-# BLAS's gemm, the way NumPy's dot reaches it inside @njit (SciPy's BLAS, which Numba's
-# helper library imports on first use), but with beta = 1 and leading dimensions of our
-# choosing: each chunk's product is added to the gradient where it lies, a slab of rows
-# at a time. numba_xxgemm is that helper's, not a public API: the tests would fail at once.
-_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
-    types.char, types.char, types.char, types.intp, types.intp, types.intp,   # kind, transa, transb, m, n, k
-    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,      # alpha, a, lda, b, ldb
-    types.voidptr, types.voidptr, types.intp))                                 # beta, c, ldc
-
-
-@intrinsic
-def _address(typingctx, array):
-    """The address of an array's first element."""
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.bitcast(data, ir.IntType(8).as_pointer())
-
-    return types.voidptr(array), codegen
-
-
-@numba.njit(cache=True, nogil=True)
-def _gram_rows(a, b, out, add, lo, hi):
-    """out[lo:hi] (+)= a[:, lo:hi]ᵀ b for a [K, M], b [K, N], out [M, N], each with rows of unit stride."""
-    depth, columns = b.shape
-    if hi <= lo:
-        return
-    scalars = np.ones(2, out.dtype)         # alpha = 1; beta = 1 to add, 0 to set
-    scalars[1] = 1 if add else 0
-    kind = ord("s") if out.itemsize == 4 else ord("d")
-    # BLAS is column-major, where a row-major matrix is its transpose:
-    # this is outᵀ[:, lo:hi] (+)= bᵀ · a[:, lo:hi]
-    _xxgemm(kind, ord("N"), ord("T"), columns, hi - lo, depth, _address(scalars[0:]),
-            _address(b), b.strides[0] // b.itemsize, _address(a[0, lo:]), a.strides[0] // a.itemsize,
-            _address(scalars[1:]), _address(out[lo]), out.strides[0] // out.itemsize)
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _gram_slabs(a, b, out, add, slabs):
-    """_gram_rows on ``slabs`` slabs of out's rows at once, one Numba thread each."""
+def _transposed_product_slabs(a, b, out, add, slabs):
+    """kernel_runtime.transposed_product_rows on ``slabs`` slabs of out's rows at once,
+    one Numba thread each: out (+)= aᵀb."""
     rows = out.shape[0]
     for slab in numba.prange(slabs):
-        _gram_rows(a, b, out, add, slab * rows // slabs, (slab + 1) * rows // slabs)
+        kernel_runtime.transposed_product_rows(a, b, out, add, slab * rows // slabs, (slab + 1) * rows // slabs)

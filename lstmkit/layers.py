@@ -198,7 +198,7 @@ class RecurrentLayer(Module):
                     self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
                     self.params.get(f"bias_hh{suffix}"),
                     [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
-                    [s[slot] for s in initial], lengths, keep=not inference,
+                    [s[slot] for s in initial], lengths, inference=inference,
                     workspace=self._workspaces[slot])
                 tapes.append(tape)
                 for final, final_state in zip(finals, final_states):

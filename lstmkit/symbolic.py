@@ -9,14 +9,26 @@ one scalar equation describes all ``batch × hidden`` elements.
 returns a :class:`Derivation`: the forward program, the values it must save,
 and the backward program, in which every derivative of an activation is
 written through that activation's saved output (σ' = σ(1−σ),
-tanh' = 1 − tanh²) so that backward recomputes nothing transcendental.
+tanh' = 1 − tanh²) so that backward recomputes nothing transcendental for
+them. Other SymPy functions (exp, log, sin, Abs, Max, Piecewise, ...) work
+too; backward recomputes their derivatives from saved gate inputs.
+
+A spec is checked when it is written, not at the first forward: every name
+against the generator's namespace (:data:`KERNEL_WORDS`, :data:`KERNEL_ARRAYS`,
+:data:`KERNEL_PREFIXES`, keywords, builtins), every function against the
+kernel printer (it and its derivatives must print), every number for being a
+finite real. What CellSpec accepts derives, compiles and passes the gradient
+check (tests/test_cell_properties.py).
 
 This module knows nothing of Numba; :mod:`lstmkit.codegen` prints a
-Derivation as kernel source.
+Derivation as kernel source (ARCHITECTURE.md describes the whole pipeline).
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
+import keyword
+import re
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -72,6 +84,126 @@ class CellSpecError(ValueError):
 
 
 # --------------------------------------------------------------------------
+# The generator's namespace: names a cell may not use
+# --------------------------------------------------------------------------
+# The kernels name their own values after a cell's names (gx_f, d_h, d_c_prev, tmp0,
+# tanh_3, the arrays H, D_H, PARTIAL_D_<param>, ...) and use words of their own (real,
+# batch, b, j, ...). A cell's gate, state, parameter and intermediate names are checked
+# against all of them when the spec is written, so that no generated name can mean two
+# things: an intermediate called d_h would be overwritten by the incoming gradient d_h.
+KERNEL_WORDS = frozenset({
+    # scalars and loop variables of the generated functions
+    "real", "batch", "hidden", "b", "j", "t", "lo", "hi", "steps", "block", "batch_rows",
+    # modules and run-time functions the kernel modules import
+    "math", "np", "numba", "sigmoid", "tanh", "relu", "expm1", "matmul_packed",
+    "NoOverlapCompiler", "positive",
+    # the kernel modules' functions
+    "forward_step", "backward_step", "forward_rows", "backward_rows", "forward_sequence",
+    "backward_sequence",
+})
+# arrays the kernels name whatever the cell (a state or parameter ``s`` is the array S)
+KERNEL_ARRAYS = frozenset({
+    "X", "GX", "GH", "W_IH_T_PACKED", "W_HH_T_PACKED", "W_HH_PACKED", "BIAS_IH", "BIAS_HH",
+    "SAVED", "LENGTHS", "BLOCKS", "D_OUT", "D_GX", "D_GH", "RECURRENT",
+})
+# generated names start so (compared in lower case: arrays are names in capitals); and
+# <state>_prev is the previous value of a state
+KERNEL_PREFIXES = ("d_", "gx_", "gh_", "sigmoid_", "tanh_", "relu_", "prev_", "next_", "held_",
+                   "partial_")
+_CSE_NAME = re.compile(r"tmp\d*")   # sympy.cse's tmp0, tmp1, ...
+
+
+def _check_name(cell, kind, name, taken=(), states=()):
+    """Raise CellSpecError unless ``name`` can name a cell's ``kind`` in the generated kernels.
+
+    ``taken``: the cell's names so far; two names may not differ by case alone, because
+    states and parameters become arrays named in capitals. ``states``: the cell's states,
+    whose previous values are <state>_prev.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise CellSpecError(f"{cell}: {kind} name {name!r} is not a Python identifier")
+    problem = None
+    low = name.lower()
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        problem = "is a Python keyword"
+    elif hasattr(builtins, name):
+        problem = "is a Python builtin the kernels may call"
+    elif name in KERNEL_WORDS or low in {w.lower() for w in KERNEL_WORDS}:
+        problem = "is a name the generated kernels use"
+    elif name.upper() in KERNEL_ARRAYS:
+        problem = f"would name the kernels' array {name.upper()}"
+    elif low.startswith(KERNEL_PREFIXES) or _CSE_NAME.fullmatch(low):
+        problem = ("starts like the names the generator makes "
+                   f"(prefixes {', '.join(KERNEL_PREFIXES)}; tmp<number>)")
+    elif low in {f"{s.lower()}_prev" for s in states}:
+        problem = f"is the name of the previous value of the state {low[:-5]!r}"
+    else:
+        clash = [other for other in taken if other.lower() == low]
+        if clash:
+            problem = f"differs from the name {clash[0]!r} by case alone (arrays are names in capitals)"
+    if problem:
+        raise CellSpecError(f"{cell}: {kind} name {name!r} {problem}; choose another name")
+    return name
+
+
+def _unprintable(expr):
+    """Why the kernel printer cannot print ``expr``, or None (lstmkit.codegen prints it)."""
+    from .codegen import unprintable
+
+    return unprintable(expr)
+
+
+_function_verdicts = {}    # (function class, number of arguments) -> None or why it is refused
+
+
+def _function_verdict(node):
+    """Why the kernels cannot compute ``node``'s function, or None. Decided once per function
+    class, on dummy arguments (a Piecewise, whose arguments are pairs, on the node itself)."""
+    if isinstance(node, sp.Piecewise):
+        probe, key = node, None
+    else:
+        key = (node.func, len(node.args))
+        if key in _function_verdicts:
+            return _function_verdicts[key]
+        probe = node.func(*(sp.Dummy(f"u{k}", real=True) for k in range(len(node.args))))
+    reason = _unprintable(probe)
+    if reason is None:
+        for symbol in sorted(probe.free_symbols, key=str):
+            derivative = probe.diff(symbol)
+            if derivative.has(sp.Derivative, sp.Subs, sp.DiracDelta):
+                reason = f"SymPy gives its derivative only as {derivative}"
+            else:
+                reason = _unprintable(derivative)
+                if reason is not None:
+                    reason = f"its derivative {derivative} cannot be printed: {reason}"
+            if reason is not None:
+                break
+    if key is not None:
+        _function_verdicts[key] = reason
+    return reason
+
+
+def _check_functions(cell, what, expr):
+    """Every function in ``expr`` must print as kernel code, and so must its derivatives.
+
+    SymPy differentiates most functions, but some only to a ``Derivative`` it cannot
+    evaluate (floor, Mod) or to a ``DiracDelta`` (sign, Heaviside); the printer has no
+    code for a few (LambertW). Those are refused here, when the equation is written,
+    rather than as a Numba error at the first forward or backward. (Powers print and
+    differentiate whatever their base and exponent; numbers are checked below.)
+    """
+    for node in sorted(expr.atoms(sp.Function), key=sp.default_sort_key):
+        reason = _function_verdict(node)
+        if reason is not None:
+            raise CellSpecError(f"{cell}: {what} uses {node}, which the generated kernels cannot "
+                                f"compute: {reason}")
+    for number in expr.atoms():
+        if number.is_number and not (number.is_extended_real and number.is_finite):
+            raise CellSpecError(f"{cell}: {what} contains the number {number}; the kernels compute "
+                                "with finite real numbers only")
+
+
+# --------------------------------------------------------------------------
 # The description of a cell
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -116,6 +248,15 @@ class CellSpec:
             raise CellSpecError(f"{name}: a cell needs at least one gate block")
         if len(set(self.gates)) != len(self.gates):
             raise CellSpecError(f"{name}: gate names must be distinct, got {self.gates}")
+        if not self.states:
+            raise CellSpecError(f"{name}: a cell needs at least one state")
+        for gate in self.gates:      # a gate appears only inside gx_<gate>, gh_<gate>, d_gx_<gate>
+            if not isinstance(gate, str) or not gate.isidentifier():
+                raise CellSpecError(f"{name}: gate name {gate!r} is not a Python identifier")
+        taken = []
+        for kind, names in (("state", self.states), ("parameter", self.param_names)):
+            for item in names:
+                taken.append(_check_name(name, kind, item, taken, self.states))
         if output not in self.states:
             raise CellSpecError(f"{name}: output {output!r} is not one of the states {self.states}")
         self.gx = {g: sp.Symbol(f"gx_{g}", real=True) for g in self.gates}
@@ -127,6 +268,7 @@ class CellSpec:
         self._names = {str(s) for s in self.input_symbols}
         if len(self._names) != len(self.input_symbols):
             raise CellSpecError(f"{name}: gate, state and parameter names collide: {sorted(self._names)}")
+        self._user_names = taken     # states, parameters, then intermediates: no two alike
 
     # -- building -----------------------------------------------------------
     @property
@@ -143,10 +285,12 @@ class CellSpec:
 
     def let(self, name, expr, latex=None):
         """Define an intermediate value; returns its symbol for later equations."""
-        if not str(name).isidentifier() or name in self.symbols:
+        if not isinstance(name, str) or not name.isidentifier() or name in self.symbols:
             raise CellSpecError(f"{self.name}: {name!r} is not a new Python identifier")
+        _check_name(self.name, "intermediate", name, self._user_names, self.states)
         expr = self._check_expr(name, expr)
         self.intermediates.append(Intermediate(name, expr, latex or _default_latex(name)))
+        self._user_names.append(name)
         return sp.Symbol(name, real=True)
 
     def update(self, state, expr):
@@ -157,13 +301,22 @@ class CellSpec:
         return self
 
     def _check_expr(self, what, expr):
-        expr = sp.sympify(expr)
+        if isinstance(expr, str):
+            raise CellSpecError(f"{self.name}: {what} is the string {expr!r}; write it with the "
+                                "spec's symbols (spec.gx, spec.gh, spec.prev, ...), not as text")
+        try:
+            expr = sp.sympify(expr, strict=True)
+        except sp.SympifyError:
+            raise CellSpecError(f"{self.name}: {what} is not a SymPy expression: {expr!r}") from None
+        if not isinstance(expr, sp.Expr):
+            raise CellSpecError(f"{self.name}: {what} must be a scalar SymPy expression, got {expr!r}")
         known = set(self.symbols.values())
         unbound = sorted(str(s) for s in expr.free_symbols if s not in known)
         if unbound:
             raise CellSpecError(
                 f"{self.name}: {what} uses unbound symbol(s) {unbound}; known symbols are "
                 f"{sorted(self.symbols)}")
+        _check_functions(self.name, what, expr)
         return expr
 
     def validate(self):
@@ -171,9 +324,7 @@ class CellSpec:
         missing = [s for s in self.states if s not in self.updates]
         if missing:
             raise CellSpecError(f"{self.name}: no update given for state(s) {missing}")
-        used = set()
-        for expr in self.expanded_updates().values():
-            used |= expr.free_symbols
+        used = self._inputs_used()
         unused_blocks = [g for g in self.gates if self.gx[g] not in used and self.gh[g] not in used]
         if unused_blocks:
             raise CellSpecError(
@@ -181,6 +332,24 @@ class CellSpec:
                 f"the cell has {len(self.gates)} blocks {self.gates}, so weight_ih must have "
                 f"{len(self.gates)}·hidden_size rows")
         return self
+
+    def _inputs_used(self):
+        """The input symbols the new states depend on, following intermediates by name.
+
+        Free symbols only, no substitution: linear in the size of the equations.
+        """
+        depends = {}
+        for item in self.intermediates:
+            symbols = set()
+            for s in item.expr.free_symbols:
+                symbols |= depends.get(s, {s})
+            depends[sp.Symbol(item.name, real=True)] = symbols
+        used = set()
+        for state in self.states:
+            if state in self.updates:
+                for s in self.updates[state].free_symbols:
+                    used |= depends.get(s, {s})
+        return used
 
     # -- views ----------------------------------------------------------------
     def expanded_updates(self):
@@ -255,8 +424,7 @@ class Derivation:
 
     ``hidden_factors`` (gate → polynomial in saved values), where every block's
     ``d_gh`` is its ``d_gx`` times a factor: then ``gradients`` leaves the
-    ``d_gh`` out, and backward keeps one gradient array, not two, turned from
-    d/dgx into d/dgh in place once the input side is done with it.
+    ``d_gh`` out, and the kernels write d/dgh as that one product of d/dgx.
     None when the blocks are summed (``summed_blocks``: every factor is 1) or
     when some block has no such factor.
     """
@@ -317,6 +485,8 @@ def derive(spec: CellSpec) -> Derivation:
        the forward pass saves.
     3. For each input u: ∂L/∂u = Σ_s δs · ∂s/∂u (SymPy's ``diff``), then
        replace each activation node by its saved name, so σ' becomes s(1−s).
+       The blocks are "summed" (one gradient for gx_k and gh_k) when the two
+       derivatives are the same expression.
     4. Factor common subexpressions out of all gradients together (``cse``).
     """
     spec.validate()
@@ -356,31 +526,39 @@ def derive(spec: CellSpec) -> Derivation:
             forward.append((target, expr.xreplace(local)))
         expand[target] = expr.xreplace(expand)
 
-    # Do the gx and gh blocks only ever appear as gx_k + gh_k? Then d/dgx_k == d/dgh_k.
-    summed = all(_enters_as_sum(expanded[s], spec.gx[g], spec.gh[g])
-                 for g in spec.gates for s in spec.states)
-
     grad_out = {s: sp.Symbol(f"d_{s}", real=True) for s in spec.states}
-    targets = []           # (gradient symbol, the symbol it is the gradient with respect to)
-    if summed:
-        targets += [(sp.Symbol(f"d_g_{g}", real=True), spec.gx[g]) for g in spec.gates]
-    else:
-        targets += [(sp.Symbol(f"d_gx_{g}", real=True), spec.gx[g]) for g in spec.gates]
-        targets += [(sp.Symbol(f"d_gh_{g}", real=True), spec.gh[g]) for g in spec.gates]
-    targets += [(sp.Symbol(f"d_{s}_prev", real=True), spec.prev[s]) for s in spec.states]
-    targets += [(sp.Symbol(f"d_{p}", real=True), spec.param[p]) for p in spec.param_names]
 
-    raw = {}
-    for grad_sym, wrt in targets:
+    def gradient(wrt):
         total = sp.S.Zero
         for state in spec.states:
             total += grad_out[state] * sp.diff(expanded[state], wrt)
-        raw[grad_sym] = total.xreplace(replace)
+        return total.xreplace(replace)
+
+    # Do the gx and gh blocks only ever appear as gx_k + gh_k? Then d/dgx_k == d/dgh_k, and
+    # backward keeps one gradient array for both. Compared on the derivatives as SymPy
+    # builds them (the same chain rule through the same nodes): substituting gx + gh into
+    # the equations instead re-evaluates every nested function, exponential in the depth.
+    by_gx = {g: gradient(spec.gx[g]) for g in spec.gates}
+    by_gh = {g: gradient(spec.gh[g]) for g in spec.gates}
+    summed = all(by_gx[g] == by_gh[g] for g in spec.gates)
+
+    raw = {}                # gradient symbol -> expression
+    wrt = {}                # gradient symbol -> the symbol it is the gradient with respect to
+    blocks = ([("d_g_", spec.gx, by_gx)] if summed
+              else [("d_gx_", spec.gx, by_gx), ("d_gh_", spec.gh, by_gh)])
+    for prefix, inputs, gradients in blocks:
+        for g in spec.gates:
+            sym = sp.Symbol(f"{prefix}{g}", real=True)
+            raw[sym], wrt[sym] = gradients[g], inputs[g]
+    for name, symbol in [(f"d_{s}_prev", spec.prev[s]) for s in spec.states] + \
+            [(f"d_{p}", spec.param[p]) for p in spec.param_names]:
+        sym = sp.Symbol(name, real=True)
+        raw[sym], wrt[sym] = gradient(symbol), symbol
     for grad_sym, expr in raw.items():
-        leftover = [n for n in sp.preorder_traversal(expr) if isinstance(n, (*ACTIVATIONS, sp.exp))]
+        leftover = [n for n in sp.preorder_traversal(expr) if isinstance(n, ACTIVATIONS)]
         if leftover:
             raise CellSpecError(f"{spec.name}: {grad_sym} would recompute {leftover[0]}; "
-                                "only σ, tanh and relu have derivatives through their outputs")
+                                "σ, tanh and relu have derivatives through their saved outputs")
 
     # Any gate input that backward still reads must be saved too (e.g. the GRU's gh_n).
     gate_inputs = set(spec.gx.values()) | set(spec.gh.values())
@@ -396,8 +574,7 @@ def derive(spec: CellSpec) -> Derivation:
     subexprs, reduced = sp.cse([raw[g] for g in computed], symbols=sp.numbered_symbols("tmp", real=True),
                                optimizations="basic", order="none")
     gradients = dict(zip(computed, reduced))
-    return Derivation(spec, forward, saved, activations, summed, subexprs, gradients, raw, dict(targets),
-                      factors)
+    return Derivation(spec, forward, saved, activations, summed, subexprs, gradients, raw, wrt, factors)
 
 
 def _hidden_factors(spec, raw, saved):
@@ -419,9 +596,3 @@ def _hidden_factors(spec, raw, saved):
             return None
         factors[g] = factor
     return factors
-
-
-def _enters_as_sum(expr, gx, gh):
-    """True if expr depends on gx and gh only through gx + gh."""
-    total = sp.Dummy("total")
-    return gx not in expr.xreplace({gh: total - gx}).free_symbols

@@ -1,10 +1,14 @@
 """Generated code: committed files are exactly what the generator writes; user cells are cached."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import sympy as sp
+
 import lstmkit
-from lstmkit import CellSpec, RecurrentLayer, driver, sigmoid, tanh
+from lstmkit import CellSpec, RecurrentLayer, codegen, derive, driver, sigmoid, tanh
 from lstmkit.codegen import (KERNEL_DIR, REGENERATE_COMMAND, kernel_source, load_kernels, runtime_key,
                              write_builtin_kernels)
 from lstmkit.cells import BUILTIN_CELLS
@@ -54,7 +58,7 @@ def test_user_cell_is_written_to_the_cache_and_imported_from_its_file(tmp_path, 
     module = load_kernels(spec)
     path = tmp_path / "kernels" / f"lstmkit_user_mgu_{spec.key}.py"
     assert path.exists() and module.__file__ == str(path)
-    assert path.read_text() == kernel_source(spec)
+    assert path.read_text() == kernel_source(spec, header=codegen._user_header(spec))
     assert not list(path.parent.glob("*.tmp")), "atomic write left a temporary file"
     assert load_kernels(minimal_gated_unit()) is module  # same equations, same module
 
@@ -65,7 +69,8 @@ def test_user_cell_is_written_to_the_cache_and_imported_from_its_file(tmp_path, 
 
 def test_hidden_side_gradients_in_place_or_in_their_own_array(tmp_path, monkeypatch, rng):
     """Where every block's d/dgh is a factor times d/dgx, backward turns the one gradient
-    array into d/dgh in place; where not, d/dgh gets an array of its own. Both are checked."""
+    array into d/dgh in place; where not, d/dgh gets an array of its own. Both are checked,
+    in one chunk of time and in one step a chunk."""
     monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
     mgu = load_kernels(minimal_gated_unit())
     assert mgu.HIDDEN_GRADIENTS == "in place" and hasattr(mgu, "hidden_gradient_rows")
@@ -77,6 +82,7 @@ def test_hidden_side_gradients_in_place_or_in_their_own_array(tmp_path, monkeypa
     spec.update("h", tanh(spec.gx["h"]) + tanh(spec.gh["h"]) - spec.prev["h"] / 2)
     module = load_kernels(spec)
     assert module.HIDDEN_GRADIENTS == "own array" and not hasattr(module, "hidden_gradient_rows")
+    assert derive(spec).hidden_factors is None
     for cell, size in ((spec, 3), (minimal_gated_unit(), 4)):
         for chunk_bytes in (driver.BACKWARD_CHUNK_BYTES, 1):    # one chunk; then one step a chunk
             monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", chunk_bytes)
@@ -110,9 +116,163 @@ def test_parameter_names_shaped_like_generated_names(tmp_path, monkeypatch, rng)
 
 
 @pytest.mark.parametrize("param", ["saved", "lengths", "w_hh_packed"])
-def test_names_that_would_give_an_array_twice_are_refused(tmp_path, monkeypatch, param):
+def test_names_that_would_give_an_array_twice_are_refused(param):
+    with pytest.raises(lstmkit.CellSpecError, match=param.upper()):
+        CellSpec("clashing_rnn", gates="h", states=("h",), params=(param,))
+
+
+# -- user cells that failed at the first forward or backward (issue 11, section 1) ---------
+def _gate_by_gx_alone():
+    spec = CellSpec("gx_alone", gates="fn")
+    forget = spec.let("forget", sigmoid(spec.gx["f"]))            # no gh_f: d/dgh_f = 0
+    spec.update("h", (1 - forget) * spec.prev["h"] + forget * tanh(spec.gx["n"] + spec.gh["n"]))
+    return spec
+
+
+def _twice_the_hidden_side():
+    spec = CellSpec("twice_hidden", gates="h")
+    spec.update("h", tanh(spec.gx["h"] + 2 * spec.gh["h"]))         # d/dgh = 2 · d/dgx
+    return spec
+
+
+def _one_minus_gate_on_the_hidden_side():
+    spec = CellSpec("one_minus", gates="fn")
+    forget = spec.let("forget", sigmoid(spec.gx["f"] + spec.gh["f"]))
+    spec.update("h", tanh(spec.gx["n"] + (1 - forget) * spec.gh["n"]))   # d/dgh_n = (1 − f) · d/dgx_n
+    return spec
+
+
+def _constants_and_math_functions():
+    """The issue's own examples: the printer emitted math.pi, math.sqrt and math.sin into a
+    module that never imported math."""
+    spec = CellSpec("constants", gates="h")
+    u = spec.gx["h"] + spec.gh["h"]
+    spec.update("h", sp.sqrt(2) / 2 * tanh(u) + sp.pi / 8 * spec.prev["h"] + sp.sin(u) / 3
+                + sp.log(2 + tanh(u)) / 4 + sp.E / 10)
+    return spec
+
+
+def _functions_and_constants():
+    """Every kind of thing the printer emits: math.* functions (recomputed in backward from
+    saved gate inputs where gx and gh do not enter as a sum), abs, max, Piecewise, and
+    irrational constants."""
+    spec = CellSpec("functions", gates="abcdef")
+    u = {g: spec.gx[g] + spec.gh[g] for g in spec.gates}
+    v = spec.gx["f"] * spec.gh["f"]
+    spec.update("h", sp.sqrt(2) * tanh(u["a"]) + sp.pi * sigmoid(u["b"]) * sp.exp(-u["c"] ** 2)
+                + sp.E * sp.log(2 + tanh(u["d"])) + sp.sin(spec.gx["e"]) * sp.cos(spec.gh["e"])
+                + sp.Abs(v) / 4 + sp.Max(u["a"], u["b"] / 3) + sp.Piecewise((v, v > 0), (v / 2, True))
+                + sp.atan(spec.prev["h"]) / 2)
+    return spec
+
+
+@pytest.mark.parametrize("build", [_gate_by_gx_alone, _twice_the_hidden_side, _one_minus_gate_on_the_hidden_side,
+                                   _constants_and_math_functions, _functions_and_constants])
+def test_user_cells_that_failed_at_the_first_backward_pass_the_gradient_check(build, tmp_path, monkeypatch, rng):
+    """Numbers in a hidden-side factor, and SymPy's functions and constants, used to stop the
+    first backward with NameError (real, math) inside the generated kernels."""
     monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
-    spec = CellSpec("clashing_rnn", gates="h", states=("h",), params=(param,))
-    spec.update("h", tanh(spec.gx["h"] + spec.gh["h"] + spec.param[param] * spec.prev["h"]))
-    with pytest.raises(ValueError, match=param.upper()):
-        RecurrentLayer(spec, 2, 3, dtype=np.float64, seed=0)
+    layer = RecurrentLayer(build(), 2, 3, dtype=np.float64, seed=5)
+    errors = layer_gradcheck(layer, rng.standard_normal((5, 2, 2)), lengths=np.array([5, 3]))
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_a_cached_user_cell_loads_without_deriving(tmp_path, monkeypatch):
+    """load_kernels used to derive and print the cell on every layer construction, even when
+    its file was in the cache. Now a file the same generator wrote is imported as it is."""
+    from lstmkit import codegen, symbolic
+
+    monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(codegen, "_loaded", {})   # as a new process would start
+    module = load_kernels(minimal_gated_unit())
+    codegen._loaded.clear()
+
+    def no_sympy_work(*args, **kwargs):
+        raise AssertionError("a cached cell was derived again")
+
+    monkeypatch.setattr(codegen, "derive", no_sympy_work)
+    monkeypatch.setattr(symbolic, "derive", no_sympy_work)
+    monkeypatch.setattr(codegen, "kernel_source", no_sympy_work)
+    again = load_kernels(minimal_gated_unit())
+    assert again.__file__ == module.__file__ and again.SPEC_KEY == module.SPEC_KEY
+
+
+def test_a_cached_file_of_another_generator_is_written_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSTMKIT_CACHE_DIR", str(tmp_path))
+
+    monkeypatch.setattr(codegen, "_loaded", {})
+    spec = minimal_gated_unit()
+    path = Path(load_kernels(spec).__file__)
+    path.write_text(path.read_text().replace(codegen.generator_key(), "0" * 16))
+    codegen._loaded.clear()
+    assert Path(load_kernels(spec).__file__).read_text() == codegen.kernel_source(
+        spec, header=codegen._user_header(spec))
+
+
+def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, monkeypatch, rng):
+    """A damaged index in the cell's __pycache__ used to make the cell unusable (Numba lets
+    the unpickling error escape at the first call); now it is reset with a warning that
+    names the directory, and the kernels compile again."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "LSTMKIT_CACHE_DIR": str(tmp_path)}
+    script = (
+        "import numpy as np, lstmkit\n"
+        "from tests.test_codegen import minimal_gated_unit\n"
+        "layer = lstmkit.RecurrentLayer(minimal_gated_unit(), 2, 3, dtype=np.float64, seed=0)\n"
+        "y, _ = layer(np.ones((3, 2, 2)))\n"
+        "layer.backward(np.ones_like(y))\n"
+        "print(repr(float(y.sum())))\n")
+    root = Path(__file__).resolve().parent.parent
+    first = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    indexes = sorted((tmp_path / "kernels" / "__pycache__").glob("*.nbi"))
+    assert indexes, "Numba wrote no cache index"
+    for index in indexes:
+        index.write_bytes(index.read_bytes()[:7])          # a save cut short
+    second = subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", script], env=env, cwd=root,
+                            capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert "could not be read" in second.stderr and str(tmp_path / "kernels" / "__pycache__") in second.stderr
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_CELLS))
+def test_argument_lists_are_the_signatures_of_the_generated_functions(name):
+    """FORWARD_ARGS and friends are the calling convention every caller builds its calls from:
+    they must be exactly the parameters of the functions they describe."""
+    import inspect
+
+    module = load_kernels(name)
+
+    def parameters(function):
+        return tuple(inspect.signature(function.py_func).parameters)
+
+    assert parameters(module.forward_rows) == module.FORWARD_ARGS + ("lo", "hi")
+    assert parameters(module.forward_sequence) == module.FORWARD_ARGS + ("BLOCKS",)
+    assert parameters(module.backward_rows) == module.BACKWARD_ARGS + ("lo", "hi")
+    assert parameters(module.backward_sequence) == module.BACKWARD_ARGS + ("BLOCKS",)
+    assert parameters(module.forward_step) == module.FORWARD_STEP_ARGS
+    assert parameters(module.backward_step) == module.BACKWARD_STEP_ARGS
+    # backward takes the histories it reads and no other (the LSTM's C, not H)
+    states = {s.upper() for s in module.STATES}
+    assert {a for a in module.BACKWARD_ARGS if a in states} == {s.upper() for s in module.BACKWARD_READS_STATES}
+
+
+def test_a_previous_state_gradient_known_to_be_zero_is_not_written():
+    """The LSTM's h reaches the next step only through W_hh: d/dh_prev of the step is 0, and the
+    generator knows it when it prints, so backward_step neither writes nor adds it."""
+    source = kernel_source(lstmkit.get_cell("lstm"))
+    assert "D_H_PREV" not in source
+    assert "D_H[b, j] = RECURRENT[b - lo, j]" in source
+    assert "D_C_PREV[b, j] =" in source
+
+
+def test_the_loops_over_time_come_from_the_template_file():
+    """codegen fills templates/sequence.py.tmpl: a change there changes every kernel module."""
+    template = (KERNEL_DIR.parent / "templates" / "sequence.py.tmpl").read_text()
+    assert "def forward_rows(${forward_args}, lo, hi):" in template
+    source = kernel_source(lstmkit.get_cell("gru"))
+    assert "def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, lo, hi):" in source
+    assert "$" not in source.split('"""', 2)[2]      # every placeholder filled

@@ -36,16 +36,16 @@ def ragged_case(cell, seed, hidden=6):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "peephole_lstm", "rnn_tanh"])
-def test_row_blocks_on_threads_match_one_thread(cell, monkeypatch):
+def test_row_block_count_on_threads_match_one_thread(cell, monkeypatch):
     """Forcing the threaded loop over blocks of rows changes nothing but the speed."""
     assert numba.get_num_threads() >= 1
     hidden = 6
     layer, x, lengths = ragged_case(cell, seed=3, hidden=hidden)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 10**12)
-    assert driver.row_blocks(9, 9, 4 * hidden, hidden) == 1
+    assert driver.row_block_count(9, 9, 4 * hidden, hidden) == 1
     one_thread = run_layer(layer, x, lengths)
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
-    assert driver.row_blocks(9, 9, 4 * hidden, hidden) == min(9 // driver.MIN_BLOCK_ROWS,
+    assert driver.row_block_count(9, 9, 4 * hidden, hidden) == min(9 // driver.MIN_BLOCK_ROWS,
                                                                numba.get_num_threads())
     threaded = run_layer(layer, x, lengths)
     for a, b in zip(one_thread, threaded):
@@ -79,9 +79,9 @@ def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypat
     x = rng.standard_normal((11, 10, 5)).astype(np.float32)
     lengths = np.array([11, 4, 0, 9, 11, 7, 1, 11, 3, 10])
     monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 4 * 10 * 4 * 7 * 4)   # chunks of 4 (LSTM) or 5 steps
+    monkeypatch.setattr(driver, "BACKWARD_CHUNK_BYTES", 4 * 10 * 4 * 7 * 4)   # chunks of 4 (LSTM) or 2 steps (GRU)
     hidden = 7
-    assert driver.row_blocks(11, 10, 4 * hidden, hidden) == 2   # blocks of 5 rows: not a multiple of 4
+    assert driver.row_block_count(11, 10, 4 * hidden, hidden) == 2   # blocks of 5 rows: not a multiple of 4
     results = []
     threads_before = numba.get_num_threads()
     try:

@@ -141,3 +141,116 @@ def test_spec_key_changes_with_equations():
     b = lstmkit.lstm_spec(peepholes=True)
     assert a.key == lstmkit.lstm_spec().key
     assert a.key != b.key
+
+
+# -- names: the generator's namespace is reserved (issue 11, section 1) ----------------------
+def _cell_with_intermediate(name):
+    spec = CellSpec("named", gates="h", states=("h",))
+    value = spec.let(name, tanh(spec.gx["h"] + spec.gh["h"]))
+    spec.update("h", value * spec.prev["h"] + value)
+    return spec
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("d_h", "starts like"),        # was overwritten by the incoming gradient: 100 % wrong
+    ("d_c", "starts like"),
+    ("d_gx_h", "starts like"),
+    ("tmp0", "starts like"),       # sympy.cse's names
+    ("tanh_0", "starts like"),     # the names of unnamed activations
+    ("h_prev", "new Python identifier"),
+    ("GX", "array GX"), ("SAVED", "array SAVED"), ("D_OUT", "array D_OUT"), ("lengths", "array LENGTHS"),
+    ("range", "builtin"), ("max", "builtin"), ("abs", "builtin"),
+    ("lambda", "keyword"), ("if", "keyword"), ("match", "keyword"),
+    ("real", "generated kernels use"), ("hidden", "generated kernels use"), ("math", "generated kernels use"),
+    ("H", "by case alone"),                # the array of state h
+])
+def test_intermediate_names_the_generator_uses_are_refused_at_definition(name, reason):
+    with pytest.raises(CellSpecError, match=f"{name!r}.*{reason}"):
+        _cell_with_intermediate(name)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(gates=("a-b",)), "gate name 'a-b' is not a Python identifier"),
+    (dict(gates=("f", "1")), "gate name '1' is not a Python identifier"),
+    (dict(gates="h", states=("a-b",), output="a-b"), "state name 'a-b' is not a Python identifier"),
+    (dict(gates="h", states=("lambda",), output="lambda"), "state name 'lambda' is a Python keyword"),
+    (dict(gates="h", states=("h", "H")), "state name 'H' differs from the name 'h' by case alone"),
+    (dict(gates="h", states=("x",), output="x"), "state name 'x' would name the kernels' array X"),
+    (dict(gates="h", params=("range",)), "parameter name 'range' is a Python builtin"),
+    (dict(gates="h", params=("d_scale",)), "parameter name 'd_scale' starts like"),
+    (dict(gates="h", states=("h", "c"), params=("C_prev",)), "previous value of the state 'c'"),
+    (dict(gates="h", params=("w_hh_packed",)), "array W_HH_PACKED"),
+])
+def test_gate_state_and_parameter_names_are_checked_when_the_spec_is_written(kwargs, message):
+    with pytest.raises(CellSpecError, match=message):
+        CellSpec("named", **kwargs)
+
+
+def test_names_of_the_builtin_cells_and_ordinary_names_pass():
+    _cell_with_intermediate("candidate")
+    _cell_with_intermediate("delta")       # a prefix only when it is d_
+    _cell_with_intermediate("previous")
+    for spec in BUILTIN_CELLS.values():
+        assert spec.validate() is spec
+
+
+# -- functions and numbers ----------------------------------------------------------------
+@pytest.mark.parametrize("function, reason", [
+    (sp.floor, "derivative only as"), (sp.sign, "DiracDelta"), (sp.Heaviside, "DiracDelta"),
+    (sp.LambertW, "LambertW"), (lambda u: sp.Mod(u, 2), "derivative only as"),
+    (sp.gamma, "polygamma"), (sp.Function("f"), "f"),
+])
+def test_functions_the_kernels_cannot_compute_are_refused_at_definition(function, reason):
+    spec = CellSpec("f_cell", gates="h")
+    with pytest.raises(CellSpecError, match=f"new h uses .*cannot compute: .*{reason}"):
+        spec.update("h", function(spec.gx["h"] + spec.gh["h"]))
+
+
+@pytest.mark.parametrize("value", [sp.I, sp.zoo, sp.nan, sp.oo, sp.sqrt(-2), sp.log(-1)])
+def test_numbers_that_are_not_finite_reals_are_refused(value):
+    spec = CellSpec("n_cell", gates="h")
+    with pytest.raises(CellSpecError, match="finite real numbers"):
+        spec.update("h", tanh(spec.gx["h"] + spec.gh["h"]) * value)
+
+
+def test_equations_given_as_text_or_not_scalar_are_refused():
+    spec = CellSpec("t_cell", gates="h")
+    with pytest.raises(CellSpecError, match="string"):
+        spec.update("h", "tanh(gx_h + gh_h)")
+    with pytest.raises(CellSpecError, match="scalar SymPy expression"):
+        spec.update("h", spec.gx["h"] > 0)
+
+
+def test_printable_functions_and_constants_derive():
+    """The printer emits math.* for these and SymPy differentiates them: accepted, and
+    numbers such as π, e and √2 are printed in the arrays' precision, not as math.pi."""
+    from lstmkit.codegen import kernel_source
+
+    spec = CellSpec("functions", gates="ab")
+    u, v = spec.gx["a"] + spec.gh["a"], spec.gx["b"] * spec.gh["b"]
+    spec.update("h", sp.sqrt(2) * sp.exp(-u**2) + sp.pi * sp.log(2 + tanh(v)) + sp.E * sp.sin(u)
+                + sp.Abs(v) + sp.Max(u, v / 3) + sp.Piecewise((u, v > 0), (u / 2, True)))
+    source = kernel_source(spec)
+    import re
+
+    assert not re.search(r"math\.(pi|e\b|sqrt\(real)", source)
+    assert "real(3.141592653589793)" in source and "real(1.4142135623730951)" in source
+
+
+@pytest.mark.parametrize("through_intermediates", [False, True])
+def test_derivation_time_grows_with_the_size_of_the_equations_not_exponentially(through_intermediates):
+    """tanh nested 10 deep took 20-50 s (and 273 s on a busy machine) in the sum detection,
+    which substituted gx = total − gh and re-evaluated every nested tanh."""
+    import time
+
+    spec = CellSpec("deep", gates="h", states=("h",))
+    u = spec.gx["h"] + spec.gh["h"]
+    for depth in range(10):
+        u = tanh(u + spec.prev["h"])
+        if through_intermediates:
+            u = spec.let(f"level{depth}", u)
+    spec.update("h", u)
+    start = time.process_time()
+    derivation = derive(spec)
+    assert derivation.summed_blocks
+    assert time.process_time() - start < 10, "derivation is exponential in the nesting depth again"

@@ -22,6 +22,8 @@ Gradients (δs = gradient of the new state s), before common subexpressions:
 Compiled with error_model="numpy" and the "contract" fast-math flag alone; the
 docstring of lstmkit.codegen says why.
 """
+import math  # noqa: F401 (functions of a cell other than σ, tanh, relu)
+
 import numba
 import numpy as np
 
@@ -34,14 +36,21 @@ OUTPUT = 'h'
 PARAMS = ()
 SAVED = ('reset_gate', 'update_gate', 'candidate', 'gh_n')
 BACKWARD_READS_STATES = ('h',)
-# d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
+# d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX); "in place":
 # each block is a factor times d/dgx, so the one array becomes d/dgh once the
-# input side is done with it (hidden_gradient_rows); "own array": a second array
+# input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
 HIDDEN_GRADIENTS = 'in place'
+# The calling convention: the arrays each function takes, in order; a state or
+# parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
+# block of batch rows), *_sequence BLOCKS (that many blocks, one thread each).
+FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED', 'BIAS_IH', 'BIAS_HH', 'H', 'SAVED', 'LENGTHS')
+BACKWARD_ARGS = ('D_OUT', 'W_HH_PACKED', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX')
+FORWARD_STEP_ARGS = ('GX', 'GH', 'BIAS_IH', 'BIAS_HH', 'H_PREV', 'H', 'SAVED')
+BACKWARD_STEP_ARGS = ('SAVED', 'H_PREV', 'D_OUT', 'D_H', 'D_GX', 'D_GH', 'D_H_PREV')
 SPEC_KEY = 'e0c2ca062f060b39'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = '94eaec86968b3272'
+RUNTIME_KEY = 'd4f3c628b6e5e8b9'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -183,6 +192,7 @@ def hidden_gradient_rows(D_G, SAVED, lo, hi):
     Only the n block differs: it is a factor times d/dgx, the same product
     the backward step computes for the recurrent product.
     """
+    real = SAVED.dtype.type  # numbers in the arrays' precision
     hidden = SAVED.shape[2] // 4
     for t in range(D_G.shape[0]):
         for b in range(lo, hi):

@@ -25,6 +25,8 @@ Gradients (δs = gradient of the new state s), before common subexpressions:
 Compiled with error_model="numpy" and the "contract" fast-math flag alone; the
 docstring of lstmkit.codegen says why.
 """
+import math  # noqa: F401 (functions of a cell other than σ, tanh, relu)
+
 import numba
 import numpy as np
 
@@ -37,14 +39,21 @@ OUTPUT = 'h'
 PARAMS = ()
 SAVED = ('forget_gate', 'input_gate', 'candidate', 'output_gate', 'tanh_cell')
 BACKWARD_READS_STATES = ('c',)
-# d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
+# d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX); "in place":
 # each block is a factor times d/dgx, so the one array becomes d/dgh once the
-# input side is done with it (hidden_gradient_rows); "own array": a second array
+# input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
 HIDDEN_GRADIENTS = 'same'
+# The calling convention: the arrays each function takes, in order; a state or
+# parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
+# block of batch rows), *_sequence BLOCKS (that many blocks, one thread each).
+FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'SAVED', 'LENGTHS')
+BACKWARD_ARGS = ('D_OUT', 'W_HH_PACKED', 'C', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_GX')
+FORWARD_STEP_ARGS = ('GX', 'GH', 'BIAS_IH', 'BIAS_HH', 'H_PREV', 'C_PREV', 'H', 'C', 'SAVED')
+BACKWARD_STEP_ARGS = ('SAVED', 'C_PREV', 'D_OUT', 'D_H', 'D_C', 'D_GX', 'D_C_PREV')
 SPEC_KEY = 'b3ba9ef70f8500ff'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = '94eaec86968b3272'
+RUNTIME_KEY = 'd4f3c628b6e5e8b9'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -84,7 +93,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
-def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
+def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_C_PREV):
     """One step back: gradients of the pre-activations and of the previous states.
 
     D_OUT is the gradient of this step's output, D_<state> that of each new
@@ -109,7 +118,6 @@ def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_H_PREV, D_C_PREV):
             D_GX[b, hidden + j] = c_prev*forget_gate*tmp1*(forget_gate - real(1))
             D_GX[b, 2 * hidden + j] = tmp2*(candidate * candidate - real(1))
             D_GX[b, 3 * hidden + j] = -d_h*output_gate*tanh_cell*(output_gate - real(1))
-            D_H_PREV[b, j] = real(0)
             D_C_PREV[b, j] = forget_gate*tmp0
 
 
@@ -150,7 +158,7 @@ def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SA
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
+def backward_rows(D_OUT, W_HH_PACKED, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
@@ -162,7 +170,6 @@ def backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, 
     W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.
     """
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
-    D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
     HELD_D_H = np.empty((hi - lo, hidden), D_OUT.dtype)
     D_C_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
     HELD_D_C = np.empty((hi - lo, hidden), D_OUT.dtype)
@@ -175,11 +182,11 @@ def backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, 
                     D_H[b, j] = 0
                     HELD_D_C[b - lo, j] = D_C[b, j]
                     D_C[b, j] = 0
-        backward_step(SAVED[t, lo:hi], C[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_H_PREV, D_C_PREV)
+        backward_step(SAVED[t, lo:hi], C[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_C_PREV)
         matmul_packed(D_GX[t, lo:hi], W_HH_PACKED, RECURRENT)
         for b in range(lo, hi):
             for j in range(hidden):
-                D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
+                D_H[b, j] = RECURRENT[b - lo, j]
                 D_C[b, j] = D_C_PREV[b - lo, j]
             if t >= LENGTHS[b]:
                 for j in range(hidden):
@@ -188,8 +195,8 @@ def backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, 
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, BLOCKS):
+def backward_sequence(D_OUT, W_HH_PACKED, C, SAVED, LENGTHS, D_H, D_C, D_GX, BLOCKS):
     """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for block in numba.prange(BLOCKS):
-        backward_rows(D_OUT, W_HH_PACKED, H, C, SAVED, LENGTHS, D_H, D_C, D_GX, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
+        backward_rows(D_OUT, W_HH_PACKED, C, SAVED, LENGTHS, D_H, D_C, D_GX, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)

@@ -15,6 +15,8 @@ Gradients (δs = gradient of the new state s), before common subexpressions:
 Compiled with error_model="numpy" and the "contract" fast-math flag alone; the
 docstring of lstmkit.codegen says why.
 """
+import math  # noqa: F401 (functions of a cell other than σ, tanh, relu)
+
 import numba
 import numpy as np
 
@@ -27,14 +29,21 @@ OUTPUT = 'h'
 PARAMS = ()
 SAVED = ('tanh_0',)
 BACKWARD_READS_STATES = ()
-# d/dgh of the pre-activations: "same" as d/dgx (one gradient array); "in place":
+# d/dgh of the pre-activations: "same" as d/dgx (one gradient array, D_GX); "in place":
 # each block is a factor times d/dgx, so the one array becomes d/dgh once the
-# input side is done with it (hidden_gradient_rows); "own array": a second array
+# input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
 HIDDEN_GRADIENTS = 'same'
+# The calling convention: the arrays each function takes, in order; a state or
+# parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
+# block of batch rows), *_sequence BLOCKS (that many blocks, one thread each).
+FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED', 'BIAS_IH', 'BIAS_HH', 'H', 'SAVED', 'LENGTHS')
+BACKWARD_ARGS = ('D_OUT', 'W_HH_PACKED', 'SAVED', 'LENGTHS', 'D_H', 'D_GX')
+FORWARD_STEP_ARGS = ('GX', 'GH', 'BIAS_IH', 'BIAS_HH', 'H_PREV', 'H', 'SAVED')
+BACKWARD_STEP_ARGS = ('SAVED', 'D_OUT', 'D_H', 'D_GX')
 SPEC_KEY = '808a993b1e4153ea'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = '94eaec86968b3272'
+RUNTIME_KEY = 'd4f3c628b6e5e8b9'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -56,7 +65,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, H, SAVED):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
-def backward_step(SAVED, D_OUT, D_H, D_GX, D_H_PREV):
+def backward_step(SAVED, D_OUT, D_H, D_GX):
     """One step back: gradients of the pre-activations and of the previous states.
 
     D_OUT is the gradient of this step's output, D_<state> that of each new
@@ -69,7 +78,6 @@ def backward_step(SAVED, D_OUT, D_H, D_GX, D_H_PREV):
             tanh_0 = SAVED[b, j]
             d_h = D_OUT[b, j] + D_H[b, j]
             D_GX[b, j] = -d_h*(tanh_0 * tanh_0 - real(1))
-            D_H_PREV[b, j] = real(0)
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
@@ -107,7 +115,7 @@ def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
-def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
+def backward_rows(D_OUT, W_HH_PACKED, SAVED, LENGTHS, D_H, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
     D_OUT: [T, B, hidden] gradient of the outputs (zero past each row's length).
@@ -119,7 +127,6 @@ def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
     W_HH_PACKED: kernel_runtime.pack(W_hh), for dg_t W_hh.
     """
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
-    D_H_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
     HELD_D_H = np.empty((hi - lo, hidden), D_OUT.dtype)
     RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)
     for t in range(steps - 1, -1, -1):
@@ -128,19 +135,19 @@ def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
                 for j in range(hidden):
                     HELD_D_H[b - lo, j] = D_H[b, j]
                     D_H[b, j] = 0
-        backward_step(SAVED[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi], D_H_PREV)
+        backward_step(SAVED[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi])
         matmul_packed(D_GX[t, lo:hi], W_HH_PACKED, RECURRENT)
         for b in range(lo, hi):
             for j in range(hidden):
-                D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT[b - lo, j]
+                D_H[b, j] = RECURRENT[b - lo, j]
             if t >= LENGTHS[b]:
                 for j in range(hidden):
                     D_H[b, j] = HELD_D_H[b - lo, j]
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, BLOCKS):
+def backward_sequence(D_OUT, W_HH_PACKED, SAVED, LENGTHS, D_H, D_GX, BLOCKS):
     """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
     batch = D_OUT.shape[1]
     for block in numba.prange(BLOCKS):
-        backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
+        backward_rows(D_OUT, W_HH_PACKED, SAVED, LENGTHS, D_H, D_GX, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
