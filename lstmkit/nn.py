@@ -42,7 +42,9 @@ class Linear(Module):
         check_float_array(x, "Linear input", self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear input: expected shape (..., {self.in_features}), got {x.shape}")
-        self._x = x
+        # backward reads x (∂L/∂W = Σ dyᵀ x): a copy, unless it is read-only (a recurrent layer's
+        # output), so that the caller changing x in place before backward cannot change the gradients
+        self._x = x.copy() if x.flags.writeable else x
         y = x @ self.params["weight"].T
         if "bias" in self.params:
             y += self.params["bias"]
@@ -98,7 +100,7 @@ class Embedding(Module):
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.num_embeddings):
             raise ValueError(f"Embedding input: token ids must lie in [0, {self.num_embeddings}), "
                              f"got range [{tokens.min()}, {tokens.max()}]")
-        self._tokens = tokens
+        self._tokens = tokens.copy()        # backward scatters into these rows: the caller's may change
         return self.params["weight"][tokens]
 
     def backward(self, d_y):
