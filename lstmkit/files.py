@@ -16,14 +16,14 @@ def atomic_write(path, write, *, binary=True):
 
     The file gets the mode a plain ``open`` would give it (0666 less the umask), not
     ``mkstemp``'s 0600. A save killed before the rename leaves a temporary
-    ``.<name>.<random>.lstmkit-tmp`` beside ``path``; the next write to the same ``path``
-    removes such leftovers.
+    ``.<name>.<pid>.<random>.lstmkit-tmp`` beside ``path``; the next write to the same
+    ``path`` removes those whose process has ended (a live one may still be writing).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob_escape(path.name)}.*{TEMPORARY_SUFFIX}"):
-        stale.unlink(missing_ok=True)           # left by a save that was killed halfway
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    _remove_leftovers(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMPORARY_SUFFIX,
+                                         dir=path.parent)
     try:
         os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as file:
@@ -36,6 +36,29 @@ def atomic_write(path, write, *, binary=True):
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def _remove_leftovers(path):
+    """Delete the temporary files of writes to ``path`` by processes that no longer run."""
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(f"{glob_escape(prefix)}*{TEMPORARY_SUFFIX}"):
+        parts = stale.name[len(prefix):-len(TEMPORARY_SUFFIX)].split(".")
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue                # not ours to judge (e.g. the temporary file of "<name>.<more>")
+        if not _running(int(parts[0])):
+            stale.unlink(missing_ok=True)
+
+
+def _running(pid):
+    if pid == os.getpid():
+        return True                 # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True                 # exists, owned by someone else
+    return True
 
 
 def glob_escape(name):
