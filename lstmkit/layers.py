@@ -47,7 +47,8 @@ class RecurrentLayer(Module):
     After a training forward pass ``y`` may be read-only: where it can, it is the
     output history that backward reads (as torch returns the very tensor it
     saves), and changing it in place would change the gradients. Copy it to
-    change it.
+    change it. The input is the other way round: a training forward pass keeps
+    its own copy of ``x``, so the caller may refill its array before backward.
 
     ``dx, d_state = layer.backward(dy, d_state=None)`` runs backpropagation
     through time for the last forward call and fills ``layer.grads``.

@@ -229,7 +229,7 @@ def test_float32_and_float64_each_compile_once():
 
 
 def test_load_state_dict_takes_any_mapping_and_refuses_anything_else(tmp_path):
-    """Layers share the parameter handling of lstmkit.nn.Module: an .npz archive opened with
+    """Layers share the parameter handling of lstmkit.module.Module: an .npz archive opened with
     np.load is a mapping of arrays like a dict; a list is refused before anything changes."""
     source, target = lstmkit.LSTM(3, 4, seed=0), lstmkit.LSTM(3, 4, seed=1)
     np.savez(tmp_path / "weights.npz", **source.state_dict())

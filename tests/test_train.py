@@ -6,7 +6,8 @@ import pytest
 
 from lstmkit import tasks
 from lstmkit.models import SequenceClassifier, SequenceRegressor
-from lstmkit.nn import Module, MSELoss, SoftmaxCrossEntropy
+from lstmkit.module import Module
+from lstmkit.nn import MSELoss, SoftmaxCrossEntropy
 from lstmkit.optim import SGD, Adam
 from lstmkit.train import evaluate, fit
 
