@@ -511,7 +511,7 @@ peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 params = sum(p.nbytes for p in layer.params.values())
 layer(x)  # the tape again, to weigh it: what forward keeps for backward
-tape = sum(t.saved.nbytes + sum(h.nbytes for h in t.histories) for t in layer._tape[0])
+tape = sum(t.saved.nbytes + sum(h.nbytes for h in t.histories) for t in layer._tape.tapes)
 print(json.dumps({"peak_traced_bytes": peak, "after_forward_traced_bytes": tape_bytes,
                   "parameter_bytes": params, "tape_bytes": tape,
                   "peak_rss_increase_bytes": high_water_mark() - rss_before if rss_available else None}))
@@ -564,6 +564,56 @@ def peak_memory(cell="lstm", dtype="float32", size=SIZES[-1]):
     return measured
 
 
+AB_SCRIPT = """
+import json, sys, time
+import numpy as np
+import lstmkit
+cell, dtype, repeats, min_seconds = sys.argv[1], np.dtype(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+result = {"lstmkit": lstmkit.__file__}
+for size in sys.argv[5:]:
+    steps, batch, n_in, hidden = (int(v) for v in size.split(","))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((steps, batch, n_in)).astype(dtype)
+    dy = rng.standard_normal((steps, batch, hidden)).astype(dtype)
+    layer = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU}[cell](n_in, hidden, dtype=dtype, seed=0)
+    def forward_backward():
+        layer(x)
+        layer.backward(dy)
+    forward_backward()
+    times, start = [], time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_seconds:
+        begin = time.perf_counter()
+        forward_backward()
+        times.append(time.perf_counter() - begin)
+    result[size] = float(np.median(times))
+print(json.dumps(result))
+"""
+
+
+def compare_trees(tree_a, tree_b, sizes, cell="lstm", dtype="float32", rounds=10, repeats=20, min_seconds=0.3):
+    """Interleaved A/B of forward+backward between two source trees (e.g. a ``git worktree`` of an
+    older commit and this checkout): each round runs one fresh process per tree, in alternating
+    order, and times every size. Returns per size the medians over rounds and their ratio B/A."""
+    environment = dict(os.environ)
+    environment.update(thread_environment())
+    samples = {tree: {size: [] for size in sizes} for tree in (tree_a, tree_b)}
+    names = [",".join(map(str, size)) for size in sizes]
+    for round_index in range(rounds):
+        for tree in ((tree_a, tree_b) if round_index % 2 == 0 else (tree_b, tree_a)):
+            env = dict(environment, PYTHONPATH=str(tree))
+            done = subprocess.run([sys.executable, "-c", AB_SCRIPT, cell, dtype, str(repeats), str(min_seconds),
+                                   *names], env=env, cwd=tree, capture_output=True, text=True, check=True)
+            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            for size, name in zip(sizes, names):
+                samples[tree][size].append(measured[name])
+    table = {}
+    for size, name in zip(sizes, names):
+        a, b = (float(np.median(samples[tree][size])) for tree in (tree_a, tree_b))
+        table[name] = {"a_median_s": a, "b_median_s": b, "ratio_b_over_a": b / a,
+                       "ratios_per_round": [y / x for x, y in zip(samples[tree_a][size], samples[tree_b][size])]}
+    return table
+
+
 # -- command line ---------------------------------------------------------------------
 def _environment_notes():
     notes = {name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
@@ -592,7 +642,16 @@ def main(argv=None):
                         help="sizes to time instead of the defaults, e.g. 100,1,16,32")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip warm start, cold compile and peak memory")
+    parser.add_argument("--against", metavar="TREE", default=None,
+                        help="only an interleaved A/B of forward+backward: TREE (another checkout, "
+                             "e.g. `git worktree add /tmp/base <commit>`) as A, this one as B")
     args = parser.parse_args(argv)
+    if args.against:
+        sizes = [tuple(int(v) for v in size.split(",")) for size in args.sizes] if args.sizes else SIZES[:2]
+        table = compare_trees(Path(args.against).resolve(), ROOT, sizes, cell=args.cells[0],
+                              dtype=args.dtypes[0], rounds=args.rounds or 10, repeats=args.repeats or 20)
+        print(json.dumps(table, indent=1))
+        return 0
     sizes = QUICK_SIZES if args.quick else SIZES
     if args.sizes:
         sizes = [tuple(int(v) for v in size.split(",")) for size in args.sizes]

@@ -1,6 +1,6 @@
 """lstmkit: LSTM cells as SymPy equations, with generated Numba kernels.
 
-The pipeline, one straight line (see DESIGN.md):
+The pipeline, one straight line (see ARCHITECTURE.md):
 
     CellSpec (SymPy equations)  →  derive()  →  kernel_source()  →  kernel module
         →  driver (BLAS + kernels over time)  →  layers (torch.nn conventions)
@@ -9,8 +9,12 @@ import importlib
 
 from .layers import GRU, LSTM, RNN, CoupledLSTM, PeepholeLSTM, RecurrentLayer
 
-# the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint, .tasks, .experiments
-from . import checkpoint, experiments, models, nn, optim, tasks, train
+# the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint
+from . import checkpoint, models, nn, optim, train
+
+# The course layer (the chapters' data and experiments, figures, notebook tooling) sits on
+# top of the library: `import lstmkit` does not import it; `lstmkit.tasks` imports it on first use.
+_COURSE_MODULES = ("tasks", "experiments", "diagrams", "course", "notebook")
 
 __version__ = "0.1.0"
 
@@ -31,6 +35,8 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name in _COURSE_MODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name not in _LAZY:
         raise AttributeError(f"module 'lstmkit' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

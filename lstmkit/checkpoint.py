@@ -11,12 +11,12 @@ and leaves the model and the optimizer as they were.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .files import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "architecture_of"]
 
@@ -57,24 +57,19 @@ def save_checkpoint(path, model, optimizer=None, **extra):
             raise TypeError(f"extra {name!r}: only numbers, booleans and strings can be stored "
                             f"without pickling, got dtype {value.dtype}")
         arrays[f"extra/{name}"] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+    return atomic_write(path, lambda file: np.savez(file, **arrays))
 
 
 def _read(path):
     """Every array in the file, read eagerly so corruption shows up here, not later."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            # np.load reads a plain .npy whatever its name: a single array is no checkpoint
+            raise CheckpointError(f"{path} is a single .npy array, not an .npz checkpoint archive")
+        with loaded as archive:
             return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
+    except (FileNotFoundError, CheckpointError):
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
@@ -94,6 +89,9 @@ def load_checkpoint(path, model, optimizer=None):
         saved_architecture = json.loads(str(arrays["architecture"]))
     except (KeyError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: the architecture record is missing or damaged") from error
+    if not isinstance(saved_architecture, dict):
+        raise CheckpointError(f"{path}: the architecture record must be a JSON object, got "
+                              f"{type(saved_architecture).__name__} {saved_architecture!r:.80}")
     expected_architecture = json.loads(json.dumps(architecture_of(model)))
     if saved_architecture != expected_architecture:
         differences = {key: (saved_architecture.get(key), expected_architecture.get(key))

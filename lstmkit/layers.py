@@ -9,13 +9,25 @@ takes the gradient of the outputs and fills ``layer.grads``.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import driver
 from .kernels import load as load_builtin_kernels
-from .nn import Module, check_float_dtype, check_sizes
+from .module import Module, check_float_array, check_float_dtype, check_sizes
 
 __all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM"]
+
+
+class ForwardRecord(NamedTuple):
+    """What a training forward pass leaves for ``backward`` (``layer._tape``)."""
+
+    tapes: list                 # one driver.Tape per layer and direction, slot = layer · D + direction
+    lengths: np.ndarray | None  # [B] int64, or None for full rows
+    unbatched: bool             # the input was [T, n]
+    x_shape: tuple              # the time-major input's shape (T, B, n)
+
 
 class RecurrentLayer(Module):
     """A stack of recurrent layers built from any cell spec.
@@ -35,7 +47,8 @@ class RecurrentLayer(Module):
     After a training forward pass ``y`` may be read-only: where it can, it is the
     output history that backward reads (as torch returns the very tensor it
     saves), and changing it in place would change the gradients. Copy it to
-    change it.
+    change it. The input is the other way round: a training forward pass keeps
+    its own copy of ``x``, so the caller may refill its array before backward.
 
     ``dx, d_state = layer.backward(dy, d_state=None)`` runs backpropagation
     through time for the last forward call and fills ``layer.grads``.
@@ -145,13 +158,13 @@ class RecurrentLayer(Module):
         """
         if self._tape is None:
             raise RuntimeError("call forward before gate_activations")
-        if self._tape[0][0].released:
+        if self._tape.tapes[0].released:
             raise RuntimeError("backward consumed the values the last forward pass saved; call "
                                "gate_activations before backward, or forward again")
         if not (0 <= layer < self.num_layers and 0 <= direction < self.num_directions):
             raise ValueError(f"layer must lie in [0, {self.num_layers}) and direction in "
                              f"[0, {self.num_directions}), got layer={layer}, direction={direction}")
-        saved = self._tape[0][layer * self.num_directions + direction].saved
+        saved = self._tape.tapes[layer * self.num_directions + direction].saved
         steps, batch = saved.shape[:2]
         blocks = saved.reshape(steps, batch, len(self.kernels.SAVED), self.hidden_size)
         return {name: blocks[:, :, k].copy() for k, name in enumerate(self.kernels.SAVED)}
@@ -178,7 +191,12 @@ class RecurrentLayer(Module):
         state histories beyond two steps), so it is faster and lighter, and
         ``backward`` cannot follow it.
         """
+        caller_x = x
         x, unbatched = self._check_input(x)
+        if not inference and np.may_share_memory(x, caller_x):
+            # backward reads x (∂L/∂W_ih = Σ_t δ_tᵀ x_t): keep a copy of the caller's array, so
+            # that changing it between forward and backward cannot change the gradients
+            x = x.copy()
         steps, batch = x.shape[0], x.shape[1]
         lengths = self._check_lengths(lengths, steps, batch)
         initial = self._check_state(state, batch, unbatched, "state")
@@ -226,7 +244,7 @@ class RecurrentLayer(Module):
             if y_is_history:    # backward reads it: a change would change the gradients
                 y = y.view()
                 y.flags.writeable = False
-            self._tape = (tapes, lengths, unbatched, x.shape)
+            self._tape = ForwardRecord(tapes, lengths, unbatched, x.shape)
         return (y[:, 0, :] if unbatched else y), self._format_state(finals, unbatched)
 
     # -- backward ---------------------------------------------------------------
@@ -240,7 +258,8 @@ class RecurrentLayer(Module):
         """
         if self._tape is None:
             raise RuntimeError("call forward before backward (forward with inference=True keeps nothing for it)")
-        tapes, lengths, unbatched, x_shape = self._tape
+        record = self._tape
+        tapes, lengths, unbatched, x_shape = record.tapes, record.lengths, record.unbatched, record.x_shape
         if tapes and tapes[0].used:
             raise RuntimeError("backward was already run for this forward pass; call forward again")
         steps, batch = x_shape[0], x_shape[1]
@@ -309,17 +328,7 @@ class RecurrentLayer(Module):
         return states[0] if len(states) == 1 else tuple(states)
 
     def _check_array(self, array, what, shape):
-        if not isinstance(array, np.ndarray):
-            raise TypeError(f"{what}: expected a NumPy array of shape {shape} and dtype {self.dtype}, "
-                            f"got {type(array).__name__}")
-        if array.dtype != self.dtype:
-            raise TypeError(f"{what}: expected dtype {self.dtype} (the layer's dtype), got {array.dtype}; "
-                            f"convert with .astype(np.{self.dtype})")
-        if array.shape != tuple(shape):
-            raise ValueError(f"{what}: expected shape {tuple(shape)}, got {array.shape}")
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"{what}: contains NaN or inf")
-        return array
+        return check_float_array(array, what, self.dtype, shape, dtype_source="the layer's dtype")
 
     def _check_input(self, x):
         layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"

@@ -30,7 +30,8 @@ import contextlib
 import numpy as np
 
 from .layers import RecurrentLayer
-from .nn import Embedding, Linear, Module
+from .module import Module
+from .nn import Embedding, Linear
 
 __all__ = ["SequenceModel", "SequenceRegressor", "SequenceClassifier", "SequenceTagger",
            "CharLanguageModel", "make_recurrent_layer"]

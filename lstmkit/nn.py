@@ -12,94 +12,11 @@ applied to every time step of a ``[B, T, n]`` sequence at once.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
-__all__ = ["Module", "Linear", "Embedding", "MSELoss", "SoftmaxCrossEntropy", "lengths_to_mask"]
+from .module import FLOAT_DTYPES, Module, check_float_array, check_float_dtype, check_sizes
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def check_float_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
-def check_sizes(**sizes):
-    """Each a positive integer (``bool`` is not one); returns them as ints, in order."""
-    for name, value in sizes.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return [int(value) for value in sizes.values()]
-
-
-def _check_float_array(array, what, dtype):
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{what}: expected a NumPy array of dtype {dtype}, got {type(array).__name__}")
-    if array.dtype != dtype:
-        raise TypeError(f"{what}: expected dtype {dtype}, got {array.dtype}; convert with .astype(np.{dtype})")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what}: contains NaN or inf")
-    return array
-
-
-class Module:
-    """Parameters in a dict, copied in and out the way torch's ``state_dict`` does.
-
-    Subclasses fill ``self.params`` (name → array) in ``__init__``. The arrays
-    are updated in place by optimizers and by ``load_state_dict``, so anything
-    holding a reference to them (a composite model, an optimizer) sees the
-    new values.
-    """
-
-    params: dict
-    grads: dict
-
-    def parameter_shapes(self):
-        """Name → shape of every parameter, in ``state_dict`` order."""
-        return {name: value.shape for name, value in self.params.items()}
-
-    def num_parameters(self):
-        return sum(value.size for value in self.params.values())
-
-    def state_dict(self):
-        """A copy of every parameter."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy parameters in; everything is checked first, so a bad dict changes nothing."""
-        staged = check_state_dict(self.params, state_dict, strict, repr(self))
-        for name, value in staged.items():
-            self.params[name][...] = value
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
-
-
-def check_state_dict(params, state_dict, strict, owner):
-    """Validate ``state_dict`` against ``params``; return the arrays to copy, cast to each param's dtype."""
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
-    missing = [name for name in params if name not in state_dict]
-    unexpected = [name for name in state_dict if name not in params]
-    if strict and (missing or unexpected):
-        raise KeyError(f"state_dict does not match {owner}: missing {missing}, unexpected {unexpected}")
-    staged = {}
-    for name, value in state_dict.items():
-        if name not in params:
-            continue
-        value = np.asarray(value)
-        if value.dtype.kind not in "fiu":
-            raise TypeError(f"{name}: expected a numeric array, got dtype {value.dtype}")
-        if value.shape != params[name].shape:
-            raise ValueError(f"{name}: expected shape {params[name].shape}, got {value.shape}")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"{name}: contains NaN or inf")
-        staged[name] = np.array(value, dtype=params[name].dtype, copy=True)
-    return staged
+__all__ = ["Linear", "Embedding", "MSELoss", "SoftmaxCrossEntropy", "lengths_to_mask"]
 
 
 class Linear(Module):
@@ -122,10 +39,12 @@ class Linear(Module):
         self._x = None
 
     def forward(self, x):
-        _check_float_array(x, "Linear input", self.dtype)
+        check_float_array(x, "Linear input", self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear input: expected shape (..., {self.in_features}), got {x.shape}")
-        self._x = x
+        # backward reads x (∂L/∂W = Σ dyᵀ x): a copy, unless it is read-only (a recurrent layer's
+        # output), so that the caller changing x in place before backward cannot change the gradients
+        self._x = x.copy() if x.flags.writeable else x
         y = x @ self.params["weight"].T
         if "bias" in self.params:
             y += self.params["bias"]
@@ -137,7 +56,7 @@ class Linear(Module):
             raise RuntimeError("call forward before backward")
         x = self._x
         expected = x.shape[:-1] + (self.out_features,)
-        _check_float_array(d_y, "Linear d_output", self.dtype)
+        check_float_array(d_y, "Linear d_output", self.dtype)
         if d_y.shape != expected:
             raise ValueError(f"Linear d_output: expected shape {expected}, got {d_y.shape}")
         d_y_flat = d_y.reshape(-1, self.out_features)
@@ -181,7 +100,7 @@ class Embedding(Module):
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.num_embeddings):
             raise ValueError(f"Embedding input: token ids must lie in [0, {self.num_embeddings}), "
                              f"got range [{tokens.min()}, {tokens.max()}]")
-        self._tokens = tokens
+        self._tokens = tokens.copy()        # backward scatters into these rows: the caller's may change
         return self.params["weight"][tokens]
 
     def backward(self, d_y):
@@ -190,7 +109,7 @@ class Embedding(Module):
         if self._tokens is None:
             raise RuntimeError("call forward before backward")
         expected = self._tokens.shape + (self.embedding_dim,)
-        _check_float_array(d_y, "Embedding d_output", self.dtype)
+        check_float_array(d_y, "Embedding d_output", self.dtype)
         if d_y.shape != expected:
             raise ValueError(f"Embedding d_output: expected shape {expected}, got {d_y.shape}")
         d_weight = np.zeros_like(self.params["weight"])

@@ -12,6 +12,7 @@ buffers), so a checkpoint can store it without pickling.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -52,26 +53,54 @@ def clip_grad_value(grads, clip_value):
         np.clip(g, -clip_value, clip_value, out=g)
 
 
+def _number(name, value):
+    """``value`` as a float; TypeError naming ``name`` for anything that is not a real number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not (isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _in_range(name, value, low, high=math.inf, *, low_open=False, high_open=True):
+    """``value`` as a float in the interval; written so that NaN fails it (NaN compares false)."""
+    value = _number(name, value)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below and math.isfinite(value)):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
+    return value
+
+
 class Optimizer:
     """Common bookkeeping: the parameter dict, the step count, checked gradients.
 
     Subclasses list their hyperparameters in ``HYPERPARAMETERS`` and their
-    per-parameter buffers in ``BUFFERS``, and implement ``_update(name,
-    param, grad)``.
+    per-parameter buffers in ``BUFFERS`` (those that can never be negative also
+    in ``NON_NEGATIVE_BUFFERS``), check hyperparameters in ``_checked(**values)
+    → values`` (used by the constructor and by ``load_state_dict``), and
+    implement ``_update(name, param, grad)``.
     """
 
     HYPERPARAMETERS: tuple = ()
     BUFFERS: tuple = ()
+    NON_NEGATIVE_BUFFERS: tuple = ()
 
-    def __init__(self, params):
+    def __init__(self, params, **hyperparameters):
         if not isinstance(params, dict) or not params:
             raise TypeError("params: expected a non-empty dict name → array (a model's .params)")
         for name, value in params.items():
             if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
                 raise TypeError(f"params[{name!r}]: expected a float NumPy array")
+        for name, value in self._checked(**hyperparameters).items():
+            setattr(self, name, value)
         self.params = params
         self.step_count = 0
         self.state = {buffer: {} for buffer in self.BUFFERS}
+
+    @staticmethod
+    def _checked(**values):
+        return values
 
     def step(self, grads):
         """Apply one update. ``grads`` must hold a gradient for every parameter."""
@@ -85,7 +114,9 @@ class Optimizer:
         """Once per step, before the updates: what every parameter's update shares."""
 
     def _check_grads(self, grads):
-        # checked before any update, so a bad call leaves every parameter as it was
+        # every gradient is checked before any update, so a bad call leaves every parameter as it was
+        if not isinstance(grads, Mapping):
+            raise TypeError(f"grads: expected a dict name → array (a model's .grads), got {type(grads).__name__}")
         missing = [name for name in self.params if name not in grads]
         unexpected = [name for name in grads if name not in self.params]
         if missing or unexpected:
@@ -95,6 +126,9 @@ class Optimizer:
             if not isinstance(grad, np.ndarray) or grad.shape != param.shape:
                 raise ValueError(f"grads[{name!r}]: expected an array of shape {param.shape}, "
                                  f"got {getattr(grad, 'shape', type(grad).__name__)}")
+            if grad.dtype != param.dtype:
+                raise TypeError(f"grads[{name!r}]: expected dtype {param.dtype} (the parameter's), "
+                                f"got {grad.dtype}")
             if not np.all(np.isfinite(grad)):
                 raise FloatingPointError(f"grads[{name!r}] contains NaN or inf")
 
@@ -115,7 +149,14 @@ class Optimizer:
         return result
 
     def load_state_dict(self, state_dict):
-        """Restore from :meth:`state_dict`; everything is checked before anything changes."""
+        """Restore from :meth:`state_dict`; everything is checked before anything changes.
+
+        The step count must be a non-negative integer, the hyperparameters must
+        pass the constructor's checks, and every buffer must be finite in the
+        parameter's dtype (and non-negative where the rule only ever adds squares).
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"optimizer state: expected a dict of arrays, got {type(state_dict).__name__}")
         expected = {"step": ()}
         expected.update({k: np.shape(getattr(self, k)) for k in self.HYPERPARAMETERS})
         buffers = {}
@@ -135,19 +176,37 @@ class Optimizer:
             if value.shape != shape or value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
                 raise ValueError(f"optimizer state {key!r}: expected a finite number of shape {shape}, "
                                  f"got {value.dtype} {value.shape}")
+        step = float(np.asarray(state_dict["step"]))
+        if not (step >= 0 and step == math.floor(step)):
+            raise ValueError(f"optimizer state 'step': expected a non-negative integer, got {step}")
+        try:
+            hyperparameters = self._checked(**{
+                key: (tuple(np.asarray(state_dict[key], np.float64).tolist()) if expected[key]
+                      else float(np.asarray(state_dict[key], np.float64))) for key in self.HYPERPARAMETERS})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"optimizer state: {error}") from error
+        staged = {}
         for key, (buffer, name) in buffers.items():
             value = np.asarray(state_dict[key])
-            if value.shape != self.params[name].shape or value.dtype.kind != "f":
+            param = self.params[name]
+            if value.shape != param.shape or value.dtype.kind != "f":
                 raise ValueError(f"optimizer state {key!r}: expected a float array of shape "
-                                 f"{self.params[name].shape}, got {value.dtype} {value.shape}")
+                                 f"{param.shape}, got {value.dtype} {value.shape}")
+            with np.errstate(over="ignore"):
+                value = np.array(value, dtype=param.dtype)
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"optimizer state {key!r}: contains NaN or inf (in {param.dtype})")
+            if buffer in self.NON_NEGATIVE_BUFFERS and np.any(value < 0):
+                raise ValueError(f"optimizer state {key!r}: a sum of squares cannot be negative, "
+                                 f"got minimum {value.min()}")
+            staged[key] = value
         # all checked: now change things
-        self.step_count = int(state_dict["step"])
-        for key in self.HYPERPARAMETERS:
-            value = np.asarray(state_dict[key], np.float64)
-            setattr(self, key, tuple(value.tolist()) if value.ndim else float(value))
+        self.step_count = int(step)
+        for key, value in hyperparameters.items():
+            setattr(self, key, value)
         self.state = {buffer: {} for buffer in self.BUFFERS}
         for key, (buffer, name) in buffers.items():
-            self.state[buffer][name] = np.array(state_dict[key], dtype=self.params[name].dtype)
+            self.state[buffer][name] = staged[key]
 
     def __repr__(self):
         settings = ", ".join(f"{k}={getattr(self, k)}" for k in self.HYPERPARAMETERS)
@@ -167,13 +226,19 @@ class SGD(Optimizer):
     BUFFERS = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-2, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        super().__init__(params)
-        if not lr > 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"need lr > 0, momentum ≥ 0, weight_decay ≥ 0; got {lr}, {momentum}, {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov)
+
+    @staticmethod
+    def _checked(lr, momentum, dampening, weight_decay, nesterov):
+        values = {"lr": _in_range("lr", lr, 0, low_open=True), "momentum": _in_range("momentum", momentum, 0),
+                  "dampening": _in_range("dampening", dampening, -math.inf),
+                  "weight_decay": _in_range("weight_decay", weight_decay, 0)}
+        if nesterov not in (True, False, 0, 1):
+            raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and (values["momentum"] <= 0 or values["dampening"] != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
-        self.lr, self.momentum, self.dampening = float(lr), float(momentum), float(dampening)
-        self.weight_decay, self.nesterov = float(weight_decay), float(bool(nesterov))
+        return {**values, "nesterov": float(bool(nesterov))}
 
     def _update(self, name, param, grad):
         if self.weight_decay:
@@ -199,14 +264,18 @@ class Adam(Optimizer):
 
     HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay")
     BUFFERS = ("exp_avg", "exp_avg_sq")
+    NON_NEGATIVE_BUFFERS = ("exp_avg_sq",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params)
-        if not lr > 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1) or not eps >= 0 or weight_decay < 0:
-            raise ValueError(f"need lr > 0, 0 ≤ betas < 1, eps ≥ 0, weight_decay ≥ 0; "
-                             f"got lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
-        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
-        self.weight_decay = float(weight_decay)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    @staticmethod
+    def _checked(lr, betas, eps, weight_decay):
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        return {"lr": _in_range("lr", lr, 0, low_open=True),
+                "betas": (_in_range("betas[0]", betas[0], 0, 1), _in_range("betas[1]", betas[1], 0, 1)),
+                "eps": _in_range("eps", eps, 0), "weight_decay": _in_range("weight_decay", weight_decay, 0)}
 
     def _begin_step(self):
         # the bias corrections depend only on the step
@@ -243,15 +312,19 @@ class Adagrad(Optimizer):
 
     HYPERPARAMETERS = ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value")
     BUFFERS = ("sum",)
+    NON_NEGATIVE_BUFFERS = ("sum",)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10):
-        super().__init__(params)
-        if not lr > 0 or lr_decay < 0 or weight_decay < 0 or initial_accumulator_value < 0 or not eps >= 0:
-            raise ValueError("need lr > 0 and lr_decay, weight_decay, initial_accumulator_value, eps ≥ 0")
-        self.lr, self.lr_decay, self.eps = float(lr), float(lr_decay), float(eps)
-        self.weight_decay = float(weight_decay)
-        self.initial_accumulator_value = float(initial_accumulator_value)
+        super().__init__(params, lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value)
+
+    @staticmethod
+    def _checked(lr, lr_decay, eps, weight_decay, initial_accumulator_value):
+        return {"lr": _in_range("lr", lr, 0, low_open=True), "lr_decay": _in_range("lr_decay", lr_decay, 0),
+                "eps": _in_range("eps", eps, 0), "weight_decay": _in_range("weight_decay", weight_decay, 0),
+                "initial_accumulator_value": _in_range("initial_accumulator_value",
+                                                       initial_accumulator_value, 0)}
 
     def _update(self, name, param, grad):
         if self.weight_decay:

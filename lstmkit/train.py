@@ -47,14 +47,46 @@ def take_batch(data, index):
 
 
 def _check_data(data, what):
+    """A batch dict with at least one row, its arrays of equal length and its targets finite."""
     if not isinstance(data, dict) or "inputs" not in data or "targets" not in data:
         raise TypeError(f"{what}: expected a dict with 'inputs' and 'targets' arrays "
                         f"(and optionally 'lengths', 'mask'), got {type(data).__name__}")
     rows = len(data["inputs"])
+    if rows == 0:
+        raise ValueError(f"{what}: holds no sequences ('inputs' has 0 rows)")
     for key in ("targets", "lengths", "mask"):
         if data.get(key) is not None and len(data[key]) != rows:
             raise ValueError(f"{what}: '{key}' has {len(data[key])} rows, 'inputs' has {rows}")
+    _check_targets(data["targets"], what)
     return rows
+
+
+def _check_targets(targets, what):
+    targets = np.asarray(targets)
+    if targets.dtype.kind in "fc" and not np.all(np.isfinite(targets)):
+        bad = np.argwhere(~np.isfinite(targets))
+        raise ValueError(f"{what}: 'targets' contains NaN or inf ({len(bad)} value(s), the first at "
+                         f"index {tuple(int(i) for i in bad[0])}); a loss on them cannot be trained")
+
+
+def _check_positive_int(name, value, allow_none=True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_metrics(metrics):
+    if isinstance(metrics, str) or not isinstance(metrics, (tuple, list)):
+        raise TypeError(f"metrics: expected a tuple or list of names or functions, got {metrics!r}")
+    for metric in metrics:
+        if isinstance(metric, str):
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; choose from {sorted(METRICS)} or pass "
+                                 f"a function f(predictions, batch) → float")
+        elif not callable(metric):
+            raise TypeError(f"metrics: expected names from {sorted(METRICS)} or functions, got {metric!r}")
 
 
 def _forward_loss(model, loss, batch):
@@ -72,6 +104,8 @@ def evaluate(model, loss, data, metrics=(), batch_size=1024):
     functions ``f(predictions, batch) → float``. Returns ``{"loss": …, name: …}``.
     """
     rows = _check_data(data, "eval data")
+    _check_metrics(metrics)
+    batch_size = _check_positive_int("batch_size", batch_size, allow_none=False)
     predict = getattr(model, "predict", model.forward)   # keeps nothing for backward, where it can
     predictions = [predict(chunk["inputs"], chunk.get("lengths"))
                    for chunk in (take_batch(data, slice(start, start + batch_size))
@@ -114,22 +148,34 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
     ``eval_step``, ``eval_loss``, ``eval_<metric>``, ``best_step``,
     ``best_eval_loss``, ``stopped_early`` and ``steps_run``.
     """
+    # every option is checked here, before the first step changes a parameter
     sampler = train_data if callable(train_data) else None
     rows = None if sampler else _check_data(train_data, "train_data")
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps or epochs")
+    batch_size = _check_positive_int("batch_size", batch_size, allow_none=False)
+    steps = _check_positive_int("steps", steps)
+    epochs = _check_positive_int("epochs", epochs)
     if epochs is not None:
         if sampler:
             raise ValueError("epochs need train_data as a dict of arrays; with a sampler give steps")
-        steps = int(epochs) * math.ceil(rows / batch_size)
-    if not steps >= 1 or not batch_size >= 1:
-        raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
+        steps = epochs * math.ceil(rows / batch_size)
+    eval_every = _check_positive_int("eval_every", eval_every)
+    patience = _check_positive_int("patience", patience)
+    _check_metrics(metrics)
+    if clip_norm is not None and not (isinstance(clip_norm, (int, float, np.integer, np.floating))
+                                      and 0 < clip_norm < math.inf):
+        raise ValueError(f"clip_norm must be a positive finite number, got {clip_norm!r}")
+    if not (isinstance(min_delta, (int, float, np.integer, np.floating)) and 0 <= min_delta < math.inf):
+        raise ValueError(f"min_delta must be a non-negative finite number, got {min_delta!r}")
+    if stop_when is not None and not callable(stop_when):
+        raise TypeError(f"stop_when must be a function record → bool, got {stop_when!r}")
     if eval_data is not None:
         _check_data(eval_data, "eval_data")
         if eval_every is None:
             eval_every = math.ceil(rows / batch_size) if rows else max(1, steps // 20)
-    elif patience is not None or stop_when is not None or restore_best:
-        raise ValueError("patience, stop_when and restore_best need eval_data")
+    elif patience is not None or stop_when is not None or restore_best or eval_every is not None or metrics:
+        raise ValueError("patience, stop_when, restore_best, eval_every and metrics need eval_data")
 
     rng = np.random.default_rng(seed)
     history = {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [],
@@ -150,13 +196,14 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
         for step in range(1, steps + 1):
             if sampler:
                 batch = sampler(batch_size, rng)
+                _check_data(batch, f"the batch the sampler gave for step {step}")
             else:
                 if order is None or position >= rows:
                     order, position = rng.permutation(rows), 0
                 batch = take_batch(train_data, order[position:position + batch_size])
                 position += batch_size
             predictions, value = _forward_loss(model, loss, batch)
-            if not math.isfinite(value):
+            if not math.isfinite(value):    # the targets are finite: the model's outputs are not
                 raise FloatingPointError(f"the training loss is {value} at step {step}; lower the "
                                          f"learning rate or clip gradients (clip_norm)")
             model.backward(loss.backward())

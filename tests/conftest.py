@@ -4,19 +4,12 @@ import pytest
 import scipy.linalg  # noqa: F401 (Numba's np.dot calls BLAS through SciPy: load it before the limit)
 from threadpoolctl import threadpool_limits
 
+from lstmkit.agreement import max_relative_difference  # noqa: F401 (the tests import it from here)
+
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-def max_relative_difference(actual, expected):
-    """max |a − e| / max |e|: one number per tensor, robust to entries near zero."""
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    scale = np.abs(expected).max(initial=0.0)
-    diff = np.abs(actual - expected).max(initial=0.0)
-    return diff if scale == 0.0 else diff / scale
 
 
 @pytest.fixture

@@ -162,3 +162,138 @@ def test_saving_never_leaves_a_half_written_file(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "run.ckpt", model)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.npz", model)
+
+
+# -- issue 11: files that are not checkpoints, state out of range, and how the file is written ----
+def rewrite(path, **changes):
+    """The checkpoint at ``path`` with some arrays replaced (None removes one)."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+def test_a_plain_npy_renamed_npz_is_refused(tmp_path):
+    model, optimizer = trained()
+    path = tmp_path / "run.npz"
+    with open(path, "wb") as file:
+        np.save(file, np.arange(12.0))
+    assert_refused_and_unchanged(path, model, optimizer, "single .npy array")
+
+
+@pytest.mark.parametrize("record", ["null", "[1, 2]", '"lstm"', "3"])
+def test_an_architecture_record_that_is_not_an_object_is_refused(tmp_path, record):
+    model, optimizer = trained()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer)
+    rewrite(path, architecture=np.array(record))
+    assert_refused_and_unchanged(path, model, optimizer, "architecture record must be a JSON object")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("exp_avg_sq.head.bias", lambda v: -np.abs(v) - 1.0, "cannot be negative"),
+    ("exp_avg.head.bias", lambda v: np.full_like(v, np.nan), "NaN or inf"),
+    ("exp_avg_sq.rnn.weight_hh_l0", lambda v: np.full(v.shape, 1e300), "NaN or inf"),   # inf in float32
+    ("lr", lambda v: np.array(-1e-3), "lr must be"),
+    ("lr", lambda v: np.array(0.0), "lr must be"),
+    ("betas", lambda v: np.array([0.9, 1.0]), r"betas\[1\] must be"),
+    ("eps", lambda v: np.array(-1.0), "eps must be"),
+    ("weight_decay", lambda v: np.array(-0.5), "weight_decay must be"),
+    ("step", lambda v: np.array(-3), "non-negative integer"),
+    ("step", lambda v: np.array(2.5), "non-negative integer"),
+])
+def test_optimizer_state_out_of_range_is_refused(tmp_path, key, value, message):
+    model, optimizer = trained()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer)
+    with np.load(path, allow_pickle=False) as archive:
+        saved = archive[f"optimizer/{key}"]
+    rewrite(path, **{f"optimizer/{key}": value(saved)})
+    other = SequenceRegressor("lstm", 2, 6, seed=1)
+    assert_refused_and_unchanged(path, other, Adam(other.params), message)
+
+
+def test_sgd_and_adagrad_state_out_of_range_is_refused(tmp_path):
+    from lstmkit.optim import Adagrad
+
+    layer = lstmkit.LSTM(2, 3, seed=0)
+    for optimizer, key, value, message in (
+            (SGD(layer.params, lr=0.1, momentum=0.9), "momentum", -0.5, "momentum must be"),
+            (SGD(layer.params, lr=0.1), "nesterov", 0.5, "nesterov must be"),
+            (Adagrad(layer.params), "sum.weight_hh_l0", -np.ones((12, 3), np.float32), "cannot be negative"),
+            (Adagrad(layer.params), "lr_decay", -1.0, "lr_decay must be")):
+        grads = {name: np.ones_like(value) for name, value in layer.params.items()}
+        optimizer.step(grads)
+        path = save_checkpoint(tmp_path / "run.npz", layer, optimizer)
+        rewrite(path, **{f"optimizer/{key}": np.asarray(value)})
+        assert_refused_and_unchanged(path, layer, optimizer, message)
+
+
+def test_float64_values_beyond_float32_are_refused_by_a_float32_model(tmp_path):
+    wide = SequenceRegressor("lstm", 2, 6, dtype=np.float64, seed=0)
+    wide.params["rnn.weight_hh_l0"][0, 0] = 1e300            # finite in float64, inf in float32
+    path = save_checkpoint(tmp_path / "wide.npz", wide)
+    narrow = SequenceRegressor("lstm", 2, 6, seed=1)
+    assert narrow.dtype == np.float32
+    assert_refused_and_unchanged(path, narrow, None, "rnn.weight_hh_l0: values up to 1e\\+300 overflow float32")
+
+
+def test_a_save_killed_halfway_leaves_nothing_after_the_next_save(tmp_path):
+    """A process killed (SIGKILL: no cleanup runs) in the middle of writing leaves its temporary
+    file; the next save to the same path removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "run.npz"
+    script = textwrap.dedent(f"""
+        import os, signal
+        import numpy as np
+        import lstmkit
+        from lstmkit.checkpoint import save_checkpoint
+
+        def killed_savez(file, **arrays):
+            file.write(b"half of a checkpoint")
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        np.savez = killed_savez
+        save_checkpoint({str(path)!r}, lstmkit.LSTM(2, 3, seed=0))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=dict(os.environ))
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert len(leftovers) == 1 and leftovers[0] != "run.npz"       # the temporary file, nothing at path
+    save_checkpoint(path, lstmkit.LSTM(2, 3, seed=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
+
+
+def test_a_checkpoint_gets_the_umask_mode_and_is_flushed_before_the_rename(tmp_path, monkeypatch):
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append("fsync")
+        return real_fsync(descriptor)
+
+    def replace(source, destination):
+        events.append(("replace", os.path.basename(destination)))
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    previous = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "run.npz", lstmkit.LSTM(2, 3, seed=0))
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
+    rename = events.index(("replace", "run.npz"))
+    assert "fsync" in events[:rename]

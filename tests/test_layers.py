@@ -198,15 +198,21 @@ def test_constructor_checks():
         lstmkit.RNN(3, 4, nonlinearity="sigmoid")
 
 
-def test_parameter_counts_follow_the_gate_count():
-    sizes = dict(input_size=10, hidden_size=20)
-    rnn, lstm, gru = lstmkit.RNN(**sizes), lstmkit.LSTM(**sizes), lstmkit.GRU(**sizes)
-    per_gate = 20 * (10 + 20) + 2 * 20
-    assert rnn.num_parameters() == per_gate
-    assert lstm.num_parameters() == 4 * per_gate
-    assert gru.num_parameters() == 3 * per_gate
-    assert lstmkit.PeepholeLSTM(**sizes).num_parameters() == 4 * per_gate + 3 * 20
-    assert lstmkit.CoupledLSTM(**sizes).num_parameters() == 3 * per_gate
+def test_parameter_counts_are_torchs():
+    """The same number of parameters as torch's module, counted by torch; the peephole LSTM adds
+    its three diagonal peephole vectors, CIFG drops the input gate's block."""
+    import torch
+
+    sizes = dict(input_size=10, hidden_size=20, num_layers=2, bidirectional=True)
+    counts = {}
+    for ours, theirs in ((lstmkit.RNN, torch.nn.RNN), (lstmkit.LSTM, torch.nn.LSTM), (lstmkit.GRU, torch.nn.GRU)):
+        counts[ours] = sum(p.numel() for p in theirs(**sizes).parameters())
+        assert ours(**sizes).num_parameters() == counts[ours]
+    peepholes = lstmkit.PeepholeLSTM(**sizes).parameter_shapes()
+    assert {k: v for k, v in peepholes.items() if not k.startswith("weight_c")} == lstmkit.LSTM(**sizes).parameter_shapes()
+    assert sorted({k.split("_l")[0] for k in peepholes if k.startswith("weight_c")}) == ["weight_cf", "weight_ci",
+                                                                                           "weight_co"]
+    assert lstmkit.CoupledLSTM(**sizes).num_parameters() == counts[lstmkit.GRU]      # three blocks each
 
 
 def test_float32_and_float64_each_compile_once():
@@ -223,7 +229,7 @@ def test_float32_and_float64_each_compile_once():
 
 
 def test_load_state_dict_takes_any_mapping_and_refuses_anything_else(tmp_path):
-    """Layers share the parameter handling of lstmkit.nn.Module: an .npz archive opened with
+    """Layers share the parameter handling of lstmkit.module.Module: an .npz archive opened with
     np.load is a mapping of arrays like a dict; a list is refused before anything changes."""
     source, target = lstmkit.LSTM(3, 4, seed=0), lstmkit.LSTM(3, 4, seed=1)
     np.savez(tmp_path / "weights.npz", **source.state_dict())
@@ -236,3 +242,40 @@ def test_load_state_dict_takes_any_mapping_and_refuses_anything_else(tmp_path):
         target.load_state_dict(list(source.state_dict().items()))
     for name, value in before.items():
         np.testing.assert_array_equal(target.params[name], value)
+
+
+# -- issue 11: changing x between forward and backward; values float32 cannot hold ---------------
+@pytest.mark.parametrize("layout", ["time_major", "batch_first", "unbatched"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole_lstm"])
+def test_backward_after_the_caller_changed_x_in_place_gives_the_gradients_of_the_x_forward_saw(cell, layout):
+    """torch raises here; lstmkit keeps its own copy of x, so the gradients stay right."""
+    rng = np.random.default_rng(11)
+    shape = {"time_major": (6, 3, 4), "batch_first": (3, 6, 4), "unbatched": (6, 4)}[layout]
+    x = rng.standard_normal(shape)
+    layer = lstmkit.RecurrentLayer(cell, 4, 5, num_layers=2, batch_first=layout == "batch_first",
+                                   dtype=np.float64, seed=0)
+    y, _ = layer(x.copy())
+    dy = rng.standard_normal(y.shape)
+    expected_dx, _ = layer.backward(dy)
+    expected = {name: grad.copy() for name, grad in layer.grads.items()}
+
+    layer(x)
+    x[...] = rng.standard_normal(shape)        # the caller refills its buffer before backward
+    dx, _ = layer.backward(dy)
+    np.testing.assert_array_equal(dx, expected_dx)
+    for name, grad in expected.items():
+        np.testing.assert_array_equal(layer.grads[name], grad, err_msg=name)
+
+
+def test_float64_values_beyond_float32_are_refused_and_change_nothing():
+    layer = lstmkit.LSTM(3, 4, seed=0)
+    before = layer.state_dict()
+    values = lstmkit.LSTM(3, 4, dtype=np.float64, seed=1).state_dict()
+    values["bias_ih_l0"][5] = -1e300             # finite in float64, -inf in float32
+    with pytest.raises(ValueError, match=r"bias_ih_l0: values up to 1e\+300 overflow float32"):
+        layer.load_state_dict(values)
+    for name, value in before.items():
+        np.testing.assert_array_equal(layer.params[name], value)
+    values["bias_ih_l0"][5] = 3e38              # the largest float32 is 3.4e38: this one fits
+    layer.load_state_dict(values)
+    assert np.all(np.isfinite(layer.params["bias_ih_l0"]))

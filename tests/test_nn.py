@@ -210,3 +210,30 @@ def test_losses_reject_bad_input_clearly():
     # a masked-out position may hold any target, e.g. padding
     assert SoftmaxCrossEntropy()(np.zeros((2, 3)), np.array([0, -1]), np.array([True, False])) \
         == pytest.approx(np.log(3))
+
+
+# -- issue 11: backward after the caller changed the input in place ------------------------------
+def test_linear_and_embedding_backward_use_the_input_forward_saw():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 4))
+    d_y = rng.standard_normal((2, 5, 3))
+    linear = Linear(4, 3, dtype=np.float64, seed=1)
+    linear(x.copy())
+    expected = linear.backward(d_y), dict(linear.grads)
+    linear(x)
+    x *= 3.0                                  # the caller reuses its buffer before backward
+    got = linear.backward(d_y), linear.grads
+    np.testing.assert_array_equal(got[0], expected[0])
+    for name in expected[1]:
+        np.testing.assert_array_equal(got[1][name], expected[1][name])
+
+    tokens = np.array([[0, 1, 1], [2, 0, 3]])
+    embedding = Embedding(5, 3, dtype=np.float64, seed=0)
+    d_rows = rng.standard_normal((2, 3, 3))
+    embedding(tokens.copy())
+    embedding.backward(d_rows)
+    expected_weight = embedding.grads["weight"].copy()
+    embedding(tokens)
+    tokens[:] = 4
+    embedding.backward(d_rows)
+    np.testing.assert_array_equal(embedding.grads["weight"], expected_weight)

@@ -123,3 +123,40 @@ def test_state_dict_round_trip_continues_identically():
         fresh.load_state_dict(bad)
     after = fresh.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+# -- issue 11: NaN settings, and a step that checks every gradient before it changes anything ----
+@pytest.mark.parametrize("optimizer_class,setting", [
+    (SGD, "lr"), (SGD, "momentum"), (SGD, "dampening"), (SGD, "weight_decay"),
+    (Adam, "lr"), (Adam, "eps"), (Adam, "weight_decay"),
+    (Adagrad, "lr"), (Adagrad, "lr_decay"), (Adagrad, "eps"), (Adagrad, "weight_decay"),
+    (Adagrad, "initial_accumulator_value"),
+])
+def test_a_nan_setting_is_refused(optimizer_class, setting):
+    with pytest.raises(ValueError, match=f"{setting} must be a finite number"):
+        optimizer_class({"w": np.ones(3)}, **{setting: float("nan")})
+
+
+@pytest.mark.parametrize("betas", [(float("nan"), 0.999), (0.9, float("nan")), (0.9, 1.0)])
+def test_adam_refuses_nan_or_out_of_range_betas(betas):
+    with pytest.raises(ValueError, match="betas"):
+        Adam({"w": np.ones(3)}, betas=betas)
+
+
+@pytest.mark.parametrize("bad_grad", [
+    np.ones(2, np.complex128),              # a complex gradient (numpy's in-place update would raise)
+    np.ones(2, np.float32),                 # another float type than the parameter's
+])
+@pytest.mark.parametrize("optimizer_class", [SGD, Adam, Adagrad])
+def test_a_bad_gradient_anywhere_changes_no_parameter(optimizer_class, bad_grad):
+    """Six parameters, the last one's gradient bad: step raises before the first update."""
+    params = {f"p{k}": np.full(2, float(k)) for k in range(6)}
+    before = {k: v.copy() for k, v in params.items()}
+    optimizer = optimizer_class(params, lr=0.1)
+    grads = {k: np.ones(2) for k in params}
+    grads["p5"] = bad_grad
+    with pytest.raises(TypeError, match=r"grads\['p5'\]: expected dtype float64"):
+        optimizer.step(grads)
+    for name, value in params.items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    assert optimizer.step_count == 0 and all(not buffers for buffers in optimizer.state.values())

@@ -6,7 +6,8 @@ import pytest
 
 from lstmkit import tasks
 from lstmkit.models import SequenceClassifier, SequenceRegressor
-from lstmkit.nn import Module, MSELoss, SoftmaxCrossEntropy
+from lstmkit.module import Module
+from lstmkit.nn import MSELoss, SoftmaxCrossEntropy
 from lstmkit.optim import SGD, Adam
 from lstmkit.train import evaluate, fit
 
@@ -143,3 +144,42 @@ def test_bad_arguments_are_named():
         fit(diverging, MSELoss(), SGD(diverging.params, lr=1e200), constant_data(4, 1e200), steps=10,
             progress=False)
     assert math.isfinite(float(model.params["value"][0]))
+
+
+# -- issue 11: every option checked before the first step; a NaN target named as such -----------
+@pytest.mark.parametrize("options,error,message", [
+    ({"eval_every": 0}, ValueError, "eval_every must be a positive integer"),
+    ({"patience": 0}, ValueError, "patience must be a positive integer"),
+    ({"patience": -2}, ValueError, "patience must be a positive integer"),
+    ({"patience": 1.5}, ValueError, "patience must be a positive integer"),
+    ({"metrics": ("acuracy",)}, ValueError, "unknown metric 'acuracy'"),
+    ({"eval_data": constant_data(0, 1.0)}, ValueError, "eval_data: holds no sequences"),
+    ({"train_data": constant_data(0, 1.0)}, ValueError, "train_data: holds no sequences"),
+    ({"steps": 2.5}, ValueError, "steps must be a positive integer"),
+    ({"clip_norm": float("nan")}, ValueError, "clip_norm must be"),
+])
+def test_bad_options_are_refused_before_the_first_step(options, error, message):
+    model = Constant(0.5)
+    arguments = {"train_data": constant_data(4, 1.0), "steps": 3, "batch_size": 2,
+                 "eval_data": constant_data(4, 1.0), "eval_every": 1, "progress": False, **options}
+    with pytest.raises(error, match=message):
+        fit(model, MSELoss(), SGD(model.params, lr=0.1), **arguments)
+    assert model.seen == [] and model.params["value"][0] == 0.5      # no step was taken
+
+
+def test_a_nan_target_is_named_not_blamed_on_the_learning_rate():
+    model = Constant()
+    data = constant_data(4, 1.0)
+    data["targets"][2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"train_data: 'targets' contains NaN or inf .* index \(2, 0\)"):
+        fit(model, MSELoss(), SGD(model.params), data, steps=3, progress=False)
+    assert model.seen == []
+
+    def sampler(batch_size, rng):
+        batch = constant_data(batch_size, 1.0)
+        batch["targets"][-1] = np.nan
+        return batch
+
+    with pytest.raises(ValueError, match="the batch the sampler gave for step 1: 'targets' contains NaN"):
+        fit(model, MSELoss(), SGD(model.params), sampler, steps=3, progress=False)
+    assert model.seen == [] and model.params["value"][0] == 0.0

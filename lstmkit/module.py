@@ -1,0 +1,117 @@
+"""The bottom of the layer stack: the parameter container every layer and block
+derives from, and the argument checks they share.
+
+:mod:`lstmkit.layers` (the recurrent layers) and :mod:`lstmkit.nn` (the blocks
+around them) both import from here; nothing here imports from lstmkit.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["Module", "FLOAT_DTYPES", "check_float_dtype", "check_sizes", "check_float_array",
+           "check_state_dict"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float_dtype(dtype):
+    """float32 or float64, as a NumPy dtype; TypeError otherwise."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_sizes(**sizes):
+    """Each a positive integer (``bool`` is not one); returns them as ints, in order."""
+    for name, value in sizes.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return [int(value) for value in sizes.values()]
+
+
+def check_float_array(array, what, dtype, shape=None, *, dtype_source=None):
+    """A NumPy array of exactly ``dtype`` (and ``shape``, when given), every value finite.
+
+    ``dtype_source`` says where the expected dtype comes from (e.g. "the layer's dtype")."""
+    if not isinstance(array, np.ndarray):
+        expected = f" of shape {tuple(shape)}" if shape is not None else ""
+        raise TypeError(f"{what}: expected a NumPy array{expected} and dtype {dtype}, got {type(array).__name__}")
+    if array.dtype != dtype:
+        source = f" ({dtype_source})" if dtype_source else ""
+        raise TypeError(f"{what}: expected dtype {dtype}{source}, got {array.dtype}; "
+                        f"convert with .astype(np.{dtype})")
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(f"{what}: expected shape {tuple(shape)}, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what}: contains NaN or inf")
+    return array
+
+
+def check_state_dict(params, state_dict, strict, owner):
+    """Validate ``state_dict`` against ``params``; return the arrays to copy, cast to each param's dtype.
+
+    The finiteness check runs after the cast: 1e300 is a finite float64 and an
+    infinite float32, and must not reach a float32 layer as inf.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict: expected a dict of arrays, got {type(state_dict).__name__}")
+    missing = [name for name in params if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in params]
+    if strict and (missing or unexpected):
+        raise KeyError(f"state_dict does not match {owner}: missing {missing}, unexpected {unexpected}")
+    staged = {}
+    for name, value in state_dict.items():
+        if name not in params:
+            continue
+        value = np.asarray(value)
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"{name}: expected a numeric array, got dtype {value.dtype}")
+        if value.shape != params[name].shape:
+            raise ValueError(f"{name}: expected shape {params[name].shape}, got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name}: contains NaN or inf")
+        target = params[name].dtype
+        with np.errstate(over="ignore"):
+            cast = np.array(value, dtype=target, copy=True)
+        if not np.all(np.isfinite(cast)):
+            largest = float(np.abs(value[np.isfinite(value)]).max())
+            raise ValueError(f"{name}: values up to {largest:.3g} overflow {target} (largest finite "
+                             f"{float(np.finfo(target).max):.3g})")
+        staged[name] = cast
+    return staged
+
+
+class Module:
+    """Parameters in a dict, copied in and out the way torch's ``state_dict`` does.
+
+    Subclasses fill ``self.params`` (name → array) in ``__init__``. The arrays
+    are updated in place by optimizers and by ``load_state_dict``, so anything
+    holding a reference to them (a composite model, an optimizer) sees the
+    new values.
+    """
+
+    params: dict
+    grads: dict
+
+    def parameter_shapes(self):
+        """Name → shape of every parameter, in ``state_dict`` order."""
+        return {name: value.shape for name, value in self.params.items()}
+
+    def num_parameters(self):
+        return sum(value.size for value in self.params.values())
+
+    def state_dict(self):
+        """A copy of every parameter."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy parameters in; everything is checked first, so a bad dict changes nothing."""
+        staged = check_state_dict(self.params, state_dict, strict, repr(self))
+        for name, value in staged.items():
+            self.params[name][...] = value
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)

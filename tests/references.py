@@ -1,0 +1,101 @@
+"""Independent NumPy references for the built-in cells torch lacks, written from the papers.
+
+Written from the equations as the papers print them, one time step at a time, in
+float64, without lstmkit's cell specs. Only the storage of the parameters is
+lstmkit's (torch's): ``weight_ih`` [G·d, n] and ``weight_hh`` [G·d, d] stack one
+block per gate in the order ``GATE_ORDER`` gives, the two biases add up, and a
+peephole weight is a vector [d] (a diagonal matrix, as in both papers).
+
+Greff et al. 2015, "LSTM: A Search Space Odyssey", eqs. (1)–(6), their notation:
+
+    z_t = g(W_z x_t + R_z y_{t−1} + b_z)                      block input
+    i_t = σ(W_i x_t + R_i y_{t−1} + p_i ⊙ c_{t−1} + b_i)      input gate
+    f_t = σ(W_f x_t + R_f y_{t−1} + p_f ⊙ c_{t−1} + b_f)      forget gate
+    c_t = z_t ⊙ i_t + c_{t−1} ⊙ f_t                           cell
+    o_t = σ(W_o x_t + R_o y_{t−1} + p_o ⊙ c_t + b_o)          output gate
+    y_t = h(c_t) ⊙ o_t                                        block output
+
+with g = h = tanh. The peepholes are those of Gers & Schmidhuber 2000 ("Recurrent
+nets that time and count"): the input and forget gates look at the cell state of
+the previous step, the output gate at the cell state just computed.
+
+Greff's eight variants each change one thing in that block: NIG i_t = 1, NFG
+f_t = 1, NOG o_t = 1, NIAF g(x) = x, NOAF h(x) = x, NP no peepholes, CIFG couples
+the gates. Greff's vanilla block has peepholes; lstmkit's built-in variants start
+from torch's LSTM, which has none, so each is NP plus the variant's change. Greff
+writes CIFG as f_t = 1 − i_t; lstmkit keeps the forget gate's weights and sets
+i_t = 1 − f_t (as Jozefowicz et al. 2015 and chapter 09 do): the same family, with
+the other gate's parameters.
+"""
+import numpy as np
+
+# lstmkit's storage: the order of the gate blocks in weight_ih / weight_hh / the biases.
+# "g" is the block input z (torch calls it g).
+GATE_ORDER = {
+    "peephole_lstm": "ifgo",
+    "coupled_lstm": "fgo",
+    "lstm_no_input_gate": "fgo",
+    "lstm_no_forget_gate": "igo",
+    "lstm_no_output_gate": "ifg",
+    "lstm_no_input_activation": "ifgo",
+    "lstm_no_output_activation": "ifgo",
+}
+
+# which of Greff's changes each built-in cell makes
+VARIANTS = {
+    "peephole_lstm": {"peepholes": True},
+    "coupled_lstm": {"coupled": True},
+    "lstm_no_input_gate": {"input_gate": False},
+    "lstm_no_forget_gate": {"forget_gate": False},
+    "lstm_no_output_gate": {"output_gate": False},
+    "lstm_no_input_activation": {"block_input_activation": False},
+    "lstm_no_output_activation": {"block_output_activation": False},
+}
+
+
+def sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def greff_lstm(x, params, gate_order, y0, c0, *, input_gate=True, forget_gate=True, output_gate=True,
+               block_input_activation=True, block_output_activation=True, peepholes=False, coupled=False,
+               output_peephole_reads_previous_cell=False):
+    """One layer over x [T, B, n] from y0, c0 [B, d]; returns (y [T, B, d], y_T, c_T).
+
+    ``params`` holds lstmkit's names for one layer (``weight_ih_l0`` …, ``weight_ci_l0`` …).
+    ``output_peephole_reads_previous_cell`` is a deliberate mistake (o_t sees c_{t−1}),
+    there so a test can show that the comparison would catch it.
+    """
+    d = y0.shape[1]
+    W = {gate: params["weight_ih_l0"][k * d:(k + 1) * d] for k, gate in enumerate(gate_order)}
+    R = {gate: params["weight_hh_l0"][k * d:(k + 1) * d] for k, gate in enumerate(gate_order)}
+    bias = params["bias_ih_l0"] + params["bias_hh_l0"]
+    b = {gate: bias[k * d:(k + 1) * d] for k, gate in enumerate(gate_order)}
+    p = {"i": params.get("weight_ci_l0"), "f": params.get("weight_cf_l0"), "o": params.get("weight_co_l0")}
+    g = np.tanh if block_input_activation else (lambda a: a)
+    h = np.tanh if block_output_activation else (lambda a: a)
+
+    y_prev, c_prev = y0, c0
+    outputs = []
+    for x_t in x:
+        def net(gate):
+            return x_t @ W[gate].T + y_prev @ R[gate].T + b[gate]
+
+        z_t = g(net("g"))
+        f_t = sigmoid(net("f") + (p["f"] * c_prev if peepholes else 0.0)) if forget_gate else 1.0
+        if coupled:
+            i_t = 1.0 - f_t
+        elif input_gate:
+            i_t = sigmoid(net("i") + (p["i"] * c_prev if peepholes else 0.0))
+        else:
+            i_t = 1.0
+        c_t = z_t * i_t + c_prev * f_t
+        if output_gate:
+            seen = c_prev if output_peephole_reads_previous_cell else c_t
+            o_t = sigmoid(net("o") + (p["o"] * seen if peepholes else 0.0))
+        else:
+            o_t = 1.0
+        y_t = h(c_t) * o_t
+        outputs.append(y_t)
+        y_prev, c_prev = y_t, c_t
+    return np.stack(outputs), y_prev, c_prev
