@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import sympy as sp
 
-__all__ = ["CellNotation", "equation_lines", "gradient_lines", "equations_latex", "gradients_latex"]
+__all__ = ["CellNotation", "equation_lines", "gradient_lines", "equations_latex", "gradients_latex",
+           "article_parameters", "set_gate", "step"]
 
 _FUNCTIONS = {"sigmoid": r"\sigma", "tanh": r"\tanh", "relu": r"\operatorname{relu}"}
 _SUBSCRIPT = re.compile(r"^(?:\\tilde\{)?([A-Za-z]+)\}?_(?:t|\{t\})$")
@@ -421,3 +423,114 @@ def gradient_lines(spec):
 def gradients_latex(spec):
     """The gradients of one step, one LaTeX line each (no names)."""
     return [line for _, line in gradient_lines(spec)]
+
+
+# ------------------------------------------------------------------------------
+# A layer's parameters in the article's form, and one step computed from a spec
+# ------------------------------------------------------------------------------
+def _block_rows(layer, g):
+    k = layer.cell.gates.index(g)
+    return slice(k * layer.hidden_size, (k + 1) * layer.hidden_size)
+
+
+def _block_by_name(layer, name):
+    cell = CellNotation(layer.cell)
+    for g in layer.cell.gates:
+        if cell.block_name[g] == name or (cell.block_name[g] is None and name in ("", None)):
+            return cell, g
+    names = [cell.block_name[g] or "" for g in cell.block_order]
+    raise ValueError(f"{layer.cell.name} has no gate {name!r}; its gates are {names}")
+
+
+def article_parameters(layer, layer_index=0, gradients=False):
+    """A layer's weights as the article writes them: ``{"f": (W_f, b_f), "i": ..., "C": ..., "o": ...}``.
+
+    ``W_k`` is [d, d + n] and acts on the concatenation ``[h_{t−1}, x_t]``; ``b_k`` is [d].
+    (lstmkit stores the weights as torch.nn does, stacked blocks with separate input and hidden
+    parts and two biases; chapter 07 takes that layout apart.) A block whose two sides enter
+    separately (the GRU's candidate) comes as ``"h,x"`` and ``"h,h"``: ``(W_{h,x}, b_{h,x})``
+    on x_t and ``(W_{h,h}, b_{h,h})`` on h_{t−1}. ``gradients=True`` reads ``layer.grads``
+    instead (after ``backward``): ``∂L/∂W_k`` and ``∂L/∂b_k``.
+    """
+    source = layer.grads if gradients else layer.params
+    if gradients and not source:
+        raise ValueError("the layer has no gradients yet: call layer.backward(...) after a forward pass")
+    if not 0 <= layer_index < layer.num_layers:
+        raise ValueError(f"layer_index must be in [0, {layer.num_layers}), got {layer_index}")
+    suffix = f"_l{layer_index}"
+    w_ih, w_hh = source["weight_ih" + suffix], source["weight_hh" + suffix]
+    zeros = np.zeros(w_ih.shape[0], w_ih.dtype)
+    b_ih, b_hh = source.get("bias_ih" + suffix, zeros), source.get("bias_hh" + suffix, zeros)
+    cell = CellNotation(layer.cell)
+    result = {}
+    for g in cell.block_order:
+        rows, k = _block_rows(layer, g), cell.block_name[g] or ""
+        if cell.summed[g]:
+            # ∂L/∂b_ih = ∂L/∂b_hh = ∂L/∂b_k, since b_k = b_ih + b_hh
+            bias = b_ih[rows] if gradients else b_ih[rows] + b_hh[rows]
+            result[k] = (np.hstack([w_hh[rows], w_ih[rows]]), bias)
+        else:
+            result[f"{k},x"] = (w_ih[rows].copy(), b_ih[rows].copy())
+            result[f"{k},h"] = (w_hh[rows].copy(), b_hh[rows].copy())
+    return result
+
+
+def set_gate(layer, gate, weight=None, bias=None, layer_index=0):
+    """Give gate ``gate`` (the article's name: "f", "i", "C", "o") the weight W [d, d + n] and bias b [d].
+
+    Scalars broadcast: ``set_gate(layer, "f", weight=0.0, bias=12.0)`` pins f_t = σ(12) at
+    every step, whatever h_{t−1} and x_t. Nothing changes unless every argument is valid.
+    """
+    cell, g = _block_by_name(layer, gate)
+    if not cell.summed[g]:
+        raise ValueError(f"gate {gate!r} of {layer.cell.name} has separate input and hidden parts")
+    d, n = layer.hidden_size, layer.input_size if layer_index == 0 else layer.hidden_size
+    suffix = f"_l{layer_index}"
+    updates = {}
+    if weight is not None:
+        weight = np.broadcast_to(np.asarray(weight, dtype=layer.dtype), (d, d + n))
+        updates["weight_hh" + suffix], updates["weight_ih" + suffix] = weight[:, :d], weight[:, d:]
+    if bias is not None:
+        if "bias_ih" + suffix not in layer.params:
+            raise ValueError("the layer was built with bias=False")
+        updates["bias_ih" + suffix] = np.broadcast_to(np.asarray(bias, dtype=layer.dtype), (d,))
+        updates["bias_hh" + suffix] = np.zeros(d, layer.dtype)
+    rows = _block_rows(layer, g)
+    for name, value in updates.items():
+        layer.params[name][rows] = value
+    return layer
+
+
+def step(spec, parameters, x_t, state):
+    """One time step of ``spec`` computed with NumPy straight from its equations.
+
+    ``parameters`` as :func:`article_parameters` returns them; ``x_t`` [B, n]; ``state`` one
+    array [B, d] per state, in the spec's order (``(h, C)`` for the LSTM). Returns the new
+    states in the same order. Slow and simple: for checking, not for training.
+    """
+    cell = CellNotation(spec)
+    state = state if isinstance(state, (tuple, list)) else (state,)
+    if len(state) != len(spec.states):
+        raise ValueError(f"{spec.name} has states {spec.states}, got {len(state)} arrays")
+    h_prev = state[spec.states.index(spec.output)]
+    values = {}
+    for g in spec.gates:
+        k = cell.block_name[g] or ""
+        if cell.summed[g]:
+            W, b = parameters[k]
+            values[spec.gx[g]] = np.hstack([h_prev, x_t]) @ W.T + b
+            values[spec.gh[g]] = np.zeros_like(values[spec.gx[g]])
+        else:
+            (W_x, b_x), (W_h, b_h) = parameters[f"{k},x"], parameters[f"{k},h"]
+            values[spec.gx[g]], values[spec.gh[g]] = x_t @ W_x.T + b_x, h_prev @ W_h.T + b_h
+    for s, array in zip(spec.states, state):
+        values[spec.prev[s]] = array
+    for p in spec.param_names:
+        values[spec.param[p]] = parameters[p]
+    functions = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "relu": lambda v: np.maximum(v, 0)}
+    symbols = list(values)
+    new = []
+    for s in spec.states:
+        function = sp.lambdify(symbols, cell.new_state[s], modules=[functions, "numpy"])
+        new.append(np.broadcast_to(function(*values.values()), h_prev.shape).copy())
+    return tuple(new)

@@ -168,3 +168,39 @@ def test_show_helpers_select_lines_and_reject_unknown_names():
         nb.show_equations(lstm, only=["q_t"])
     with pytest.raises(ValueError, match="no line named"):
         nb.show_gradients(lstm, only=["nothing"])
+
+
+@pytest.mark.parametrize("layer_class", [lstmkit.LSTM, lstmkit.GRU, lstmkit.PeepholeLSTM, lstmkit.RNN])
+def test_article_parameters_and_step_reproduce_the_layer(layer_class):
+    layer = layer_class(3, 4, dtype=np.float64, seed=1)
+    rng = np.random.default_rng(2)
+    x_t = rng.normal(size=(2, 3))
+    state = [rng.normal(size=(2, 4)) for _ in layer.cell.states]
+    parameters = notation.article_parameters(layer)
+    parameters.update({p: layer.params[f"{p}_l0"] for p in layer.cell.param_names})
+    expected = notation.step(layer.cell, parameters, x_t, state)
+    _, final = layer(x_t[None], tuple(s[None] for s in state) if len(state) > 1 else state[0][None])
+    final = final if isinstance(final, tuple) else (final,)
+    for mine, theirs in zip(expected, final):
+        np.testing.assert_allclose(mine, theirs[0], rtol=0, atol=1e-13)
+
+
+def test_article_gradients_and_set_gate():
+    layer = lstmkit.LSTM(2, 3, dtype=np.float64, seed=0)
+    notation.set_gate(layer, "f", weight=0.0, bias=[1.0, 2.0, 3.0])
+    W_f, b_f = notation.article_parameters(layer)["f"]
+    assert W_f.shape == (3, 5) and not W_f.any() and np.array_equal(b_f, [1.0, 2.0, 3.0])
+    x = np.random.default_rng(0).normal(size=(4, 1, 2))
+    layer(x)
+    np.testing.assert_allclose(layer.gate_activations()["forget_gate"], 1 / (1 + np.exp(-np.array([1.0, 2, 3]))) + 0 * x[:, :, :1])
+    layer.backward(np.ones((4, 1, 3)))
+    d_W_f, d_b_f = notation.article_parameters(layer, gradients=True)["f"]
+    rows = slice(3, 6)   # torch's order i, f, g, o
+    np.testing.assert_array_equal(d_b_f, layer.grads["bias_hh_l0"][rows])
+    np.testing.assert_array_equal(d_W_f[:, 3:], layer.grads["weight_ih_l0"][rows])
+    before = {k: v.copy() for k, v in layer.params.items()}
+    with pytest.raises(ValueError, match="no gate 'g'"):
+        notation.set_gate(layer, "g", bias=0.0)
+    with pytest.raises(ValueError):
+        notation.set_gate(layer, "i", weight=np.zeros((3, 4)), bias=0.0)   # wrong shape: nothing changes
+    assert all(np.array_equal(before[k], layer.params[k]) for k in before)
