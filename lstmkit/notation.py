@@ -498,7 +498,6 @@ def set_gate(layer, gate, weight=None, bias=None, layer_index=0):
     rows = _block_rows(layer, g)
     for name, value in updates.items():
         layer.params[name][rows] = value
-    return layer
 
 
 def step(spec, parameters, x_t, state):
