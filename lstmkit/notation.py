@@ -79,8 +79,8 @@ class CellNotation:
         for item in spec.intermediates:
             sym = sp.Symbol(item.name, real=True)
             latex = item.latex
-            if item.name == "candidate" and "c" not in spec.states:
-                latex = r"\tilde{h}_t"   # Cho et al. 2014 and colah call the GRU's candidate h̃_t
+            if item.name == "candidate" and latex == "n_t":
+                latex = r"\tilde{h}_t"   # torch's n_t: Cho et al. 2014 and colah call the GRU's candidate h̃_t
             self.symbols[sym] = latex
             self.expanded[sym] = item.expr.xreplace(self.expanded)
             if (getattr(item.expr.func, "__name__", "") == "sigmoid"

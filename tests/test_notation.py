@@ -93,7 +93,24 @@ def _odd_user_cell():
     return spec
 
 
-CELLS = {**BUILTIN_CELLS, "mgu": _mgu(), "odd": _odd_user_cell()}
+def _janet():
+    """A user's cell that names its candidate C̃_t although its only state is h."""
+    spec = CellSpec("janet", gates="fc", states=("h",))
+    f = spec.let("forget_gate", sigmoid(spec.gx["f"] + spec.gh["f"]), "f_t")
+    candidate = spec.let("candidate", tanh(spec.gx["c"] + spec.gh["c"]), r"\tilde{C}_t")
+    spec.update("h", f * spec.prev["h"] + (1 - f) * candidate)
+    return spec
+
+
+def test_user_cells_keep_their_own_names():
+    assert notation.equations_latex(_janet()) == [
+        rf"f_t &= \sigma\left(W_{{f}} {LINEAR} + b_{{f}}\right)",
+        rf"\tilde{{C}}_t &= \tanh\left(W_{{C}} {LINEAR} + b_{{C}}\right)",
+        r"h_t &= f_t \odot h_{t-1} + \left(1 - f_t\right) \odot \tilde{C}_t",
+    ]
+
+
+CELLS = {**BUILTIN_CELLS, "mgu": _mgu(), "odd": _odd_user_cell(), "janet": _janet()}
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
