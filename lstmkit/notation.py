@@ -57,6 +57,7 @@ def _state(state):
 
 def _default_latex(name):
     head, _, tail = str(name).partition("_")
+    head = head if len(head) == 1 else rf"\mathrm{{{head}}}"   # a word, not a product of letters
     return head if not tail else rf"{head}_{{{tail}}}"
 
 
@@ -90,6 +91,8 @@ class CellNotation:
         self.new_state = {s: spec.updates[s].xreplace(self.expanded) for s in spec.states}
         self.delta = {s: sp.Symbol(f"delta_{s}__", real=True) for s in spec.states}
         self.new_symbol = {s: sp.Symbol(f"new_{s}__", real=True) for s in spec.states}
+        # −gx_k − gh_k of a summed block, gathered into −(W_k · [h_{t−1}, x_t] + b_k)
+        self.pair = {g: sp.Symbol(f"pair_{g}__", real=True) for g in spec.gates}
         self._name_blocks()
 
     # -- names -----------------------------------------------------------------
@@ -181,6 +184,9 @@ class CellNotation:
                     return self._linear(g, x=True, h=False), True
                 if expr == spec.gh[g]:
                     return self._linear(g, x=False, h=True), True
+            for g in spec.gates:
+                if expr == self.pair[g]:
+                    return self._linear(g, x=True, h=True), True
             name = self.name(expr)
             return (name if name is not None else sp.latex(expr)), False
         if isinstance(expr, sp.Number):
@@ -216,6 +222,18 @@ class CellNotation:
     def _print_sum(self, expr):
         spec = self.spec
         terms = list(expr.args)
+        for g in self.block_order:   # c·gx_k + c·gh_k of a summed block: c·(W_k · [h_{t−1}, x_t] + b_k)
+            if not self.summed[g]:
+                continue
+            scaled = {}
+            for term in terms:
+                coefficient, rest = term.as_coeff_Mul()
+                if rest in (spec.gx[g], spec.gh[g]) and coefficient != 1:
+                    scaled[rest] = (coefficient, term)
+            if len(scaled) == 2 and scaled[spec.gx[g]][0] == scaled[spec.gh[g]][0]:
+                terms.remove(scaled[spec.gx[g]][1])
+                terms.remove(scaled[spec.gh[g]][1])
+                terms.append(scaled[spec.gx[g]][0] * self.pair[g])
         linear, biases = [], []
         for g in self.block_order:
             has_x, has_h = spec.gx[g] in terms, spec.gh[g] in terms

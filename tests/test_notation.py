@@ -102,6 +102,12 @@ def _janet():
     return spec
 
 
+def test_a_summed_block_stays_whole_inside_a_gradient():
+    lines = dict((names[0], line) for names, line in notation.gradient_lines(_odd_user_cell()))
+    assert r"\left(W_{b} \cdot [h_{t-1}, x_t] + b_{b}\right)" in lines[r"\delta_{a}"], lines[r"\delta_{a}"]
+    assert "W_{b,h}" not in lines[r"\delta_{a}"] and r"\mathrm{scale} \odot m_{t-1}" in notation.equations_latex(_odd_user_cell())[0]
+
+
 def test_user_cells_keep_their_own_names():
     assert notation.equations_latex(_janet()) == [
         rf"f_t &= \sigma\left(W_{{f}} {LINEAR} + b_{{f}}\right)",
