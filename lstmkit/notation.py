@@ -31,7 +31,11 @@ enters, ``∂L/∂h_{t−1} = W_{f,h}ᵀ · δ_f + W_{i,h}ᵀ · δ_i + …``, w
 the gradient at gate ``k``'s pre-activation. A test checks these expressions
 against :func:`lstmkit.symbolic.derive`.
 
-Only the notebooks' helpers (:mod:`lstmkit.notebook`) and the tests use this module.
+For the chapters it also hands a layer's weights over in the article's form
+(:func:`article_parameters`: ``W_f`` of shape [d, d+n] on ``[h_{t−1}, x_t]``, and
+``b_f``), sets one gate (:func:`set_gate`), and computes one step of any spec in
+NumPy straight from its equations (:func:`step`), so that no chapter needs the
+torch layout of the weights. The library itself never imports this module.
 """
 from __future__ import annotations
 
@@ -467,7 +471,8 @@ def article_parameters(layer, layer_index=0, gradients=False):
     (lstmkit stores the weights as torch.nn does, stacked blocks with separate input and hidden
     parts and two biases; chapter 07 takes that layout apart.) A block whose two sides enter
     separately (the GRU's candidate) comes as ``"h,x"`` and ``"h,h"``: ``(W_{h,x}, b_{h,x})``
-    on x_t and ``(W_{h,h}, b_{h,h})`` on h_{t−1}. ``gradients=True`` reads ``layer.grads``
+    on x_t and ``(W_{h,h}, b_{h,h})`` on h_{t−1}; element-wise weights such as the peepholes
+    ``p_f`` come under the spec's names (``"weight_cf"``). ``gradients=True`` reads ``layer.grads``
     instead (after ``backward``): ``∂L/∂W_k`` and ``∂L/∂b_k``.
     """
     source = layer.grads if gradients else layer.params
@@ -490,6 +495,8 @@ def article_parameters(layer, layer_index=0, gradients=False):
         else:
             result[f"{k},x"] = (w_ih[rows].copy(), b_ih[rows].copy())
             result[f"{k},h"] = (w_hh[rows].copy(), b_hh[rows].copy())
+    for p in layer.cell.param_names:   # element-wise weights (peepholes) under the spec's own names
+        result[p] = source[p + suffix].copy()
     return result
 
 

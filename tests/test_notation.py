@@ -200,7 +200,6 @@ def test_article_parameters_and_step_reproduce_the_layer(layer_class):
     x_t = rng.normal(size=(2, 3))
     state = [rng.normal(size=(2, 4)) for _ in layer.cell.states]
     parameters = notation.article_parameters(layer)
-    parameters.update({p: layer.params[f"{p}_l0"] for p in layer.cell.param_names})
     expected = notation.step(layer.cell, parameters, x_t, state)
     _, final = layer(x_t[None], tuple(s[None] for s in state) if len(state) > 1 else state[0][None])
     final = final if isinstance(final, tuple) else (final,)
