@@ -197,7 +197,7 @@ def draw_rnn_rolled_unrolled():
     d.text(3.2, 1.1, "=", size=26)
     # unrolled: one copy of the module per time step, each passing h to the next
     columns = [5.2, 9.2, 13.2, 20.0]
-    labels = ["0", "1", "2", "t"]
+    labels = ["1", "2", "3", "t"]                 # h_0 = 0 is the state before the first step
     for x, t in zip(columns, labels):
         _black_box(d, x, f"$x_{t}$", f"$h_{t}$")
     for left, right in zip(columns[:2], columns[1:3]):
@@ -320,7 +320,10 @@ def lstm_cell(d, ox=0.0, on=None, variant="lstm", time="t", stage_labels=True,
     d.pointwise(ox + F_X, C_Y, "×", on=lit("forget_mul"))
     d.wire([P(F_X + R, C_Y), P(G_X - R, C_Y)], on=lit("c_mid"))
     d.pointwise(ox + G_X, C_Y, "+", on=lit("add"))
-    d.wire([P(G_X + R, C_Y), P(LSTM_W + LEAD, C_Y)], on=lit("c_out"), arrow=exit_arrows)
+    # where h_t crosses the cell state, the lit line passes over (drawn on top, the gap in the other)
+    belt_on_top = lit("c_out") and not lit("h_out")
+    d.wire([P(G_X + R, C_Y), P(LSTM_W + LEAD, C_Y)], on=lit("c_out"), arrow=exit_arrows,
+           zorder=2 if belt_on_top else 1)
 
     # [h_{t-1}, x_t] along the bottom, copied into every layer
     d.wire([P(-LEAD, H_Y), P(X_X, H_Y)], on=lit("h_in"), arrow=False)
@@ -361,8 +364,8 @@ def lstm_cell(d, ox=0.0, on=None, variant="lstm", time="t", stage_labels=True,
     d.pointwise(ox + TANH_X, OUT_Y, "×", on=lit("o_mul"))
     d.wire([P(TANH_X + R, OUT_Y), P(HOUT_X, OUT_Y), P(HOUT_X, H_Y), P(LSTM_W + LEAD, H_Y)],
            on=lit("h_out"), arrow=exit_arrows)
-    d.wire([P(HOUT_X, OUT_Y), P(HOUT_X, LSTM_H + 0.6)], on=lit("h_out"), zorder=2)
-    d.crossing(ox + HOUT_X, C_Y)
+    d.wire([P(HOUT_X, OUT_Y), P(HOUT_X, LSTM_H + 0.6)], on=lit("h_out"), zorder=1 if belt_on_top else 2)
+    d.crossing(ox + HOUT_X, C_Y, vertical=not belt_on_top)
     d.node(ox + HOUT_X, LSTM_H + 1.1, f"$h_{{{time}}}$", "output", on=lit("h_out"))
 
     if variant == "peephole":   # the gates also look at the cell state (C_{t-1} for f, i; C_t for o)
@@ -383,21 +386,25 @@ def lstm_cell(d, ox=0.0, on=None, variant="lstm", time="t", stage_labels=True,
     _end_labels(d, ox, LSTM_W, [(C_Y, "C"), (H_Y, "h")], lit, entry_labels, exit_labels)
 
 
-GRU_W, GRU_H = 12.2, 6.4
-TOP_Y = 5.4                                 # the GRU's single state line
+GRU_W, GRU_H = 12.2, 7.4
+TOP_Y = 6.4                                 # the GRU's single state line
 GRU_COPY_X = 0.4                            # h_{t-1} copied down to meet x_t
-GR_X, HN_X, N_X, NT_X, GZ_X, NM_X = 2.2, 3.8, 5.4, 6.9, 8.5, 10.6
+# columns: the update and reset gates first (so [h_{t-1}, x_t] ends before the candidate), then
+# the candidate's W_{h,h} and W_{h,x}, its tanh, z_t ⊙ h_{t-1} and (1 − z_t) ⊙ h̃_t
+GZ_X, GR_X, HN_X, N_X, NT_X, ZM_X, ONE_X, NM_X = 1.9, 3.2, 4.6, 6.0, 7.4, 8.6, 9.6, 10.6
 N_Y = 3.3                                   # the candidate's row
-HN_Y = 4.45                                 # W_hn h_{t-1}
-ZN_Y = 4.3                                  # (1 − z_t) ⊙ n_t
+HN_Y = 4.4                                  # W_{h,h} h_{t-1} + b_{h,h}
+Z_Y = 5.45                                  # the row that carries z_t to the right
+X_TAP_Y = 0.45                              # x_t alone, under the gates, to W_{h,x}
 GRU_OUT_X = 11.4
 
 
 def gru_cell(d, ox=0.0, on=None):
-    """A GRU step as torch.nn.GRU (and lstmkit) computes it: the reset gate scales W_hn h_{t-1} + b_hn.
+    """A GRU step as torch.nn.GRU (and lstmkit) computes it: the reset gate scales W_{h,h} h_{t-1} + b_{h,h}.
 
-    n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn)),  h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}.
-    The two yellow boxes labelled with a matrix are linear layers (no activation).
+    h̃_t = tanh(W_{h,x} x_t + b_{h,x} + r_t ⊙ (W_{h,h} h_{t-1} + b_{h,h})),
+    h_t = z_t ⊙ h_{t-1} + (1 − z_t) ⊙ h̃_t. The two yellow boxes labelled with a matrix are
+    linear layers (no activation). The gates come first, so only one wire crosses another.
     """
     lit = _lit(on)
     def P(x, y):   # module-local units to figure units
@@ -405,10 +412,10 @@ def gru_cell(d, ox=0.0, on=None):
 
     background = COLOURS["module"][0]
     d.module(ox, 0, GRU_W, GRU_H)
-    # state line: h_{t-1} → × z_t → + (1 − z_t) ⊙ n_t → h_t
-    d.wire([P(-LEAD, TOP_Y), P(GZ_X - R, TOP_Y)], on=lit("h_in"))
-    d.pointwise(ox + GZ_X, TOP_Y, "×", on=lit("z_mul"))
-    d.wire([P(GZ_X + R, TOP_Y), P(NM_X - R, TOP_Y)], on=lit("h_mid"))
+    # state line: h_{t-1} → × z_t → + (1 − z_t) ⊙ h̃_t → h_t
+    d.wire([P(-LEAD, TOP_Y), P(ZM_X - R, TOP_Y)], on=lit("h_in"))
+    d.pointwise(ox + ZM_X, TOP_Y, "×", on=lit("z_mul"))
+    d.wire([P(ZM_X + R, TOP_Y), P(NM_X - R, TOP_Y)], on=lit("h_mid"))
     d.pointwise(ox + NM_X, TOP_Y, "+", on=lit("add"))
     d.wire([P(NM_X + R, TOP_Y), P(GRU_W + LEAD, TOP_Y)], on=lit("h_out"))
     d.wire([P(GRU_OUT_X, TOP_Y), P(GRU_OUT_X, GRU_H + 0.6)], on=lit("h_out"))
@@ -417,37 +424,36 @@ def gru_cell(d, ox=0.0, on=None):
     d.wire([P(GRU_COPY_X, TOP_Y), P(GRU_COPY_X, H_Y), P(X_X, H_Y)], on=lit("h_in"), arrow=False)
     d.wire([P(X_X, -0.6), P(X_X, H_Y)], on=lit("x_in"), arrow=False)
     d.node(ox + X_X, -1.1, "$x_t$", "input", on=lit("x_in"))
-    d.wire([P(X_X, H_Y), P(GR_X, H_Y), P(GR_X, LAYER_BOTTOM)], on=lit("gates_in"))
-    d.wire([P(GR_X, H_Y), P(GZ_X, H_Y), P(GZ_X, LAYER_BOTTOM)], on=lit("gates_in"))
-    d.layer(ox + GR_X, LAYER_Y, r"$\sigma$", on=lit("r_layer"), size=13)
+    d.wire([P(X_X, H_Y), P(GZ_X, H_Y), P(GZ_X, LAYER_BOTTOM)], on=lit("gates_in"))
+    d.wire([P(GZ_X, H_Y), P(GR_X, H_Y), P(GR_X, LAYER_BOTTOM)], on=lit("gates_in"))
     d.layer(ox + GZ_X, LAYER_Y, r"$\sigma$", on=lit("z_layer"), size=13)
-    # candidate: tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+    d.layer(ox + GR_X, LAYER_Y, r"$\sigma$", on=lit("r_layer"), size=13)
+    # candidate: tanh(W_{h,x} x_t + b_{h,x} + r_t ⊙ (W_{h,h} h_{t-1} + b_{h,h}))
     d.wire([P(HN_X, TOP_Y), P(HN_X, HN_Y + LAYER_H / 2)], on=lit("candidate"))
-    d.layer(ox + HN_X, HN_Y, "$W_{hn}$", on=lit("candidate"), size=11)
+    d.layer(ox + HN_X, HN_Y, "$W_{h,h}$", on=lit("candidate"), size=11)
     d.wire([P(HN_X, HN_Y - LAYER_H / 2), P(HN_X, N_Y + R)], on=lit("candidate"))
     d.wire([P(GR_X, LAYER_TOP), P(GR_X, N_Y), P(HN_X - R, N_Y)], on=lit("r_out"))
     d.pointwise(ox + HN_X, N_Y, "×", on=lit("candidate"))
     d.wire([P(HN_X + R, N_Y), P(N_X - R, N_Y)], on=lit("candidate"))
-    d.wire([P(X_X, 0.45), P(N_X, 0.45), P(N_X, LAYER_BOTTOM)], on=lit("candidate"), zorder=2)
-    d.crossing(ox + N_X, H_Y, background=background)
-    d.layer(ox + N_X, LAYER_Y, "$W_{in}$", on=lit("candidate"), size=11)
+    d.wire([P(X_X, X_TAP_Y), P(N_X, X_TAP_Y), P(N_X, LAYER_BOTTOM)], on=lit("candidate"))
+    d.layer(ox + N_X, LAYER_Y, "$W_{h,x}$", on=lit("candidate"), size=11)
     d.wire([P(N_X, LAYER_TOP), P(N_X, N_Y - R)], on=lit("candidate"))
     d.pointwise(ox + N_X, N_Y, "+", on=lit("candidate"))
     d.wire([P(N_X + R, N_Y), P(NT_X - 1.45 * R, N_Y)], on=lit("candidate"))
     d.pointwise(ox + NT_X, N_Y, "tanh", on=lit("candidate"))
-    d.wire([P(NT_X + 1.45 * R, N_Y), P(NM_X, N_Y), P(NM_X, ZN_Y - R)], on=lit("n_out"), zorder=2)
-    # update gate: z_t keeps the old state, 1 − z_t lets the candidate in
-    d.wire([P(GZ_X, LAYER_TOP), P(GZ_X, TOP_Y - R)], on=lit("z_out"))
-    d.crossing(ox + GZ_X, N_Y, vertical=False, background=background)
-    d.wire([P(GZ_X, ZN_Y), P(9.45 - 1.45 * R, ZN_Y)], on=lit("z_out"), arrow=False)
-    d.pointwise(ox + 9.45, ZN_Y, "1−", on=lit("z_out"))
-    d.wire([P(9.45 + 1.45 * R, ZN_Y), P(NM_X - R, ZN_Y)], on=lit("z_out"))
-    d.pointwise(ox + NM_X, ZN_Y, "×", on=lit("zn_mul"))
-    d.wire([P(NM_X, ZN_Y + R), P(NM_X, TOP_Y - R)], on=lit("zn_mul"))
+    d.wire([P(NT_X + 1.45 * R, N_Y), P(NM_X, N_Y), P(NM_X, Z_Y - R)], on=lit("n_out"))
+    # update gate: z_t keeps the old state, 1 − z_t lets the candidate in; its row passes over W_{h,h}'s line
+    d.wire([P(GZ_X, LAYER_TOP), P(GZ_X, Z_Y), P(ZM_X, Z_Y), P(ZM_X, TOP_Y - R)], on=lit("z_out"), zorder=2)
+    d.crossing(ox + HN_X, Z_Y, vertical=False, background=background)
+    d.wire([P(ZM_X, Z_Y), P(ONE_X - 1.45 * R, Z_Y)], on=lit("z_out"), arrow=False)
+    d.pointwise(ox + ONE_X, Z_Y, "1−", on=lit("z_out"))
+    d.wire([P(ONE_X + 1.45 * R, Z_Y), P(NM_X - R, Z_Y)], on=lit("z_out"))
+    d.pointwise(ox + NM_X, Z_Y, "×", on=lit("zn_mul"))
+    d.wire([P(NM_X, Z_Y + R), P(NM_X, TOP_Y - R)], on=lit("zn_mul"))
     label = dict(size=12)
+    d.text(ox + GZ_X + 0.55, Z_Y + 0.3, "$z_t$", on=lit("z_out"), **label)
     d.text(ox + GR_X + 0.55, N_Y + 0.3, "$r_t$", on=lit("r_out"), **label)
-    d.text(ox + GZ_X + 0.2, 2.88, "$z_t$", on=lit("z_out"), ha="left", **label)
-    d.text(ox + 7.75, N_Y + 0.3, "$n_t$", on=lit("n_out"), **label)
+    d.text(ox + 8.3, N_Y - 0.35, r"$\tilde{h}_t$", on=lit("n_out"), **label)
     _end_labels(d, ox, GRU_W, [(TOP_Y, "h")], lit, True, True)
 
 
@@ -554,9 +560,9 @@ def draw_lstm_output_gate():
 def draw_variant_peephole():
     d = Diagram(*CELL_WITH_EQUATIONS, crop=False)
     lstm_cell(d, variant="peephole")
-    _equations(d, EQ_X, 4.2, [rf"$f_t = \sigma\left(W_f \cdot {CONCAT} + w_{{cf}} \odot C_{{t-1}} + b_f\right)$",
-                              rf"$i_t = \sigma\left(W_i \cdot {CONCAT} + w_{{ci}} \odot C_{{t-1}} + b_i\right)$",
-                              rf"$o_t = \sigma\left(W_o \cdot {CONCAT} + w_{{co}} \odot C_t + b_o\right)$"],
+    _equations(d, EQ_X, 4.2, [rf"$f_t = \sigma\left(W_f \cdot {CONCAT} + p_f \odot C_{{t-1}} + b_f\right)$",
+                              rf"$i_t = \sigma\left(W_i \cdot {CONCAT} + p_i \odot C_{{t-1}} + b_i\right)$",
+                              rf"$o_t = \sigma\left(W_o \cdot {CONCAT} + p_o \odot C_t + b_o\right)$"],
                size=13)
     return d
 
@@ -570,13 +576,15 @@ def draw_variant_coupled():
 
 
 def draw_variant_gru():
-    d = Diagram((-3.3, 31.0), (-1.9, 8.3))
+    d = Diagram((-3.3, 31.0), (-1.9, 9.3))
     gru_cell(d)
     x = GRU_W + 2.8
-    _equations(d, x, 5.4, [r"$r_t = \sigma\left(W_{ir}\, x_t + b_{ir} + W_{hr}\, h_{t-1} + b_{hr}\right)$",
-                           r"$z_t = \sigma\left(W_{iz}\, x_t + b_{iz} + W_{hz}\, h_{t-1} + b_{hz}\right)$",
-                           r"$n_t = \tanh\left(W_{in}\, x_t + b_{in} + r_t \odot (W_{hn}\, h_{t-1} + b_{hn})\right)$",
-                           r"$h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}$"], size=13)
+    # the article's notation, as lstmkit.notation renders the GRU spec
+    _equations(d, x, 5.9, [rf"$r_t = \sigma\left(W_r \cdot {CONCAT} + b_r\right)$",
+                           rf"$z_t = \sigma\left(W_z \cdot {CONCAT} + b_z\right)$",
+                           r"$\tilde{h}_t = \tanh\left(W_{h,x} \cdot x_t + b_{h,x} + r_t \odot "
+                           r"(W_{h,h} \cdot h_{t-1} + b_{h,h})\right)$",
+                           r"$h_t = z_t \odot h_{t-1} + (1 - z_t) \odot \tilde{h}_t$"], size=13)
     return d
 
 

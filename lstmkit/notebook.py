@@ -58,17 +58,51 @@ def _math(lines):
     return Math(r"\begin{aligned}" + r"\\ ".join(lines) + r"\end{aligned}")
 
 
-def show_equations(spec):
-    """The forward equations of a cell spec, rendered (a Math display object)."""
-    return _math(spec.equations_latex())
+def _select(named_lines, only, what):
+    """The lines whose names include one of ``only`` (all lines if ``only`` is empty)."""
+    if not only:
+        return [line for _, line in named_lines]
+    if isinstance(only, str):
+        only = [only]
+
+    def selects(name, names):   # the older r"\partial ..." names also match as a part of a name
+        return any(name == n or (name.startswith("\\partial") and name in n) for n in names)
+
+    known = [names for names, _ in named_lines]
+    unknown = [name for name in only if not any(selects(name, names) for names in known)]
+    if unknown:
+        choices = ", ".join(repr(names[0]) for names in known)
+        raise ValueError(f"{what}: no line named {unknown}; the lines are named {choices}")
+    return [line for names, line in named_lines if any(selects(name, names) for name in only)]
+
+
+def show_equations(spec, only=None):
+    """The forward equations of a cell spec in the article's notation (a Math display object).
+
+    ``only`` picks lines by their left-hand side, e.g. ``only=["f_t", "C_t"]``
+    or ``only=[r"\\tilde{C}_t"]``. See :mod:`lstmkit.notation`.
+    """
+    from .notation import equation_lines
+
+    named = [((lhs,), line) for lhs, line in equation_lines(spec)]
+    return _math(_select(named, only, f"show_equations({spec.name})"))
 
 
 def show_gradients(derivation, only=None):
-    """The derived gradients, rendered; ``only`` selects lines containing one of the given names."""
-    lines = derivation.gradients_latex()
-    if only:
-        lines = [line for line in lines if any(name in line for name in only)]
-    return _math(lines)
+    """The gradients of one time step in the article's notation, rendered.
+
+    ``derivation`` is a :class:`lstmkit.symbolic.Derivation` or a CellSpec. The
+    listing starts with what each δ means; ``∂L/∂h_{t−1}`` is the whole gradient,
+    matrix products included. ``only`` picks lines: ``r"\\delta_{f}"`` (a gate's
+    pre-activation), ``"C_{t-1}"``, ``"h_{t-1}"``, ``"x_t"``, ``"p_{f}"`` (a
+    peephole weight), ``"W"`` (weights and biases); the definitions line is always shown.
+    """
+    from .notation import gradient_lines
+
+    spec = getattr(derivation, "spec", derivation)
+    named = gradient_lines(spec)
+    lines = _select(named[1:], only, f"show_gradients({spec.name})")
+    return _math([named[0][1]] + lines)
 
 
 def save_figure(fig, name):
