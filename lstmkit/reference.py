@@ -48,7 +48,7 @@ import numpy as np
 
 __all__ = [
     "sigmoid", "init_lstm", "lstm_step", "lstm_step_backward", "lstm_forward", "lstm_backward",
-    "lstm_from_torch", "lstm_to_torch", "init_gru", "gru_step", "gru_step_backward",
+    "lstm_from_torch", "lstm_to_torch", "lstm_weights", "set_lstm_weights", "init_gru", "gru_step", "gru_step_backward",
     "gru_forward", "gru_backward", "gru_from_torch", "gru_to_torch", "init_params",
     "FORWARD", "BACKWARD",
 ]
@@ -157,6 +157,25 @@ def lstm_from_torch(weight_ih, weight_hh, bias_ih, bias_hh):
     W = np.concatenate([np.concatenate([w_hh[k], w_ih[k]], axis=1) for k in _TORCH_LSTM])
     b = np.concatenate([bias[k] for k in _TORCH_LSTM])
     return W, b
+
+
+_TORCH_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def lstm_weights(layer, *, gradients=False):
+    """``(W, b)`` of a one-layer, one-direction ``lstmkit.LSTM``; with ``gradients=True``,
+    ``(∂L/∂W, ∂L/∂b)`` from the layer's last backward pass."""
+    source = layer.grads if gradients else layer.params
+    arrays = [source[f"{name}_l0"] for name in _TORCH_NAMES]
+    if gradients:          # ∂L/∂bias_ih = ∂L/∂bias_hh = ∂L/∂b: count it once
+        arrays[3] = np.zeros_like(arrays[3])
+    return lstm_from_torch(*arrays)
+
+
+def set_lstm_weights(layer, W, b):
+    """Load ``W`` [4d, d+n] and ``b`` [4d] into a one-layer ``lstmkit.LSTM``."""
+    layer.load_state_dict({f"{name}_l0": value for name, value in lstm_to_torch(W, b).items()})
+    return layer
 
 
 def lstm_to_torch(W, b, *, gradient=False):

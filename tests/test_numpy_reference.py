@@ -95,6 +95,25 @@ def test_torch_layout_round_trip(cell):
         np.testing.assert_array_equal(value, params[name], err_msg=name)
 
 
+def test_lstm_weights_of_a_layer():
+    """set_lstm_weights/lstm_weights move (W, b) and (∂L/∂W, ∂L/∂b) in and out of a layer."""
+    rng = np.random.default_rng(4)
+    W, b = reference.init_lstm(N_IN, HIDDEN, rng)
+    layer = reference.set_lstm_weights(lstmkit.LSTM(N_IN, HIDDEN, dtype=np.float64), W, b)
+    W_back, b_back = reference.lstm_weights(layer)
+    np.testing.assert_array_equal(W_back, W)
+    np.testing.assert_array_equal(b_back, b)
+    x = rng.standard_normal((STEPS, BATCH, N_IN))
+    dy = rng.standard_normal((STEPS, BATCH, HIDDEN))
+    layer(x)
+    layer.backward(dy)
+    _, cache = reference.lstm_forward(x, W, b)
+    _, grads = reference.lstm_backward(dy, cache)
+    dW, db = reference.lstm_weights(layer, gradients=True)
+    assert max_relative_difference(dW, grads["W"]) < 1e-12
+    assert max_relative_difference(db, grads["b"]) < 1e-12
+
+
 def test_lstm_blocks_are_in_the_articles_order():
     """Row block 0 of W is the forget gate: a large b_f keeps C_{t−1}, whatever W_i, W_C say."""
     d = HIDDEN
