@@ -48,7 +48,7 @@ import numpy as np
 
 __all__ = [
     "sigmoid", "init_lstm", "lstm_step", "lstm_step_backward", "lstm_forward", "lstm_backward",
-    "lstm_from_torch", "lstm_to_torch", "lstm_weights", "set_lstm_weights", "init_gru", "gru_step", "gru_step_backward",
+    "lstm_from_torch", "lstm_to_torch", "lstm_weights", "set_lstm_weights", "rnn_weights", "set_rnn_weights", "init_gru", "gru_step", "gru_step_backward",
     "gru_forward", "gru_backward", "gru_from_torch", "gru_to_torch", "init_params",
     "FORWARD", "BACKWARD",
 ]
@@ -170,6 +170,21 @@ def lstm_weights(layer, *, gradients=False):
     if gradients:          # ∂L/∂bias_ih = ∂L/∂bias_hh = ∂L/∂b: count it once
         arrays[3] = np.zeros_like(arrays[3])
     return lstm_from_torch(*arrays)
+
+
+def rnn_weights(layer):
+    """``(W, b)`` of a one-layer ``lstmkit.RNN``, h_t = act(W · [h_{t−1}, x_t] + b): W is
+    [d, d+n], torch's ``weight_hh`` and ``weight_ih`` side by side, b the sum of its biases."""
+    p = {name: layer.params[f"{name}_l0"] for name in _TORCH_NAMES}
+    return np.concatenate([p["weight_hh"], p["weight_ih"]], axis=1), p["bias_ih"] + p["bias_hh"]
+
+
+def set_rnn_weights(layer, W, b):
+    """Load ``W`` [d, d+n] and ``b`` [d] into a one-layer ``lstmkit.RNN``."""
+    d = W.shape[0]
+    layer.load_state_dict({"weight_ih_l0": W[:, d:], "weight_hh_l0": W[:, :d],
+                           "bias_ih_l0": b, "bias_hh_l0": np.zeros_like(b)})
+    return layer
 
 
 def set_lstm_weights(layer, W, b):

@@ -114,6 +114,23 @@ def test_lstm_weights_of_a_layer():
     assert max_relative_difference(db, grads["b"]) < 1e-12
 
 
+def test_rnn_weights_of_a_layer():
+    """rnn_weights gives the W, b with which h_t = tanh(W · [h_{t−1}, x_t] + b) is the layer's output."""
+    rng = np.random.default_rng(5)
+    layer = lstmkit.RNN(N_IN, HIDDEN, dtype=np.float64, seed=2)
+    x = rng.standard_normal((STEPS, BATCH, N_IN))
+    y, _ = layer(x)
+    W, b = reference.rnn_weights(layer)
+    h = np.zeros((BATCH, HIDDEN))
+    for t in range(STEPS):
+        h = np.tanh(np.concatenate([h, x[t]], axis=-1) @ W.T + b)
+        assert max_relative_difference(h, y[t]) < 1e-13
+    W2, b2 = W + 0.1, b - 0.2
+    W_back, b_back = reference.rnn_weights(reference.set_rnn_weights(layer, W2, b2))
+    np.testing.assert_array_equal(W_back, W2)
+    np.testing.assert_array_equal(b_back, b2)
+
+
 def test_lstm_blocks_are_in_the_articles_order():
     """Row block 0 of W is the forget gate: a large b_f keeps C_{t−1}, whatever W_i, W_C say."""
     d = HIDDEN
