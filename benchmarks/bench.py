@@ -10,7 +10,7 @@ What is timed, for the LSTM and the GRU, float32 and float64, each size
 * ``forward+backward``: the layer's forward pass over the sequence, then
   backpropagation through time with the gradients of the input, of the
   initial state and of every parameter. lstmkit: ``layer(x)`` then
-  ``layer.backward(dy)``; NumPy: ``numpy_reference.py``; torch: ``y = lstm(x)``
+  ``layer.backward(dy)``; NumPy: ``lstmkit/reference.py``; torch: ``y = lstm(x)``
   with ``x.requires_grad``, then ``y.backward(dy)``.
 * ``forward``: inference. lstmkit: ``layer.forward(x, inference=True)`` when the
   layer has that keyword (it saves nothing for backward), else ``layer(x)``;
@@ -110,17 +110,16 @@ def build(implementation, cell, dtype, size, seed=0):
         forward = (lambda: layer.forward(x, inference=True)) if inference else (lambda: layer(x))
         return {"forward": forward, "forward+backward": forward_backward}
     if implementation == "numpy":
-        sys.path.insert(0, str(HERE)) if str(HERE) not in sys.path else None
-        import numpy_reference as reference
+        from lstmkit import reference
 
-        params = reference.init_params(cell, n_in, hidden, dtype, rng)
+        params = reference.init_params(cell, n_in, hidden, rng, dtype)
         fwd, bwd = reference.FORWARD[cell], reference.BACKWARD[cell]
 
         def forward_backward():
-            _, cache = fwd(x, params)
+            _, cache = fwd(x, **params)
             bwd(dy, cache)
 
-        return {"forward": lambda: fwd(x, params), "forward+backward": forward_backward}
+        return {"forward": lambda: fwd(x, **params), "forward+backward": forward_backward}
     if implementation == "torch":
         try:
             import torch
