@@ -9,6 +9,8 @@ The chapters call these; the tests assert what they show:
   what a tanh RNN cannot;
 * :func:`long_gap_curve`: accuracy on the language word as the gap between
   "France" and "French" grows, for several cells;
+* :func:`train_long_gap_with_attention`: the same task for an LSTM with
+  soft attention over its hidden states (chapter 13);
 * :func:`gate_trace`: the gate values of a trained model along one sequence.
 
 Every function is seeded and returns plain dicts and arrays.
@@ -25,7 +27,7 @@ from .optim import Adam
 from .train import fit
 
 __all__ = ["gradient_norm_by_lag", "train_adding_problem", "train_long_gap", "long_gap_curve",
-           "gate_trace"]
+           "train_long_gap_with_attention", "gate_trace"]
 
 
 def gradient_norm_by_lag(layer, steps, *, samples=4, seed=0):
@@ -154,6 +156,38 @@ def long_gap_curve(cells=("rnn_tanh", "lstm"), gaps=(5, 10, 15, 25, 40), *, seed
             "median": {name: [float(np.median(per_seed)) for per_seed in values]
                        for name, values in accuracy.items()},
             "chance": 1.0 / options.get("num_countries", 4)}
+
+
+def train_long_gap_with_attention(cell, gap, *, num_countries=4, hidden_size=32, embedding_dim=8,
+                                  attention_size=None, steps=400, batch_size=32, lr=5e-3, clip_norm=1.0,
+                                  forget_bias=2.0, test_size=500, seed=0, progress=False):
+    """:func:`train_long_gap` with soft attention between the recurrent layer and the head.
+
+    The model is an :class:`~lstmkit.attention.AttentionClassifier`; every
+    other setting, the data and the seeds are :func:`train_long_gap`'s, so
+    the same ``seed`` gives both runs the same test stories and the same
+    stream of training stories. Returns ``{"accuracy", "chance", "history",
+    "model", "test", "attention_weights": α [test_size, T] on the test
+    stories}``.
+    """
+    from .attention import AttentionClassifier
+
+    model_rng, test_rng, train_rng = child_generators(seed, 3)
+    vocabulary = tasks.LongGapVocabulary()
+    model = AttentionClassifier(cell, len(vocabulary.words), hidden_size, num_countries,
+                                embedding_dim=embedding_dim, attention_size=attention_size, seed=model_rng)
+    if forget_bias is not None and "f" in model.rnn.kernels.GATES:
+        model.set_forget_bias(forget_bias)
+    test = tasks.long_gap_language(test_size, gap, seed=test_rng, num_countries=num_countries)
+    history = fit(model, SoftmaxCrossEntropy(), Adam(model.params, lr=lr),
+                  tasks.long_gap_sampler(gap, num_countries=num_countries), steps=steps,
+                  batch_size=batch_size, eval_data={"inputs": test["inputs"], "targets": test["targets"]},
+                  eval_every=steps, metrics=("accuracy",), clip_norm=clip_norm, progress=progress,
+                  seed=train_rng)
+    model.predict(test["inputs"])
+    return {"accuracy": history["eval_accuracy"][-1], "chance": 1.0 / num_countries,
+            "history": history, "model": model, "test": test,
+            "attention_weights": model.attention_weights.copy()}
 
 
 def gate_trace(model, inputs):

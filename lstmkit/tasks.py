@@ -12,7 +12,7 @@ The same ``seed`` always gives the same data.
   with a gap of filler and an optional change of subject;
 * :func:`time_series_windows`: a real series from statsmodels' bundled data;
 * :func:`char_corpus`, :func:`char_language_data`: characters of Python's
-  own standard library source.
+  own standard library source (a committed snapshot by default).
 """
 from __future__ import annotations
 
@@ -390,27 +390,45 @@ def time_series_windows(name="sunspots", window=20, horizon=1, *, test_fraction=
 
 # -- a character corpus -----------------------------------------------------------------
 DEFAULT_MODULES = ("textwrap", "heapq", "functools")
+# The committed snapshot of DEFAULT_MODULES' source (Python 3.11.7; PSF licence in the .LICENSE.txt beside it)
+SNAPSHOT = "python_stdlib_corpus.txt"
 
 
-def char_corpus(modules=DEFAULT_MODULES, max_chars=None):
+def _snapshot_text():
+    from importlib import resources
+
+    with resources.files("lstmkit").joinpath("data", SNAPSHOT).open("r", encoding="utf-8", newline="") as file:
+        return file.read()
+
+
+def char_corpus(modules=None, max_chars=None):
     """The source of some standard-library modules as one text, and its characters.
 
-    These files exist wherever Python is installed, so nothing is downloaded;
-    their exact text differs between Python versions. Returns ``{"text",
-    "vocab": sorted characters, "data": int64 ids into vocab, "modules"}``.
+    By default (``modules=None``) the text is lstmkit's committed snapshot of
+    ``textwrap``, ``heapq`` and ``functools`` from Python 3.11.7
+    (``lstmkit/data/python_stdlib_corpus.txt``, PSF licence beside it), so it
+    is the same text whichever Python runs it. Give module names to read the
+    running interpreter's own source instead (their text differs between
+    Python versions). Nothing is downloaded. Returns ``{"text", "vocab":
+    sorted characters, "data": int64 ids into vocab, "modules"}``.
     """
-    if isinstance(modules, str):
-        modules = (modules,)
-    texts = []
-    for module_name in modules:
-        try:
-            texts.append(inspect.getsource(importlib.import_module(module_name)))
-        except (ImportError, OSError, TypeError) as error:
-            raise ValueError(f"cannot read the source of standard-library module {module_name!r}: "
-                             f"{error}") from error
-    text = "\n".join(texts)
     if max_chars is not None:
-        text = text[:_positive("max_chars", max_chars)]
+        max_chars = _positive("max_chars", max_chars)
+    if modules is None:
+        text, modules = _snapshot_text(), DEFAULT_MODULES
+    else:
+        if isinstance(modules, str):
+            modules = (modules,)
+        texts = []
+        for module_name in modules:
+            try:
+                texts.append(inspect.getsource(importlib.import_module(module_name)))
+            except (ImportError, OSError, TypeError) as error:
+                raise ValueError(f"cannot read the source of standard-library module {module_name!r}: "
+                                 f"{error}") from error
+        text = "\n".join(texts)
+    if max_chars is not None:
+        text = text[:max_chars]
     vocab = sorted(set(text))
     return {"text": text, "vocab": vocab, "data": encode(text, vocab), "modules": tuple(modules)}
 
@@ -429,7 +447,7 @@ def decode(ids, vocab):
     return "".join(vocab[k] for k in np.asarray(ids).tolist())
 
 
-def char_language_data(seq_length=64, *, valid_fraction=0.1, modules=DEFAULT_MODULES, max_chars=None):
+def char_language_data(seq_length=64, *, valid_fraction=0.1, modules=None, max_chars=None):
     """A character corpus cut into next-character training sequences.
 
     The text is split by position (the last ``valid_fraction`` is held out),

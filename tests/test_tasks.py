@@ -191,6 +191,33 @@ def test_char_corpus_reads_the_standard_library():
         tasks.encode("€", ["a"])
 
 
+def test_char_corpus_default_is_the_committed_snapshot_whatever_python_runs(monkeypatch):
+    # The chapter's corpus must not depend on the interpreter: the default reads the committed
+    # file, never the running Python's modules (reading them here would fail).
+    def no_source(module):
+        raise OSError("the default corpus must not read the interpreter's modules")
+
+    monkeypatch.setattr(tasks.inspect, "getsource", no_source)
+    corpus = tasks.char_corpus()
+    assert corpus["modules"] == ("textwrap", "heapq", "functools")
+    assert len(corpus["text"]) == 81155 and len(corpus["vocab"]) == 95
+    assert corpus["text"].startswith('"""Text wrapping and filling.')
+    assert "def total_ordering(cls):" in corpus["text"] and "def heappush(heap, item):" in corpus["text"]
+    assert tasks.char_corpus(max_chars=100)["text"] == corpus["text"][:100]
+    assert tasks.char_language_data(32, max_chars=5000)["text"] == corpus["text"][:5000]
+
+
+def test_char_corpus_snapshot_is_python_3_11_source_and_ships_its_licence():
+    from importlib import resources
+
+    data = resources.files("lstmkit").joinpath("data")
+    licence = data.joinpath("python_stdlib_corpus.LICENSE.txt").read_text(encoding="utf-8")
+    assert "PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2" in licence and "3.11.7" in licence
+    import sys
+    if sys.version_info[:2] == (3, 11):      # the snapshot is exactly what 3.11 reads from its own library
+        assert tasks.char_corpus()["text"] == tasks.char_corpus(tasks.DEFAULT_MODULES)["text"]
+
+
 def test_char_language_data_targets_are_the_next_characters():
     data = tasks.char_language_data(32, max_chars=20000)
     train, valid = data["train"], data["valid"]
