@@ -368,13 +368,16 @@ def precompile(variants, task="jsb"):
 
 
 def cache_environment():
-    """The variables workers need so they share this machine's kernel caches."""
+    """The variables workers need so they share this machine's kernel caches: the directory of
+    the generated user-cell kernels, and Numba's cache directory when one is set (otherwise
+    Numba caches beside each kernel file, which every process on the machine finds the same way)."""
     from .codegen import user_cache_dir
 
-    root = user_cache_dir()
-    return {"LSTMKIT_CACHE_DIR": str(root),
-            "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(root / "numba")),
-            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    environment = {"LSTMKIT_CACHE_DIR": str(user_cache_dir().parent),
+                   "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        environment["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
+    return environment
 
 
 # -- storage and the driver -------------------------------------------------------------------------
@@ -673,7 +676,8 @@ def summary_table(records, reference=REFERENCE_VARIANT, fraction=0.1, alpha=0.05
     rows = []
     for name, losses in groups.items():
         row = {"variant": name, "trials": int(len(losses)), "median": float(np.median(losses)),
-               "best": float(losses.min()), "best_mean": float(best_fraction(losses, fraction).mean())}
+               "best": float(losses.min()), "best_mean": float(best_fraction(losses, fraction).mean()),
+               "reference": name == reference}
         if name != reference and len(losses) > 1:
             test = stats.ttest_ind(losses, groups[reference], equal_var=False)
             row.update(t=float(test.statistic), p=float(test.pvalue),
@@ -688,7 +692,10 @@ def summary_table(records, reference=REFERENCE_VARIANT, fraction=0.1, alpha=0.05
 def format_table(rows):
     lines = [f"{'variant':<8}{'trials':>7}{'median':>10}{'best':>10}{'best 10%':>10}{'t vs V':>8}{'p':>9}  verdict"]
     for r in rows:
-        tail = (f"{r['t']:>8.2f}{r['p']:>9.3g}  {r['verdict']}" if "t" in r else f"{'':>8}{'':>9}  reference")
+        if "t" in r:
+            tail = f"{r['t']:>8.2f}{r['p']:>9.3g}  {r['verdict']}"
+        else:
+            tail = f"{'':>8}{'':>9}  " + ("reference" if r.get("reference") else "too few trials")
         lines.append(f"{r['variant']:<8}{r['trials']:>7}{r['median']:>10.4g}{r['best']:>10.4g}"
                      f"{r['best_mean']:>10.4g}{tail}")
     return "\n".join(lines)

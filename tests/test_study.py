@@ -202,6 +202,10 @@ def test_a_worker_killed_mid_study_loses_no_trial(tmp_path):
 
     killer = threading.Thread(target=kill_one_busy_worker, daemon=True)
     try:
+        # the workers find this process's kernel and data caches, so nothing compiles twice
+        from lstmkit.codegen import user_cache_dir
+
+        assert set(client.run(lambda: str(user_cache_dir())).values()) == {str(user_cache_dir())}
         killer.start()
         result = study.run_study("adding", path, trials_per_variant=3, variants=["V", "NP"], size="tiny",
                                  seed=5, client=client, progress=False)
