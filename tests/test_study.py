@@ -189,15 +189,15 @@ def test_a_worker_killed_mid_study_loses_no_trial(tmp_path):
     def kill_one_busy_worker():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            busy = {address: keys for address, keys in client.processing().items() if keys}
-            if busy and client.run(lambda: 1):         # both workers alive and one is working
-                address, keys = next(iter(busy.items()))
-                pid = client.run(os.getpid, workers=[address])[address]
-                time.sleep(0.2)                        # well inside the trial
-                if client.processing().get(address) == keys:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.update(pid=pid, keys=list(keys))
-                    print(f"killed worker {address} (pid {pid}) while it ran {list(keys)}")
+            # the trials each worker is executing right now (not merely queued)
+            executing = client.run(lambda dask_worker: (os.getpid(), sorted(str(t.key) for t in
+                                                                           dask_worker.state.executing)))
+            busy = {address: state for address, state in executing.items() if state[1]}
+            if len(executing) == 2 and busy:
+                address, (pid, keys) = next(iter(busy.items()))
+                os.kill(pid, signal.SIGKILL)
+                killed.update(pid=pid, keys=keys)
+                print(f"killed worker {address} (pid {pid}) while it executed {keys}")
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_one_busy_worker, daemon=True)
