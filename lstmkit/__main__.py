@@ -86,7 +86,11 @@ def main(argv=None):
     gen = sub.add_parser("generate", help="regenerate the committed kernels of the built-in cells")
     gen.add_argument("--check", action="store_true", help="only report files that are out of date")
     sub.add_parser("demo", help="derive, generate, compile and gradient-check every built-in cell")
+    from .study_cli import add_study_parser, run_command  # argparse only; the study extra loads on use
+    add_study_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "study":
+        return run_command(args, argv)
     if args.command == "generate":
         return generate(args.check)
     return demo()
