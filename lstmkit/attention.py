@@ -26,7 +26,8 @@ import contextlib
 import numpy as np
 
 from .models import child_generators, make_recurrent_layer
-from .nn import Embedding, Linear, Module, _check_float_array, check_float_dtype, check_sizes, lengths_to_mask
+from .module import Module, check_float_array, check_float_dtype, check_sizes
+from .nn import Embedding, Linear, lengths_to_mask
 
 __all__ = ["AdditiveAttention", "AttentionClassifier"]
 
@@ -60,8 +61,8 @@ class AdditiveAttention(Module):
 
     # -- forward and backward, side by side -----------------------------------------------------
     def forward(self, values, query, mask=None):
-        _check_float_array(values, "attention values", self.dtype)
-        _check_float_array(query, "attention query", self.dtype)
+        check_float_array(values, "attention values", self.dtype)
+        check_float_array(query, "attention query", self.dtype)
         if values.ndim != 3 or values.shape[2] != self.value_size:
             raise ValueError(f"attention values: expected shape (B, T, {self.value_size}), got {values.shape}")
         batch, steps = values.shape[:2]
@@ -90,7 +91,7 @@ class AdditiveAttention(Module):
         if self._cache is None:
             raise RuntimeError("call forward before backward")
         values, query, hidden, weights = self._cache
-        _check_float_array(d_context, "attention d_context", self.dtype)
+        check_float_array(d_context, "attention d_context", self.dtype)
         if d_context.shape != (values.shape[0], self.value_size):
             raise ValueError(f"attention d_context: expected shape {(values.shape[0], self.value_size)}, "
                              f"got {d_context.shape}")
