@@ -99,11 +99,10 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     times["packing W_ih, W_hh (forward), W_hh (backward)"] = _median_seconds(
         lambda: (kernel_runtime.pack_transposed(w_ih), kernel_runtime.pack_transposed(w_hh),
                  kernel_runtime.pack(w_hh)), repeats)
-    # every call is built from the kernel module's own argument lists, as the driver builds it
-    arrays = {"X": x, "W_IH_T_PACKED": w_ih_t_packed, "W_HH_T_PACKED": w_hh_t_packed, "BIAS_IH": b_ih,
-              "BIAS_HH": b_hh, "SAVED": saved, "LENGTHS": lengths, **driver._named(kernels.STATES, histories),
-              **driver._named(kernels.PARAMS, params)}
-    forward_args = [arrays[name] for name in kernels.FORWARD_ARGS]
+    # every call is arranged by the kernel module's own argument lists, as the driver arranges it
+    convention = driver._convention(kernels)
+    forward_args = driver.arrange([x, w_ih_t_packed, w_hh_t_packed, b_ih, b_hh, *histories, *params, saved, lengths],
+                                  convention.forward_order)
     label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
         lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
@@ -117,13 +116,11 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     def backward_loop():
         for start, stop in chunks:
-            chunk = {"D_OUT": dy[start:stop], "W_HH_PACKED": w_hh_packed, "SAVED": saved[start:stop],
-                     "LENGTHS": lengths - start, **driver._named(kernels.STATES, [h[start:stop + 1] for h in histories]),
-                     **driver._named(kernels.PARAMS, params), **driver._named(kernels.STATES, d_states, "D_"),
-                     **driver._named(kernels.PARAMS, d_params, "D_"),
-                     **dict(zip(("D_GX", "D_GH"), (d[:stop - start] for d in d_chunk)))}
+            values = [dy[start:stop], w_hh_packed, *(h[start:stop + 1] for h in histories), *params,
+                      saved[start:stop], lengths - start, *d_states, *(d[:stop - start] for d in d_chunk),
+                      *([] if len(d_chunk) > 1 else [None]), *d_params]
             _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence,
-                               [chunk[name] for name in kernels.BACKWARD_ARGS], blocks)
+                               driver.arrange(values, convention.backward_order), blocks)
 
     label = (f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows, "
              f"{len(chunks)} chunk{'s' if len(chunks) > 1 else ''} of time)")
