@@ -1,4 +1,5 @@
-"""Command line: ``python -m lstmkit generate [--check]`` and ``python -m lstmkit demo``."""
+"""Command line: ``python -m lstmkit generate [--check]``, ``python -m lstmkit demo`` and
+``lstmkit course ...`` (:mod:`lstmkit.course`)."""
 from __future__ import annotations
 
 import argparse
@@ -81,7 +82,13 @@ def demo():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="lstmkit", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["course"]:          # lstmkit course COMMAND ...: the course tooling's own parser
+        from .course import main as course_main
+
+        return course_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="lstmkit", description=__doc__,
+                                     epilog="lstmkit course --help: the course (site, student, grade, sync-zh)")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="regenerate the committed kernels of the built-in cells")
     gen.add_argument("--check", action="store_true", help="only report files that are out of date")

@@ -27,12 +27,13 @@ from matplotlib.patches import Circle, Ellipse, FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path as MplPath
 from matplotlib.transforms import Bbox
 
+from .notebook import PNG_METADATA   # no version string: the bytes depend on the drawing only
+
 __all__ = ["DIAGRAMS", "DPI", "draw", "save", "draw_all"]
 
 DPI = 150
 UNIT = 0.4               # inches per diagram unit; every diagram is drawn in these units
 FONT = "DejaVu Sans"     # ships with matplotlib, so every machine renders the same glyphs
-PNG_METADATA = {"Software": None}   # no version string: the bytes depend on the drawing only
 
 # Everything that affects rendering is pinned here, so a user's matplotlibrc cannot change the bytes.
 STYLE = {

@@ -1,25 +1,82 @@
 """Small helpers the chapters share: rendered equations, saved figures, quiet setup.
 
 Only the notebooks use this module; the library never imports it.
+
+Where files go: a chapter's plots (:func:`save_figure`) land in ``$LSTMKIT_FIGURE_DIR``, by
+default ``build/figures`` of the project, so running a chapter (nbval, the site's build, a
+learner in Jupyter) changes no tracked file; ``make figures`` points that variable at
+``figures/`` to refresh the committed plots. The committed diagrams (:func:`show_figure`) are
+read from the project's ``figures/``. The project is ``$LSTMKIT_PROJECT``, or else the nearest
+folder, from the current directory up, that has both ``notebooks/`` and ``figures/``.
 """
 from __future__ import annotations
 
+import os
 import random
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["setup", "t", "show_equations", "show_gradients", "save_figure", "show_figure", "FIGURES"]
+__all__ = ["setup", "t", "show_equations", "show_gradients", "save_figure", "show_figure",
+           "project_dir", "figure_dir"]
 
-FIGURES = Path(__file__).resolve().parent.parent / "figures"
-
-# Deterministic PNGs: no timestamps or version strings in the file.
+# Deterministic PNGs: no timestamps or version strings in the file (diagrams.py uses it too).
 PNG_METADATA = {"Software": None}
+
+
+def project_dir():
+    """The course's folder: ``$LSTMKIT_PROJECT``, or the nearest one up from the current
+    directory with ``notebooks/`` and ``figures/`` in it (a chapter runs in ``notebooks/``)."""
+    configured = os.environ.get("LSTMKIT_PROJECT")
+    if configured:
+        return Path(configured)
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "figures").is_dir():
+            return folder
+    raise FileNotFoundError(f"no course folder (one with notebooks/ and figures/) at or above {here}; "
+                            "run the chapter from the course's notebooks/ folder or set LSTMKIT_PROJECT")
+
+
+def figure_dir():
+    """Where :func:`save_figure` writes: ``$LSTMKIT_FIGURE_DIR``, else ``build/figures``."""
+    configured = os.environ.get("LSTMKIT_FIGURE_DIR")
+    if configured:
+        return Path(configured)
+    try:
+        return project_dir() / "build" / "figures"
+    except FileNotFoundError:
+        return Path.cwd() / "build" / "figures"
+
+
+def __getattr__(name):
+    if name == "FIGURES":       # the committed figures (the old module constant)
+        return project_dir() / "figures"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 LANGUAGES = ("en", "zh")
 _language = "en"
+_LATIN_FONTS = ["DejaVu Sans"]
+
+
+def _use_cjk_font(matplotlib):
+    """Latin text in DejaVu Sans as in the English edition, Chinese glyphs from a CJK font."""
+    from matplotlib import font_manager
+
+    from .book import CJK_FONT_PACKAGE, cjk_font_file
+
+    path = cjk_font_file()
+    if path is None:
+        warnings.warn(f"no CJK font found: Chinese plot labels will show as boxes "
+                      f"(apt-get install {CJK_FONT_PACKAGE}, or set LSTMKIT_CJK_FONT to a font file)",
+                      stacklevel=3)
+        return
+    font_manager.fontManager.addfont(str(path))
+    name = font_manager.FontProperties(fname=str(path)).get_name()
+    # a list of families, not "sans-serif": matplotlib falls back glyph by glyph along it
+    matplotlib.rcParams["font.family"] = _LATIN_FONTS + [name]
 
 
 def setup(seed=0, lang="en"):
@@ -41,7 +98,10 @@ def setup(seed=0, lang="en"):
 
         matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10,
                                     "axes.grid": True, "grid.alpha": 0.3,
-                                    "svg.hashsalt": "lstmkit", "figure.max_open_warning": 0})
+                                    "svg.hashsalt": "lstmkit", "figure.max_open_warning": 0,
+                                    "font.family": "sans-serif", "font.sans-serif": list(_LATIN_FONTS)})
+        if lang == "zh":
+            _use_cjk_font(matplotlib)
     except ImportError:
         pass
     return np.random.default_rng(seed)
@@ -106,9 +166,14 @@ def show_gradients(derivation, only=None):
 
 
 def save_figure(fig, name):
-    """Save a chapter's plot as figures/<name>.png (byte-stable) and return the path."""
-    FIGURES.mkdir(exist_ok=True)
-    path = FIGURES / f"{name}.png"
+    """Save a chapter's plot as ``<figure_dir()>/<name>.png`` (byte-stable); returns the path.
+
+    By default that is ``build/figures``, not the committed ``figures/`` (see the module's
+    docstring); ``make figures`` refreshes those.
+    """
+    folder = figure_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     fig.savefig(path, metadata=PNG_METADATA, bbox_inches="tight")
     return path
 
@@ -117,4 +182,4 @@ def show_figure(name, width=None):
     """Display figures/<name>.png, a diagram drawn by ``make figures``."""
     from IPython.display import Image
 
-    return Image(filename=str(FIGURES / f"{name}.png"), width=width)
+    return Image(filename=str(project_dir() / "figures" / f"{name}.png"), width=width)

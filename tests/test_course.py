@@ -1,4 +1,4 @@
-"""The course tooling: student edition, index page, offline HTML, notebook execution, diagrams.
+"""The course tooling: student edition, grading, notebook execution, the command line, diagrams.
 
 Tiny notebooks made here stand in for the chapters, so nothing here runs a real chapter.
 """
@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -54,7 +53,7 @@ def test_student_edition_empties_solutions_and_keeps_checks(tmp_path, capsys):
     ])
     original = chapter.read_bytes()
 
-    (written,) = course.student([chapter], tmp_path / "build")
+    (written,) = course.student([chapter], tmp_path / "build" / "student")
 
     assert written == tmp_path / "build" / "student" / chapter.name
     assert chapter.read_bytes() == original            # the chapter itself is untouched
@@ -82,53 +81,7 @@ def test_a_cell_cannot_be_both_solution_and_check():
 
 
 # ---------------------------------------------------------------------------------------
-# index page
-# ---------------------------------------------------------------------------------------
-class LinkCollector(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.links, self._href = [], None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "a":
-            self._href, self._text = dict(attrs)["href"], ""
-
-    def handle_data(self, data):
-        if self._href is not None:
-            self._text += data
-
-    def handle_endtag(self, tag):
-        if tag == "a" and self._href is not None:
-            self.links.append((self._href, self._text))
-            self._href = None
-
-
-def test_index_links_the_chapters_in_order_with_their_headings(tmp_path):
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    # written out of order; the third has no heading, the second's heading is not in the first cell
-    write_notebook(notebooks / "10_speed.ipynb", [new_code_cell("1")])
-    write_notebook(notebooks / "02_forget_gate.ipynb", [new_code_cell("1"),
-                                                        new_markdown_cell("intro\n\n## The forget gate $f_t$ ##")])
-    write_notebook(notebooks / "00_long_term.ipynb", [new_markdown_cell("# Long-term dependencies & <RNNs>")])
-    (notebooks / "helpers.ipynb").write_text("not a chapter: its name has no number")
-
-    paths = course.chapters(notebooks)
-    assert [p.name for p in paths] == ["00_long_term.ipynb", "02_forget_gate.ipynb", "10_speed.ipynb"]
-    index = course.render_site(paths, tmp_path / "build")
-
-    collector = LinkCollector()
-    collector.feed(index.read_text(encoding="utf-8"))
-    assert collector.links == [("00_long_term.html", "Long-term dependencies & <RNNs>"),
-                               ("02_forget_gate.html", "The forget gate $f_t$"),
-                               ("10_speed.html", "10_speed")]
-    for href, _ in collector.links:
-        assert (tmp_path / "build" / href).is_file()
-    assert "<title>The forget gate f_t</title>" in (tmp_path / "build" / "02_forget_gate.html").read_text()
-
-
-# ---------------------------------------------------------------------------------------
-# execution and offline HTML (one tiny notebook, run once by a real kernel)
+# execution (one tiny notebook, run once by a real kernel)
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
@@ -158,7 +111,7 @@ def test_execute_writes_outputs_back_and_reports_times(executed):
     assert [o["text"] for o in cells[3].outputs] == ["flushed in pieces\n"]   # one stream, however flushed
     assert re.search(r"^00_tiny\.ipynb\s+\d+\.\d\s+ok", table, re.MULTILINE)
     assert re.search(r"^total\s+\d+\.\d", table, re.MULTILINE)
-    assert "WARNING: 00_tiny.ipynb took" in table
+    assert "note for the authors: 00_tiny.ipynb took" in table
 
 
 def test_execute_fails_on_errors_and_stderr_and_leaves_the_files_alone(tmp_path):
@@ -173,42 +126,6 @@ def test_execute_fails_on_errors_and_stderr_and_leaves_the_files_alone(tmp_path)
     assert "01_noisy.ipynb" in message and "cell 0 wrote to stderr" in message and "careful" in message
     assert "02_broken.ipynb" in message and "ZeroDivisionError" in message
     assert all(p.read_bytes() == before[p] for p in before)
-
-
-SCRIPT_OR_STYLE_FROM_NETWORK = re.compile(
-    r"<script[^>]*\ssrc=[\"']?(?:https?:)?//|<link[^>]*\shref=[\"']?(?:https?:)?//|@import\s+(?:url\()?[\"']?https?:",
-    re.IGNORECASE)
-
-
-def test_html_opens_offline(executed, tmp_path):
-    path, _, _ = executed
-    page_path, title = course.render_html(path, tmp_path / "build")
-    page = page_path.read_text(encoding="utf-8")
-    assert title == "A tiny chapter"
-    assert not SCRIPT_OR_STYLE_FROM_NETWORK.search(page)
-    assert course.external_sources(page) == []
-    # MathJax is loaded from the copy next to the page, and that copy is complete enough to run
-    scripts = re.findall(r"<script[^>]*\ssrc=\"([^\"]+)\"", page)
-    assert scripts == [f"mathjax/MathJax.js?config={course.MATHJAX_CONFIG}"]
-    mathjax = tmp_path / "build" / "mathjax"
-    for config in course.MATHJAX_CONFIG.split(","):
-        assert (mathjax / "config" / f"{config}.js").is_file()
-    assert (mathjax / "MathJax.js").is_file()
-    assert any((mathjax / "fonts" / "HTML-CSS" / "STIX-Web" / "woff").glob("*.woff"))
-    # both images (the markdown one and the displayed one) are inside the page
-    images = re.findall(r"<img[^>]*\ssrc=\"([^\"]{0,30})", page)
-    assert len(images) == 2 and all(src.startswith("data:image/png;base64,") for src in images)
-
-
-def test_the_offline_check_catches_what_nbconvert_loads_by_default(executed):
-    from nbconvert import HTMLExporter
-
-    path, _, _ = executed
-    default_page, _ = HTMLExporter(template_name="lab").from_filename(str(path))
-    assert SCRIPT_OR_STYLE_FROM_NETWORK.search(default_page)          # require.js and MathJax from a CDN
-    assert len(course.external_sources(default_page)) >= 2
-    assert course.external_sources('<img src="https://example.org/a.png">') != []
-    assert course.external_sources('<a href="https://colah.github.io/">colah</a>') == []   # links are fine
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,3 +165,122 @@ def test_every_diagram_is_committed_and_listed():
 def test_unknown_diagram_names_are_rejected():
     with pytest.raises(KeyError, match="no diagram named 'lstm_chian'; expected one of rnn_rolled_unrolled"):
         diagrams.draw("lstm_chian")
+
+
+# ---------------------------------------------------------------------------------------
+# exercises and grading
+# ---------------------------------------------------------------------------------------
+def exercise_chapter(path, answer_a="answer_a = 0.5", answer_b="answer_b = [1, 2]"):
+    """Two exercises; the checks fail with an AssertionError that says what is wrong."""
+    return write_notebook(path, [
+        new_markdown_cell("# A chapter with exercises"),
+        new_code_cell("import math"),
+        tagged(new_markdown_cell("**Exercise 1.** Compute σ(0)."), "exercise"),
+        tagged(new_code_cell(answer_a), "solution"),
+        tagged(new_code_cell("# Check: exercise 1\nassert globals().get('answer_a') == 0.5, "
+                             "'σ(0) is 1 / (1 + e^0) = 0.5'"), "check"),
+        tagged(new_markdown_cell("### Exercise 2: two numbers"), "exercise"),
+        tagged(new_code_cell(answer_b), "solution"),
+        tagged(new_code_cell("# Check: exercise 2\nassert globals().get('answer_b') == [1, 2], "
+                             "f\"expected [1, 2], got {globals().get('answer_b')}\""), "check"),
+        tagged(new_code_cell("# Check: prose\nassert math.pi > 3"), "check"),
+    ])
+
+
+def test_exercises_follow_the_convention():
+    nb = nbformat.read(exercise_chapter_in_memory(), as_version=4)
+    from lstmkit import grading
+
+    found = grading.exercises(nb)
+    assert [(e.title, e.exercise_cell, e.solution_cells, e.check_cell) for e in found] == [
+        ("Exercise 1. Compute σ(0).", 2, [3], 4), ("Exercise 2: two numbers", 5, [6], 7)]
+
+
+def exercise_chapter_in_memory():
+    buffer = io.StringIO()
+    nb = new_notebook(cells=[
+        new_markdown_cell("# A chapter"), new_code_cell("import math"),
+        tagged(new_markdown_cell("**Exercise 1.** Compute σ(0)."), "exercise"),
+        tagged(new_code_cell("answer_a = 0.5"), "solution"),
+        tagged(new_code_cell("assert answer_a == 0.5"), "check"),
+        tagged(new_markdown_cell("### Exercise 2: two numbers"), "exercise"),
+        tagged(new_code_cell("answer_b = [1, 2]"), "solution"),
+        tagged(new_code_cell("assert answer_b == [1, 2]"), "check"),
+        tagged(new_code_cell("assert math.pi > 3"), "check")])
+    nbformat.write(nb, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize("cells, message", [
+    ([tagged(new_code_cell("x = 1"), "solution")], "solution cell 0 has no exercise cell before it"),
+    ([tagged(new_markdown_cell("Ex"), "exercise"), tagged(new_code_cell("x = 1"), "solution")],
+     "the solution at cell 1 has no check cell after it"),
+    ([tagged(new_markdown_cell("Ex"), "exercise")], "exercise cell 0 has no solution cell after it"),
+])
+def test_a_broken_exercise_is_named(cells, message):
+    from lstmkit import grading
+
+    with pytest.raises(course.CourseError, match=message):
+        grading.exercises(new_notebook(cells=cells), "ch.ipynb")
+
+
+def test_the_grader_prints_each_exercise_as_passed_or_failed(tmp_path, capsys):
+    from lstmkit import grading
+
+    right = exercise_chapter(tmp_path / "right.ipynb")
+    wrong = exercise_chapter(tmp_path / "wrong.ipynb", answer_b="answer_b = [2, 1]")
+    assert grading.grade(right) == 0
+    report = capsys.readouterr().out
+    assert "passed  Exercise 1. Compute σ(0)." in report and "2 of 2 exercise(s) passed" in report
+    assert grading.grade(wrong) == 1
+    report = capsys.readouterr().out
+    assert "passed  Exercise 1. Compute σ(0)." in report
+    assert "FAILED  Exercise 2: two numbers\n          AssertionError: expected [1, 2], got [2, 1]" in report
+    assert "1 of 2 exercise(s) passed" in report
+
+
+def test_the_student_edition_fails_exactly_at_the_exercise_checks(tmp_path):
+    from lstmkit import grading
+
+    good = nbformat.read(exercise_chapter(tmp_path / "good.ipynb"), as_version=4)
+    assert grading.student_edition_failures(good, tmp_path, "good.ipynb") == []
+    # a check that names an undefined variable, a cell after the exercise that needs the answer,
+    # and a check that passes without its solution: each is reported
+    bad = nbformat.read(exercise_chapter(tmp_path / "bad.ipynb"), as_version=4)
+    bad.cells[4].source = "assert answer_a == 0.5"
+    bad.cells[7].source = "assert True"
+    bad.cells.insert(8, new_code_cell("print(answer_b)"))
+    problems = grading.student_edition_failures(bad, tmp_path, "bad.ipynb")
+    assert len(problems) == 3
+    assert "fails with NameError" in problems[0] and "'Exercise 1. Compute σ(0).' (cell 4)" in problems[0]
+    assert "passes with the solution removed" in problems[1]
+    assert "cell 8 fails in the student edition: NameError" in problems[2]
+
+
+# ---------------------------------------------------------------------------------------
+# the command line, from wherever a learner runs it
+# ---------------------------------------------------------------------------------------
+def run_course(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "lstmkit", "course", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_without_chapters_the_command_says_where_to_get_them(tmp_path):
+    result = run_course(["site"], tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"no chapters (notebooks/[0-9]*.ipynb) in {tmp_path}" in result.stderr
+    assert "clone of the lstmkit repository" in result.stderr
+    assert list(tmp_path.iterdir()) == []               # nothing written, anywhere near the package
+    bad = run_course(["grade", str(tmp_path / "missing.ipynb")], tmp_path)
+    assert bad.returncode == 1 and "no such notebook" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_grade_from_the_command_line(tmp_path):
+    exercise_chapter(tmp_path / "student.ipynb", answer_a="answer_a = 1")
+    result = run_course(["grade", "student.ipynb"], tmp_path)
+    assert result.returncode == 1
+    assert "FAILED  Exercise 1. Compute σ(0).\n          AssertionError: σ(0) is 1 / (1 + e^0) = 0.5" in result.stdout
+    assert "1 of 2 exercise(s) passed" in result.stdout
