@@ -31,7 +31,8 @@ SOLUTION_TAG = "solution"
 PROMPTS = {"en": ("Show solution", "Hide solution"), "zh": ("显示答案", "隐藏答案")}
 CAPTIONS = {"en": ("Chapters", "Appendix"), "zh": ("章节", "附录")}
 NO_CHAPTERS_YET = {"en": "", "zh": "\n各章的中文版正在翻译中；尚未译出的章节请先阅读英文版。\n"}
-SPECIAL_PAGES = ("index", "search", "genindex")
+SPECIAL_PAGES = ("index", "search", "genindex", "glossary")
+GLOSSARY_CAPTION = {"en": "Reference", "zh": "参考"}
 # CJK fonts a Debian machine may have (the Makefile installs fonts-wqy-microhei); the first one
 # found is copied into the site and registered with matplotlib for the Chinese edition's plots.
 CJK_FONT_FILES = (
@@ -136,11 +137,43 @@ def index_page(lang, stems):
             blocks.append("```{toctree}\n:caption: " + caption + "\n:maxdepth: 1\n\n" + "\n".join(names) + "\n```\n")
     if not chapters:
         blocks.insert(0, NO_CHAPTERS_YET[lang])
+    blocks.append("```{toctree}\n:caption: " + GLOSSARY_CAPTION[lang] + "\n:maxdepth: 1\n\nglossary\n```\n")
     return text.replace("{chapters}", "\n".join(blocks))
 
 
+def chapter_prose(paths):
+    """[(stem, the chapter's markdown)] in the course's order."""
+    import nbformat
+
+    return [(Path(p).stem, "\n".join(c.source for c in nbformat.read(p, as_version=4).cells
+                                     if c.cell_type == "markdown")) for p in paths]
+
+
+def glossary_page(lang, introduced, stems):
+    """The glossary (术语表) from :mod:`lstmkit.glossary`, each term linked to the chapter that
+    introduces it (``introduced``: {term: chapter stem}, from the Chinese edition)."""
+    from .glossary import TERMS
+
+    if lang == "zh":
+        lines = ["# 术语表", "",
+                 "全课程每个概念只用一个中文术语；引入术语的那一章在括号里给出它的英文原文。",
+                 "“引入于”一栏链接到首次使用该术语的章节。", "",
+                 "| 中文 | English | 符号 | 引入于 |", "|---|---|---|---|"]
+    else:
+        lines = ["# Glossary", "",
+                 "The Chinese edition uses one term for each idea, with the English in parentheses "
+                 "where a chapter introduces it. *Introduced in* links to the first chapter that uses the term.", "",
+                 "| English | 中文 | symbol | introduced in |", "|---|---|---|---|"]
+    for term in TERMS:
+        stem = introduced.get(term.zh)
+        where = f"{{doc}}`{stem}`" if stem in stems else ""
+        cells = (term.zh, term.en) if lang == "zh" else (term.en, term.zh)
+        lines.append(f"| {cells[0]} | {cells[1]} | {term.symbol} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
 def stage_edition(lang, chapter_paths, staging, *, counterpart_pages, counterpart_root,
-                  execution, cache, progress):
+                  execution, cache, progress, introduced=None):
     """Lay out one edition's Sphinx source in ``staging``; returns the chapter names."""
     import nbformat
 
@@ -165,6 +198,7 @@ def stage_edition(lang, chapter_paths, staging, *, counterpart_pages, counterpar
         nb = book_notebook(nbformat.read(path, as_version=4), lang)
         _write_if_changed(staging / Path(path).name, nbformat.writes(nb).encode("utf-8"))
     _write_if_changed(staging / "index.md", index_page(lang, stems).encode("utf-8"))
+    _write_if_changed(staging / "glossary.md", glossary_page(lang, introduced or {}, stems).encode("utf-8"))
     settings = {"language": EDITIONS[lang], "execution": execution, "cache": str(cache),
                 "counterpart_pages": sorted(counterpart_pages), "counterpart_root": counterpart_root,
                 "progress": progress, "edition_label": {"en": "[en]", "zh": "[中文]"}[lang]}
@@ -214,6 +248,9 @@ def build_site(english, chinese, build_dir, *, execution="cache", progress=True,
     zh_pages = set(SPECIAL_PAGES) | {Path(p).stem for p in chinese}
     editions = [("en", english, html, en_pages, zh_pages, "zh/"),
                 ("zh", chinese, html / "zh", zh_pages, en_pages, "../")]
+    from .glossary import introduced_in
+
+    introduced = introduced_in(chapter_prose(chinese))
     all_warnings = []
     try:
         for lang, paths, outdir, own, other, other_root in editions:
@@ -223,7 +260,7 @@ def build_site(english, chinese, build_dir, *, execution="cache", progress=True,
                 print(f"{label} edition: {len(paths)} chapter(s)", file=out, flush=True)
             source = staging / lang
             stage_edition(lang, paths, source, counterpart_pages=other, counterpart_root=other_root,
-                          execution=execution, cache=cache, progress=progress)
+                          execution=execution, cache=cache, progress=progress, introduced=introduced)
             try:
                 warnings, failed = run_sphinx(source, outdir, staging / f"doctrees-{lang}")
             except Exception as error:     # MyST-NB's execution error, a Sphinx error

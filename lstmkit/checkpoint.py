@@ -1,12 +1,14 @@
-"""Save and load a model's parameters and its optimizer's state as one ``.npz`` file.
+"""Save and load a model's parameters, its optimizer's and its scheduler's state as one ``.npz`` file.
 
 The file holds only plain arrays (``np.load(..., allow_pickle=False)`` reads
 it): ``format``, ``architecture`` (a JSON string: class, cell, readout, …),
 ``model/<param name>`` and, when an optimizer is saved,
-``optimizer/class`` and ``optimizer/<entry>``. Loading checks the whole
-file against the model before it changes anything: a checkpoint of another
-architecture, or a truncated or corrupt file, raises :class:`CheckpointError`
-and leaves the model and the optimizer as they were.
+``optimizer/class`` and ``optimizer/<entry>``, and when a learning-rate
+scheduler is saved, ``scheduler/class`` and ``scheduler/<entry>``. Loading
+checks the whole file against the model before it changes anything: a
+checkpoint of another architecture, or a truncated or corrupt file, raises
+:class:`CheckpointError` and leaves the model, the optimizer and the scheduler
+as they were.
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ def architecture_of(model):
     return {"class": type(model).__name__}
 
 
-def save_checkpoint(path, model, optimizer=None, **extra):
-    """Write ``model``'s parameters (and ``optimizer``'s state) to ``path`` (.npz).
+def save_checkpoint(path, model, optimizer=None, scheduler=None, **extra):
+    """Write ``model``'s parameters (and ``optimizer``'s and ``scheduler``'s state) to ``path`` (.npz).
 
     ``extra`` numbers or arrays (e.g. ``step=1200``) are stored as
     ``extra/<name>`` and returned by :func:`load_checkpoint`. The file is
@@ -51,6 +53,12 @@ def save_checkpoint(path, model, optimizer=None, **extra):
     if optimizer is not None:
         arrays["optimizer/class"] = np.array(type(optimizer).__name__)
         arrays.update({f"optimizer/{key}": value for key, value in optimizer.state_dict().items()})
+    if scheduler is not None:
+        if optimizer is None or getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError("a scheduler is saved with the optimizer it schedules: "
+                             "save_checkpoint(path, model, optimizer, scheduler)")
+        arrays["scheduler/class"] = np.array(type(scheduler).__name__)
+        arrays.update({f"scheduler/{key}": value for key, value in scheduler.state_dict().items()})
     for name, value in extra.items():
         value = np.asarray(value)
         if value.dtype.kind not in "biufU":
@@ -76,8 +84,20 @@ def _read(path):
                               f"{type(error).__name__}: {error}") from error
 
 
-def load_checkpoint(path, model, optimizer=None):
-    """Load ``path`` into ``model`` (and ``optimizer``); returns the ``extra`` values saved with it.
+def _section(arrays, path, name, target):
+    """The saved state of ``target`` (an optimizer or a scheduler), checked to be of its class."""
+    if f"{name}/class" not in arrays:
+        raise CheckpointError(f"{path} holds no {name} state")
+    saved_class = str(arrays[f"{name}/class"])
+    if saved_class != type(target).__name__:
+        raise CheckpointError(f"{path} holds {saved_class} state, not {type(target).__name__}")
+    return {key[len(name) + 1:]: value for key, value in arrays.items()
+            if key.startswith(f"{name}/") and key != f"{name}/class"}
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None):
+    """Load ``path`` into ``model`` (and ``optimizer``, ``scheduler``); returns the ``extra``
+    values saved with it.
 
     Raises :class:`CheckpointError` naming what differs when the file does
     not fit; nothing is changed in that case.
@@ -109,23 +129,27 @@ def load_checkpoint(path, model, optimizer=None):
         raise CheckpointError(f"{path} does not match {model!r}: missing {missing}, unexpected {unexpected}, "
                               f"shape (saved, expected) {wrong_shape}")
 
-    optimizer_state = None
-    if optimizer is not None:
-        if "optimizer/class" not in arrays:
-            raise CheckpointError(f"{path} holds no optimizer state")
-        saved_class = str(arrays["optimizer/class"])
-        if saved_class != type(optimizer).__name__:
-            raise CheckpointError(f"{path} holds {saved_class} state, not {type(optimizer).__name__}")
-        optimizer_state = {key[len("optimizer/"):]: value for key, value in arrays.items()
-                           if key.startswith("optimizer/") and key != "optimizer/class"}
+    optimizer_state = _section(arrays, path, "optimizer", optimizer) if optimizer is not None else None
+    scheduler_state = None
+    if scheduler is not None:
+        if optimizer is None or getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError("a scheduler is loaded with the optimizer it schedules: "
+                             "load_checkpoint(path, model, optimizer, scheduler)")
+        scheduler_state = _section(arrays, path, "scheduler", scheduler)
+        try:
+            scheduler._checked_state(scheduler_state)      # checked before anything changes
+        except (KeyError, ValueError) as error:
+            raise CheckpointError(f"{path} does not fit: {error}") from error
 
-    # Both loads check everything before copying; if the optimizer's check
-    # fails after the model took its values, put the model back.
+    # Each load checks everything before copying; if a later check fails after
+    # the model took its values, put the model back.
     before = model.state_dict()
     try:
         model.load_state_dict(parameters)
         if optimizer is not None:
             optimizer.load_state_dict(optimizer_state)
+        if scheduler is not None:
+            scheduler.load_state_dict(scheduler_state)
     except (KeyError, ValueError, TypeError) as error:
         model.load_state_dict(before)
         raise CheckpointError(f"{path} does not fit: {error}") from error

@@ -109,7 +109,8 @@ def check_pair(english_nb, chinese_nb, chapter="notebook"):
             if zh.source != to_chinese_code(en.source):
                 problems.append(f"{where}: code differs from the English cell (only the setup call may, "
                                 f"with lang=\"zh\"): {_first_line(en.source)!r}")
-            if text_outputs(en) != text_outputs(zh):
+            # a cell nbval ignores (a live timing) may print anything; every other cell's text is checked
+            if text_outputs(en) != text_outputs(zh) and not en.source.startswith("# NBVAL_IGNORE_OUTPUT"):
                 problems.append(f"{where}: text outputs differ from the English cell's")
         elif en.cell_type == "markdown":
             recorded = translates(zh)
@@ -118,7 +119,7 @@ def check_pair(english_nb, chinese_nb, chapter="notebook"):
             elif recorded != source_hash(en.source):
                 problems.append(f"{where} is stale: the English cell changed since it was translated: "
                                 f"{_first_line(en.source)!r}")
-            elif CJK.search(en.source) is None and CJK.search(zh.source) is None and re.search(r"[A-Za-z]{4}", en.source):
+            elif CJK.search(zh.source) is None and re.search(r"[A-Za-z]{4}", en.source):
                 problems.append(f"{where}: marked as translated but has no Chinese text")
     return problems
 

@@ -97,11 +97,12 @@ def grade_notebook(nb, cwd, name="notebook", timeout=600):
     return grades, others
 
 
-def grade(path, cwd=None, out=sys.stdout):
+def grade(path, cwd=None, out=None):
     """``lstmkit course grade STUDENT.ipynb``: print each exercise as passed or failed; returns
     the number that failed (0: all passed)."""
     import nbformat
 
+    out = out or sys.stdout      # looked up per call, so a redirected stdout is honoured
     path = Path(path)
     if not path.is_file():
         raise CourseError(f"no such notebook: {path}")

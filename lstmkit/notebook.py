@@ -62,7 +62,7 @@ _LATIN_FONTS = ["DejaVu Sans"]
 
 
 def _use_cjk_font(matplotlib):
-    """Latin text in DejaVu Sans as in the English edition, Chinese glyphs from a CJK font."""
+    """Labels in a CJK font (its Latin letters included), DejaVu Sans for the glyphs it lacks."""
     from matplotlib import font_manager
 
     from .book import CJK_FONT_PACKAGE, cjk_font_file
@@ -75,8 +75,10 @@ def _use_cjk_font(matplotlib):
         return
     font_manager.fontManager.addfont(str(path))
     name = font_manager.FontProperties(fname=str(path)).get_name()
-    # a list of families, not "sans-serif": matplotlib falls back glyph by glyph along it
-    matplotlib.rcParams["font.family"] = _LATIN_FONTS + [name]
+    # The CJK font first: a label that mixes text and $math$ is laid out by mathtext, which sets
+    # its plain text in the first family alone (no fallback), and the CJK font has Latin letters
+    # too. Plain labels fall back glyph by glyph along the list for anything it lacks.
+    matplotlib.rcParams["font.family"] = [name] + _LATIN_FONTS
 
 
 def setup(seed=0, lang="en"):

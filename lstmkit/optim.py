@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["Optimizer", "SGD", "Adam", "Adagrad", "clip_grad_norm", "clip_grad_value", "global_norm"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "clip_grad_norm", "clip_grad_value", "global_norm"]
 
 
 def global_norm(grads):
@@ -286,7 +286,7 @@ class Adam(Optimizer):
     def _update(self, name, param, grad):
         beta1, beta2 = self.betas
         if self.weight_decay:
-            grad = grad + self.weight_decay * param
+            grad = self._decay(param, grad)
         exp_avg = self._buffer("exp_avg", name, param)
         exp_avg_sq = self._buffer("exp_avg_sq", name, param)
         exp_avg *= beta1
@@ -297,6 +297,71 @@ class Adam(Optimizer):
         denominator /= self._correction2_sqrt
         denominator += self.eps
         param -= self._step_size * (exp_avg / denominator)
+
+    def _decay(self, param, grad):
+        return grad + self.weight_decay * param          # L2: the decay joins the gradient
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``::
+
+        p ← p · (1 − lr · weight_decay)        (before, and apart from, the gradient)
+        then Adam's rule on the gradient alone
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _decay(self, param, grad):
+        param *= 1.0 - self.lr * self.weight_decay
+        return grad
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e), as ``torch.optim.RMSprop``::
+
+        g ← g + weight_decay · p
+        s ← α s + (1 − α) g²
+        centered:  ḡ ← α ḡ + (1 − α) g,   r ← √(s − ḡ²) + eps;   else r ← √s + eps
+        momentum:  b ← momentum · b + g / r,   p ← p − lr · b;     else p ← p − lr · g / r
+    """
+
+    HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+    BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
+    NON_NEGATIVE_BUFFERS = ("square_avg",)
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                         centered=centered)
+
+    @staticmethod
+    def _checked(lr, alpha, eps, weight_decay, momentum, centered):
+        if centered not in (True, False, 0, 1):
+            raise ValueError(f"centered must be True or False, got {centered!r}")
+        return {"lr": _in_range("lr", lr, 0, low_open=True), "alpha": _in_range("alpha", alpha, 0),
+                "eps": _in_range("eps", eps, 0), "weight_decay": _in_range("weight_decay", weight_decay, 0),
+                "momentum": _in_range("momentum", momentum, 0), "centered": float(bool(centered))}
+
+    def _update(self, name, param, grad):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        square_avg = self._buffer("square_avg", name, param)
+        square_avg *= self.alpha
+        square_avg += (1.0 - self.alpha) * (grad * grad)
+        if self.centered:
+            grad_avg = self._buffer("grad_avg", name, param)
+            grad_avg += (1.0 - self.alpha) * (grad - grad_avg)          # torch's lerp
+            average = np.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            average = np.sqrt(square_avg)
+        average += self.eps
+        if self.momentum > 0:
+            buffer = self._buffer("momentum_buffer", name, param)
+            buffer *= self.momentum
+            buffer += grad / average
+            param -= self.lr * buffer
+        else:
+            param -= self.lr * (grad / average)
 
 
 class Adagrad(Optimizer):

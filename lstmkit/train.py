@@ -120,7 +120,7 @@ def evaluate(model, loss, data, metrics=(), batch_size=1024):
 
 def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_size=32,
         eval_data=None, eval_every=None, metrics=(), clip_norm=None, patience=None, min_delta=0.0,
-        restore_best=False, stop_when=None, progress=True, seed=0):
+        restore_best=False, stop_when=None, scheduler=None, progress=True, seed=0):
     """Train ``model`` and return its history.
 
     * ``model``: has ``forward(inputs, lengths)``, ``backward(d_output)``,
@@ -139,12 +139,16 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
       back the parameters of the best evaluation at the end;
     * ``stop_when(record) → bool``: stop once an evaluation record (a dict
       ``{"step", "loss", <metrics>}``) satisfies it, e.g. a target accuracy;
+    * ``scheduler`` (:mod:`lstmkit.lr_scheduler`, over ``optimizer``): stepped after
+      every optimizer step, so its ``step_size`` or ``T_max`` counts steps; a
+      ``ReduceLROnPlateau`` is stepped with each evaluation's loss instead;
     * ``progress``: a tqdm bar (``progress=False`` for notebooks and tests);
     * ``seed``: the minibatch order / sampling; the model's own seed fixes
       its initial weights, so both seeds together make a run reproducible.
 
     Returns a dict of plain lists and numbers: ``step``, ``train_loss`` (per
-    step), ``grad_norm`` (per step, before clipping; when ``clip_norm``),
+    step), ``lr`` (per step, the rate it used), ``grad_norm`` (per step, before
+    clipping; when ``clip_norm``),
     ``eval_step``, ``eval_loss``, ``eval_<metric>``, ``best_step``,
     ``best_eval_loss``, ``stopped_early`` and ``steps_run``.
     """
@@ -170,6 +174,16 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
         raise ValueError(f"min_delta must be a non-negative finite number, got {min_delta!r}")
     if stop_when is not None and not callable(stop_when):
         raise TypeError(f"stop_when must be a function record → bool, got {stop_when!r}")
+    plateau = False
+    if scheduler is not None:
+        from .lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+        if not isinstance(scheduler, LRScheduler) or scheduler.optimizer is not optimizer:
+            raise ValueError("scheduler: expected an lstmkit.lr_scheduler scheduler of this optimizer, "
+                             f"got {scheduler!r}")
+        plateau = isinstance(scheduler, ReduceLROnPlateau)
+        if plateau and eval_data is None:
+            raise ValueError("a ReduceLROnPlateau scheduler steps on the eval loss: it needs eval_data")
     if eval_data is not None:
         _check_data(eval_data, "eval_data")
         if eval_every is None:
@@ -178,7 +192,7 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
         raise ValueError("patience, stop_when, restore_best, eval_every and metrics need eval_data")
 
     rng = np.random.default_rng(seed)
-    history = {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [],
+    history = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "eval_loss": [],
                **{f"eval_{_metric_name(m)}": [] for m in metrics}}
     if clip_norm is not None:
         history["grad_norm"] = []
@@ -209,7 +223,10 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
             model.backward(loss.backward())
             if clip_norm is not None:
                 history["grad_norm"].append(clip_grad_norm(model.grads, clip_norm))
+            history["lr"].append(float(optimizer.lr) if hasattr(optimizer, "lr") else None)
             optimizer.step(model.grads)
+            if scheduler is not None and not plateau:
+                scheduler.step()
             history["step"].append(step)
             history["train_loss"].append(value)
             if bar is not None:
@@ -222,6 +239,8 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
                 history["eval_step"].append(step)
                 for name, metric_value in record.items():
                     history[f"eval_{name}"].append(metric_value)
+                if plateau:
+                    scheduler.step(record["loss"])
                 if record["loss"] < best["loss"] - min_delta:
                     best.update(loss=record["loss"], step=step,
                                 params={k: v.copy() for k, v in model.params.items()} if restore_best else None)

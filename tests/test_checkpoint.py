@@ -297,3 +297,50 @@ def test_a_checkpoint_gets_the_umask_mode_and_is_flushed_before_the_rename(tmp_p
     assert path.stat().st_mode & 0o777 == 0o644
     rename = events.index(("replace", "run.npz"))
     assert "fsync" in events[:rename]
+
+
+# -- issue 18: the scheduler's state goes into checkpoints ------------------------------------
+def scheduled(seed=0, steps=5):
+    from lstmkit.lr_scheduler import StepLR
+
+    model = SequenceRegressor("lstm", 2, 6, seed=seed)
+    optimizer = Adam(model.params, lr=1e-2)
+    scheduler = StepLR(optimizer, step_size=2, gamma=0.5)
+    fit(model, MSELoss(), optimizer, tasks.adding_problem_sampler(8), steps=steps, batch_size=4,
+        scheduler=scheduler, progress=False, seed=seed)
+    return model, optimizer, scheduler
+
+
+def test_a_scheduler_round_trips_and_its_schedule_continues(tmp_path):
+    from lstmkit.lr_scheduler import StepLR
+
+    model, optimizer, scheduler = scheduled()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer, scheduler)
+    restored = SequenceRegressor("lstm", 2, 6, seed=99)
+    restored_optimizer = Adam(restored.params, lr=1e-2)
+    restored_scheduler = StepLR(restored_optimizer, step_size=2, gamma=0.5)
+    load_checkpoint(path, restored, restored_optimizer, restored_scheduler)
+    assert restored_scheduler.last_epoch == scheduler.last_epoch == 5
+    histories = [fit(m, MSELoss(), o, tasks.adding_problem_sampler(8), steps=4, batch_size=4, scheduler=s,
+                     progress=False, seed=7)["lr"]
+                 for m, o, s in ((model, optimizer, scheduler), (restored, restored_optimizer, restored_scheduler))]
+    assert histories[0] == histories[1] == [2.5e-3, 1.25e-3, 1.25e-3, 6.25e-4]
+    for name in model.params:
+        np.testing.assert_array_equal(restored.params[name], model.params[name])
+
+
+def test_a_scheduler_with_other_settings_is_refused_and_nothing_changes(tmp_path):
+    from lstmkit.lr_scheduler import ExponentialLR, StepLR
+
+    model, optimizer, scheduler = scheduled()
+    path = save_checkpoint(tmp_path / "run.npz", model, optimizer, scheduler)
+    other = SequenceRegressor("lstm", 2, 6, seed=3)
+    other_optimizer = Adam(other.params, lr=1e-2)
+    for other_scheduler, message in ((StepLR(other_optimizer, step_size=3, gamma=0.5), "step_size"),
+                                     (ExponentialLR(other_optimizer, gamma=0.9), "StepLR state")):
+        before = snapshot(other, other_optimizer)
+        counters = other_scheduler.state_dict()
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(path, other, other_optimizer, other_scheduler)
+        assert_unchanged(before, other, other_optimizer)
+        assert all(np.array_equal(counters[k], v) for k, v in other_scheduler.state_dict().items())

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstmkit.optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value, global_norm
+from lstmkit.optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm, clip_grad_value, global_norm
 
 SHAPES = {"weight": (4, 3), "bias": (4,), "scale": (2, 2, 2)}
 
@@ -39,6 +39,11 @@ CONFIGS = [
     (Adagrad, torch.optim.Adagrad, {"lr": 0.1}),
     (Adagrad, torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.1,
                                     "weight_decay": 0.01, "eps": 1e-8}),
+    (AdamW, torch.optim.AdamW, {"lr": 1e-2}),
+    (AdamW, torch.optim.AdamW, {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.3}),
+    (RMSprop, torch.optim.RMSprop, {"lr": 1e-2}),
+    (RMSprop, torch.optim.RMSprop, {"lr": 1e-2, "alpha": 0.9, "eps": 1e-6, "weight_decay": 0.05, "momentum": 0.8}),
+    (RMSprop, torch.optim.RMSprop, {"lr": 5e-3, "centered": True, "momentum": 0.5}),
 ]
 
 
@@ -52,7 +57,8 @@ def test_update_matches_torch_float64(ours, theirs, options):
                                        err_msg=f"{name} after step {step + 1}")
 
 
-@pytest.mark.parametrize("ours,theirs,options", CONFIGS[1:2] + CONFIGS[4:5] + CONFIGS[6:7])
+@pytest.mark.parametrize("ours,theirs,options", CONFIGS[1:2] + CONFIGS[4:5] + CONFIGS[6:7] + CONFIGS[9:10]
+                         + CONFIGS[12:13])
 def test_update_matches_torch_float32(ours, theirs, options):
     history, optimizer = run_both(ours, theirs, options, dtype=np.float32)
     for mine, reference in history:
@@ -131,6 +137,8 @@ def test_state_dict_round_trip_continues_identically():
     (Adam, "lr"), (Adam, "eps"), (Adam, "weight_decay"),
     (Adagrad, "lr"), (Adagrad, "lr_decay"), (Adagrad, "eps"), (Adagrad, "weight_decay"),
     (Adagrad, "initial_accumulator_value"),
+    (AdamW, "lr"), (AdamW, "weight_decay"),
+    (RMSprop, "lr"), (RMSprop, "alpha"), (RMSprop, "eps"), (RMSprop, "weight_decay"), (RMSprop, "momentum"),
 ])
 def test_a_nan_setting_is_refused(optimizer_class, setting):
     with pytest.raises(ValueError, match=f"{setting} must be a finite number"):
@@ -147,7 +155,7 @@ def test_adam_refuses_nan_or_out_of_range_betas(betas):
     np.ones(2, np.complex128),              # a complex gradient (numpy's in-place update would raise)
     np.ones(2, np.float32),                 # another float type than the parameter's
 ])
-@pytest.mark.parametrize("optimizer_class", [SGD, Adam, Adagrad])
+@pytest.mark.parametrize("optimizer_class", [SGD, Adam, AdamW, RMSprop, Adagrad])
 def test_a_bad_gradient_anywhere_changes_no_parameter(optimizer_class, bad_grad):
     """Six parameters, the last one's gradient bad: step raises before the first update."""
     params = {f"p{k}": np.full(2, float(k)) for k in range(6)}
@@ -160,3 +168,16 @@ def test_a_bad_gradient_anywhere_changes_no_parameter(optimizer_class, bad_grad)
     for name, value in params.items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
     assert optimizer.step_count == 0 and all(not buffers for buffers in optimizer.state.values())
+
+
+@pytest.mark.parametrize("ours,theirs,options", [CONFIGS[9], CONFIGS[12]], ids=["AdamW", "RMSprop-centered"])
+def test_state_dict_round_trip_of_adamw_and_rmsprop(ours, theirs, options):
+    history, optimizer = run_both(ours, theirs, options, steps=3)
+    params_copy = {k: v.copy() for k, v in optimizer.params.items()}
+    fresh = ours(params_copy)
+    fresh.load_state_dict(optimizer.state_dict())
+    grads = {name: np.full(shape, 0.3) for name, shape in SHAPES.items()}
+    optimizer.step(grads)
+    fresh.step(grads)
+    for name in params_copy:
+        np.testing.assert_array_equal(params_copy[name], optimizer.params[name])

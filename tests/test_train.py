@@ -183,3 +183,51 @@ def test_a_nan_target_is_named_not_blamed_on_the_learning_rate():
     with pytest.raises(ValueError, match="the batch the sampler gave for step 1: 'targets' contains NaN"):
         fit(model, MSELoss(), SGD(model.params), sampler, steps=3, progress=False)
     assert model.seen == [] and model.params["value"][0] == 0.0
+
+
+# -- issue 18: fit takes a learning-rate scheduler ---------------------------------------------
+def test_fit_steps_a_scheduler_per_step_and_a_plateau_scheduler_per_evaluation():
+    from lstmkit import tasks
+    from lstmkit.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
+    from lstmkit.models import SequenceRegressor
+    from lstmkit.nn import MSELoss
+    from lstmkit.optim import SGD
+
+    model = SequenceRegressor("lstm", 2, 4, seed=0)
+    optimizer = SGD(model.params, lr=0.1)
+    cosine = CosineAnnealingLR(optimizer, T_max=4)
+    history = fit(model, MSELoss(), optimizer, tasks.adding_problem_sampler(8), steps=5, batch_size=4,
+                  scheduler=cosine, progress=False)
+    reference = CosineAnnealingLR(SGD({"w": np.zeros(1)}, lr=0.1), T_max=4)
+    expected = [reference.get_last_lr()[0]]
+    for _ in range(4):
+        reference.step()
+        expected.append(reference.get_last_lr()[0])
+    assert history["lr"] == expected
+
+    optimizer = SGD(model.params, lr=0.1)
+    plateau = ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+    eval_data = tasks.adding_problem_sampler(8)(16, np.random.default_rng(1))
+    history = fit(model, MSELoss(), optimizer, tasks.adding_problem_sampler(8), steps=6, batch_size=4,
+                  eval_data=eval_data, eval_every=1, scheduler=plateau, progress=False)
+    assert plateau.last_epoch == 6                   # one step per evaluation
+    assert history["lr"][0] == 0.1
+
+
+def test_fit_refuses_a_scheduler_it_cannot_use_before_training():
+    from lstmkit import tasks
+    from lstmkit.lr_scheduler import ReduceLROnPlateau, StepLR
+    from lstmkit.models import SequenceRegressor
+    from lstmkit.nn import MSELoss
+    from lstmkit.optim import SGD
+
+    model = SequenceRegressor("lstm", 2, 4, seed=0)
+    before = {k: v.copy() for k, v in model.params.items()}
+    optimizer = SGD(model.params, lr=0.1)
+    other = StepLR(SGD({"w": np.zeros(1)}, lr=0.1), step_size=1)
+    with pytest.raises(ValueError, match="scheduler of this optimizer"):
+        fit(model, MSELoss(), optimizer, tasks.adding_problem_sampler(8), steps=2, scheduler=other, progress=False)
+    with pytest.raises(ValueError, match="needs eval_data"):
+        fit(model, MSELoss(), optimizer, tasks.adding_problem_sampler(8), steps=2,
+            scheduler=ReduceLROnPlateau(optimizer), progress=False)
+    assert all(np.array_equal(before[k], model.params[k]) for k in before)

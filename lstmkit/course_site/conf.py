@@ -22,6 +22,17 @@ if ZH:
     import jieba
 
     jieba.setLogLevel(logging.WARNING)     # not its dictionary-loading chatter on the learner's screen
+
+    import sphinx.search
+    from sphinx.search.zh import SearchChinese
+
+    class _SearchChinese(SearchChinese):
+        # Sphinx 9.0's Chinese search ships english-stemmer.js (it stems the Latin words) but
+        # binds `window.Stemmer = ChineseStemmer`, a name no file defines: the search page then
+        # fails with "ChineseStemmer is not defined". The stemmer's class is EnglishStemmer.
+        language_name = "English"
+
+    sphinx.search.languages["zh"] = _SearchChinese
 root_doc = "index"
 
 extensions = ["myst_nb", "sphinx_togglebutton", "sphinx_copybutton"]
@@ -99,7 +110,7 @@ def _counterpart(app, pagename, templatename, context, doctree):
 
 def _progress(app, docname, source):
     """One short line per chapter on the learner's screen (Sphinx itself runs quietly)."""
-    if docname != "index":
+    if docname not in ("index", "glossary"):
         print(f"  {SETTINGS['edition_label']} {docname} …", flush=True)
 
 
