@@ -8,6 +8,7 @@ The pipeline, one straight line (see ARCHITECTURE.md):
 import importlib
 
 from .layers import GRU, LSTM, RNN, CoupledLSTM, PeepholeLSTM, RecurrentLayer
+from .step_cells import GRUCell, LSTMCell, RNNCell
 
 # the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint
 from . import checkpoint, models, nn, optim, train
@@ -28,8 +29,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "BUILTIN_CELLS", "CellSpec", "CellSpecError", "CoupledLSTM", "Derivation", "GRU", "LSTM",
-    "PeepholeLSTM", "RNN", "RecurrentLayer", "derive", "get_cell", "gru_spec", "kernel_source",
+    "BUILTIN_CELLS", "CellSpec", "CellSpecError", "CoupledLSTM", "Derivation", "GRU", "GRUCell", "LSTM",
+    "LSTMCell", "PeepholeLSTM", "RNN", "RNNCell", "RecurrentLayer", "derive", "get_cell", "gru_spec", "kernel_source",
     "load_kernels", "lstm_spec", "relu", "rnn_spec", "sigmoid", "tanh",
 ]
 

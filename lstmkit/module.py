@@ -100,6 +100,15 @@ class Module:
         """Name → shape of every parameter, in ``state_dict`` order."""
         return {name: value.shape for name, value in self.params.items()}
 
+    def named_parameters(self):
+        """``(name, array)`` for every parameter, in torch's order and with torch's names. The
+        arrays are the live ones: an optimizer's in-place update shows through them."""
+        return iter(self.params.items())
+
+    def parameters(self):
+        """Every parameter array, in :meth:`named_parameters` order."""
+        return iter(self.params.values())
+
     def num_parameters(self):
         return sum(value.size for value in self.params.values())
 

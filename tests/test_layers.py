@@ -215,6 +215,27 @@ def test_parameter_counts_are_torchs():
     assert lstmkit.CoupledLSTM(**sizes).num_parameters() == counts[lstmkit.GRU]      # three blocks each
 
 
+def test_named_parameters_are_torchs_names_in_torchs_order():
+    import torch
+
+    from lstmkit.models import SequenceRegressor
+    from lstmkit.optim import SGD
+
+    for bias in (True, False):
+        sizes = dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True, bias=bias)
+        for ours, theirs in ((lstmkit.RNN, torch.nn.RNN), (lstmkit.LSTM, torch.nn.LSTM), (lstmkit.GRU, torch.nn.GRU)):
+            layer = ours(**sizes)
+            expected = [(name, tuple(p.shape)) for name, p in theirs(**sizes).named_parameters()]
+            assert [(name, value.shape) for name, value in layer.named_parameters()] == expected
+            assert [value.shape for value in layer.parameters()] == [shape for _, shape in expected]
+    model = SequenceRegressor("lstm", 2, 4, seed=0)
+    assert [name for name, _ in model.named_parameters()] == list(model.state_dict())
+    weight = dict(model.named_parameters())["head.weight"]         # live arrays: an update shows through
+    before = weight.copy()
+    SGD(dict(model.named_parameters()), lr=1.0).step({k: np.ones_like(v) for k, v in model.params.items()})
+    np.testing.assert_array_equal(weight, before - 1.0)
+
+
 def test_float32_and_float64_each_compile_once():
     layer32 = lstmkit.LSTM(2, 3, dtype=np.float32)
     layer64 = lstmkit.LSTM(2, 3, dtype=np.float64)
