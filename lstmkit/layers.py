@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numbers
+import warnings
+
 import numpy as np
 
 from . import driver
@@ -27,6 +30,7 @@ class ForwardRecord(NamedTuple):
     lengths: np.ndarray | None  # [B] int64, or None for full rows
     unbatched: bool             # the input was [T, n]
     x_shape: tuple              # the time-major input's shape (T, B, n)
+    masks: list                 # dropout: per layer below the last, the [T, B, D·d] mask × 1/(1 − p); or []
 
 
 class RecurrentLayer(Module):
@@ -52,6 +56,11 @@ class RecurrentLayer(Module):
 
     ``dx, d_state = layer.backward(dy, d_state=None)`` runs backpropagation
     through time for the last forward call and fills ``layer.grads``.
+
+    ``dropout=p`` zeroes each output of every layer but the last with probability
+    p and scales the rest by 1/(1 − p), as torch does, in training mode only
+    (``layer.train()``, the default; ``layer.eval()`` turns it off). The masks come
+    from the layer's own generator (seeded by ``seed``) and are kept for backward.
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -71,8 +80,15 @@ class RecurrentLayer(Module):
             kernels = codegen.load_kernels(spec)
         self.input_size, self.hidden_size, self.num_layers = check_sizes(
             input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        if dropout:
-            raise NotImplementedError("dropout between layers is not supported; pass dropout=0")
+        if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
+                or not 0 <= dropout <= 1):
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
+        if dropout and num_layers == 1:
+            # torch's own warning: dropout acts between layers, so one layer has nowhere to put it
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero "
+                          f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
+                          f"num_layers={num_layers}", UserWarning, stacklevel=3)
+        self.dropout = float(dropout)
         dtype = check_float_dtype(dtype)
         self._cell = spec
         self.kernels = kernels
@@ -82,6 +98,7 @@ class RecurrentLayer(Module):
         self.num_directions = 2 if bidirectional else 1
         self.dtype = dtype
         self.params = self._init_params(np.random.default_rng(seed))
+        self._dropout_rng = _dropout_generator(seed) if self.dropout else None
         self.grads = {}
         self._tape = None
         # per layer and direction: the buffers each call lends its tape (driver.Workspace)
@@ -201,11 +218,14 @@ class RecurrentLayer(Module):
         lengths = self._check_lengths(lengths, steps, batch)
         initial = self._check_state(state, batch, unbatched, "state")
 
-        tapes = []
+        tapes, masks = [], []
         finals = [np.empty((self.num_layers * self.num_directions, batch, self.hidden_size), self.dtype)
                   for _ in self.kernels.STATES]
         layer_input = x
         for layer in range(self.num_layers):
+            if layer and self.dropout and self.training:
+                masks.append(self._dropout_mask(layer_input.shape))
+                layer_input = layer_input * masks[-1]
             outputs = []
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
@@ -244,7 +264,7 @@ class RecurrentLayer(Module):
             if y_is_history:    # backward reads it: a change would change the gradients
                 y = y.view()
                 y.flags.writeable = False
-            self._tape = ForwardRecord(tapes, lengths, unbatched, x.shape)
+            self._tape = ForwardRecord(tapes, lengths, unbatched, x.shape, masks)
         return (y[:, 0, :] if unbatched else y), self._format_state(finals, unbatched)
 
     # -- backward ---------------------------------------------------------------
@@ -299,12 +319,20 @@ class RecurrentLayer(Module):
                 grads.update({f"{name}{suffix}": g for name, g in layer_grads.items()})
                 dx = dx if direction == 0 else _reverse_rows(dx, lengths)
                 d_input = dx if d_input is None else d_input + dx
+            if layer and record.masks:
+                d_input = d_input * record.masks[layer - 1]       # dropout's backward: the same mask
             d_layer_output = d_input
         if borrowed is not None:
             workspace.give("d_output", borrowed)
         self.grads = {name: grads[name] for name in self.params}
         dx = self._format_output(d_layer_output, unbatched)
         return dx, self._format_state(d_initial, unbatched)
+
+    def _dropout_mask(self, shape):
+        """0 with probability p, else 1/(1 − p) (all zeros when p = 1, as torch gives)."""
+        keep = self._dropout_rng.random(shape) >= self.dropout
+        scale = 0.0 if self.dropout == 1 else 1.0 / (1.0 - self.dropout)
+        return (keep * scale).astype(self.dtype)
 
     # -- checks and layouts -------------------------------------------------------
     def _external_shape(self, time_major, unbatched):
@@ -378,6 +406,13 @@ class RecurrentLayer(Module):
         extra += ", bias=False" if not self.bias else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"cell={self.kernels.CELL!r}, dtype={self.dtype})")
+
+
+def _dropout_generator(seed):
+    """The masks' own stream, so that a layer's weights are the same with or without dropout."""
+    if isinstance(seed, np.random.Generator):    # a model's child generator: draw the masks' seed from it
+        return np.random.default_rng(seed.integers(2**63))
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
 
 
 def _reverse_rows(array, lengths):

@@ -95,6 +95,21 @@ class Module:
 
     params: dict
     grads: dict
+    training: bool = True           # train() / eval(), as torch: only dropout reads it
+
+    def train(self, mode=True):
+        """Training mode (``mode=True``) or evaluation mode, here and in every submodule; returns self."""
+        if mode not in (True, False):
+            raise ValueError(f"train(mode): expected True or False, got {mode!r}")
+        self.training = mode
+        for value in vars(self).values():
+            if isinstance(value, Module):
+                value.train(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: ``train(False)``. Dropout then passes everything through."""
+        return self.train(False)
 
     def parameter_shapes(self):
         """Name → shape of every parameter, in ``state_dict`` order."""

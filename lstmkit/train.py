@@ -107,9 +107,16 @@ def evaluate(model, loss, data, metrics=(), batch_size=1024):
     _check_metrics(metrics)
     batch_size = _check_positive_int("batch_size", batch_size, allow_none=False)
     predict = getattr(model, "predict", model.forward)   # keeps nothing for backward, where it can
-    predictions = [predict(chunk["inputs"], chunk.get("lengths"))
-                   for chunk in (take_batch(data, slice(start, start + batch_size))
-                                 for start in range(0, rows, batch_size))]
+    training = getattr(model, "training", False)
+    if training:
+        model.eval()                # dropout off while evaluating, as model.eval() in a torch loop
+    try:
+        predictions = [predict(chunk["inputs"], chunk.get("lengths"))
+                       for chunk in (take_batch(data, slice(start, start + batch_size))
+                                     for start in range(0, rows, batch_size))]
+    finally:
+        if training:
+            model.train()
     predictions = np.concatenate(predictions, axis=0)
     result = {"loss": loss.forward(predictions, data["targets"], data.get("mask"))}
     for metric in metrics:
