@@ -141,6 +141,15 @@ def index_page(lang, stems):
     return text.replace("{chapters}", "\n".join(blocks))
 
 
+def search_dictionary():
+    """A jieba user dictionary of the glossary's terms (one "word frequency tag" per line), so
+    that Sphinx's Chinese index keeps 遗忘门 whole instead of 遗忘 + 门, and a search for a term
+    finds it: the search box looks a query up as whole words."""
+    from .glossary import TERMS
+
+    return "".join(f"{term.zh} 100000 n\n" for term in TERMS)
+
+
 def chapter_prose(paths):
     """[(stem, the chapter's markdown)] in the course's order."""
     import nbformat
@@ -199,6 +208,8 @@ def stage_edition(lang, chapter_paths, staging, *, counterpart_pages, counterpar
         _write_if_changed(staging / Path(path).name, nbformat.writes(nb).encode("utf-8"))
     _write_if_changed(staging / "index.md", index_page(lang, stems).encode("utf-8"))
     _write_if_changed(staging / "glossary.md", glossary_page(lang, introduced or {}, stems).encode("utf-8"))
+    if lang == "zh":
+        _write_if_changed(staging / "search_dict.txt", search_dictionary().encode("utf-8"))
     settings = {"language": EDITIONS[lang], "execution": execution, "cache": str(cache),
                 "counterpart_pages": sorted(counterpart_pages), "counterpart_root": counterpart_root,
                 "progress": progress, "edition_label": {"en": "[en]", "zh": "[中文]"}[lang]}

@@ -33,6 +33,8 @@ if ZH:
         language_name = "English"
 
     sphinx.search.languages["zh"] = _SearchChinese
+    # the glossary's terms as jieba words (lstmkit.book.search_dictionary), so they are indexed whole
+    html_search_options = {"dict": str(HERE / "search_dict.txt")}
 root_doc = "index"
 
 extensions = ["myst_nb", "sphinx_togglebutton", "sphinx_copybutton"]
