@@ -55,7 +55,6 @@ import importlib.util
 import os
 import string
 import sys
-import tempfile
 import textwrap
 import warnings
 from pathlib import Path
@@ -63,6 +62,7 @@ from pathlib import Path
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
+from .files import atomic_write
 from .kernel_runtime import JIT_OPTIONS
 from .symbolic import KERNEL_ARRAYS, KERNEL_WORDS, CellSpec, Derivation, derive
 
@@ -547,15 +547,9 @@ def user_cache_dir() -> Path:
 
 
 def _atomic_write(path: Path, text: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A kernel module written whole or not at all (a killed write never leaves half a module
+    for the next import to find)."""
+    atomic_write(path, lambda handle: handle.write(text), binary=False)
 
 
 _loaded = {}
