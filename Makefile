@@ -21,8 +21,11 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 $(VENV)/.course-installed: pyproject.toml
 	@echo "installing the course's packages into $(VENV) (once) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e ".[course]"
+	@mkdir -p build
+	@# pip's own notices are for packagers, not learners: they go to build/install.log,
+	@# which is printed only if the install fails
+	@( $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e ".[course]" ) \
+		> build/install.log 2>&1 || { cat build/install.log; exit 1; }
 	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 

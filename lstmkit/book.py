@@ -217,6 +217,13 @@ def stage_edition(lang, chapter_paths, staging, *, counterpart_pages, counterpar
     return stems
 
 
+def _quiet_ipython_dir(folder):
+    profile = Path(folder) / "profile_default"
+    _write_if_changed(profile / "ipython_kernel_config.json",
+                      json.dumps({"IPKernelApp": {"log_level": "ERROR"}}).encode("utf-8"))
+    return Path(folder)
+
+
 def run_sphinx(source, outdir, doctrees):
     """Sphinx's html builder, quiet; returns the warnings it gave (a list of lines)."""
     from sphinx.application import Sphinx
@@ -251,8 +258,12 @@ def build_site(english, chinese, build_dir, *, execution="cache", progress=True,
     # kernels started by MyST-NB inherit these: plots go to build/figures, diagrams are read
     # from the project's figures/ (never from a path inside the installed package)
     figure_dir = Path(figure_dir) if figure_dir else build_dir / "figures"
-    saved = {key: os.environ.get(key) for key in ("LSTMKIT_FIGURE_DIR", "LSTMKIT_PROJECT")}
+    saved = {key: os.environ.get(key) for key in ("LSTMKIT_FIGURE_DIR", "LSTMKIT_PROJECT", "IPYTHONDIR")}
     os.environ["LSTMKIT_FIGURE_DIR"] = str(figure_dir)
+    # MyST-NB's kernels talk TCP, and ipykernel then logs a notice about encryption on the
+    # learner's screen for every chapter: an IPython folder of the build's own sets their log
+    # level to errors (and keeps the reader's own IPython profile out of the build)
+    os.environ["IPYTHONDIR"] = str(_quiet_ipython_dir(build_dir / ".ipython"))
     if project_dir is not None:
         os.environ["LSTMKIT_PROJECT"] = str(Path(project_dir).resolve())
     en_pages = set(SPECIAL_PAGES) | {Path(p).stem for p in english}
