@@ -233,7 +233,11 @@ def run_sphinx(source, outdir, doctrees):
     with patch_docutils(source), docutils_namespace():
         app = Sphinx(str(source), str(source), str(outdir), str(doctrees), "html",
                      status=None, warning=warnings, freshenv=False, keep_going=True)
-        app.build()
+        try:
+            app.build()
+        except Exception as error:     # a chapter that fails to run: say which cell and why
+            told = [line for line in warnings.getvalue().splitlines() if line.strip()]
+            raise SiteError(f"{type(error).__name__}: {error}\n" + "\n".join(told[-40:])) from error
         failed = app.statuscode
     lines = [line for line in warnings.getvalue().splitlines() if line.strip()]
     if failed and not lines:
@@ -285,7 +289,9 @@ def build_site(english, chinese, build_dir, *, execution="cache", progress=True,
                           execution=execution, cache=cache, progress=progress, introduced=introduced)
             try:
                 warnings, failed = run_sphinx(source, outdir, staging / f"doctrees-{lang}")
-            except Exception as error:     # MyST-NB's execution error, a Sphinx error
+            except SiteError as error:     # a chapter failed to run: run_sphinx says where
+                raise SiteError(f"the {lang} site could not be built: {error}") from error
+            except Exception as error:     # a Sphinx error
                 raise SiteError(f"the {lang} site could not be built: {type(error).__name__}: {error}") from error
             all_warnings += [f"[{lang}] {line}" for line in warnings]
             if failed:
