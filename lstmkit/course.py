@@ -268,6 +268,11 @@ def main(argv=None):
 
             if len(args.paths) != 1:
                 raise CourseError("grade takes one notebook: lstmkit course grade STUDENT.ipynb")
+            # a submission may sit anywhere: its chapter reads the course's diagrams from the
+            # course folder, --project or the current directory (when it is one)
+            course_folder = (args.project or Path.cwd()).resolve()
+            if (course_folder / "figures").is_dir() and "LSTMKIT_PROJECT" not in os.environ:
+                os.environ["LSTMKIT_PROJECT"] = str(course_folder)
             failed = grade(args.paths[0])
             return 1 if failed else 0
         project, notebooks = _project(args)

@@ -29,9 +29,10 @@ def _tags(cell):
 
 def exercise_title(source):
     """The first line of an exercise's text without markdown marks: "**Exercise 2.** Predict ..."."""
-    line = next((line for line in source.splitlines() if line.strip()), "")
+    paragraph = source.strip().split("\n\n")[0]          # a paragraph wraps over several lines
+    line = " ".join(part.strip() for part in paragraph.splitlines())
     line = re.sub(r"^\s*#+\s*|\*\*|__|`", "", line).strip()
-    return line if len(line) <= 90 else line[:87] + "…"
+    return line if len(line) <= 90 else line[:89].rstrip() + "…"
 
 
 def exercises(nb, name="notebook"):
