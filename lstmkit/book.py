@@ -16,8 +16,10 @@ the site: it opens offline.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -224,13 +226,32 @@ def _quiet_ipython_dir(folder):
     return Path(folder)
 
 
+@contextlib.contextmanager
+def _root_logger_left_alone():
+    """The root logger as it was before Sphinx ran. The theme's a11y_pygments calls
+    logging.basicConfig(level=INFO) when it is imported, after which every INFO record of the
+    book's kernels (nbclient's "Executing notebook ...") reached the learner's screen."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        import a11y_pygments  # noqa: F401  (imported here, so its basicConfig is undone below)
+    except ImportError:
+        pass
+    root.handlers[:], root.level = handlers, level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def run_sphinx(source, outdir, doctrees):
     """Sphinx's html builder, quiet; returns the warnings it gave (a list of lines)."""
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace, patch_docutils
 
     warnings = io.StringIO()
-    with patch_docutils(source), docutils_namespace():
+    with _root_logger_left_alone(), patch_docutils(source), docutils_namespace():
         app = Sphinx(str(source), str(source), str(outdir), str(doctrees), "html",
                      status=None, warning=warnings, freshenv=False, keep_going=True)
         try:
