@@ -346,6 +346,12 @@ def test_chinese_search_and_the_glossary(course_site, browser, serve):
     link = page.eval_on_selector("main table tbody tr a", "a => a.href")
     assert link.startswith(base + "zh/") and link.endswith(".html"), link
     screenshot(page, "zh_glossary.png")
+    page = watched.goto(base + "zh/02_forget_gate.html")            # a real chapter, in Chinese
+    found, state = page_problems(page)
+    assert found == [] and state["math"] > 0 and state["images"] >= 1, found
+    assert "他今天有事" in page.inner_text("main")
+    assert page.eval_on_selector(".lstmkit-lang-switch a", "a => a.href") == base + "02_forget_gate.html"
+    screenshot(page, "zh_forget_gate.png")
     assert watched.errors == [] and watched.blocked == []
     watched.close()
 
