@@ -404,6 +404,7 @@ class RecurrentLayer(Module):
         extra += ", bidirectional=True" if self.bidirectional else ""
         extra += ", batch_first=True" if self.batch_first else ""
         extra += ", bias=False" if not self.bias else ""
+        extra += f", dropout={self.dropout}" if self.dropout else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"cell={self.kernels.CELL!r}, dtype={self.dtype})")
 
