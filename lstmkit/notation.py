@@ -210,10 +210,11 @@ class CellNotation:
         names = {s: self._print(s)[0] for s in expr.free_symbols}
         return sp.latex(expr, symbol_names=names), False
 
-    def _linear(self, g, x, h):
-        """The weighted sum a gate block stands for."""
+    def _linear_parts(self, g, x, h):
+        """The products and the biases a gate block stands for, as two lists of LaTeX terms:
+        W_k · [h_{t−1}, x_t] and b_k for a summed block that has both sides, else each side's."""
         if self.summed[g] and x and h:
-            return rf"{self.weight(g)} \cdot [h_{{t-1}}, x_t] + {self.bias(g)}"
+            return [rf"{self.weight(g)} \cdot [h_{{t-1}}, x_t]"], [self.bias(g)]
         parts, biases = [], []
         if x:
             parts.append(rf"{self.weight(g, 'x')} \cdot x_t")
@@ -221,6 +222,11 @@ class CellNotation:
         if h:
             parts.append(rf"{self.weight(g, 'h')} \cdot h_{{t-1}}")
             biases.append(self.bias(g, "h"))
+        return parts, biases
+
+    def _linear(self, g, x, h):
+        """The weighted sum a gate block stands for."""
+        parts, biases = self._linear_parts(g, x, h)
         return " + ".join(parts + biases)
 
     def _print_sum(self, expr):
@@ -246,16 +252,9 @@ class CellNotation:
             for side, present in (("x", has_x), ("h", has_h)):
                 if present:
                     terms.remove(spec.gx[g] if side == "x" else spec.gh[g])
-            if self.summed[g] and has_x and has_h:
-                linear.append(rf"{self.weight(g)} \cdot [h_{{t-1}}, x_t]")
-                biases.append(self.bias(g))
-                continue
-            if has_x:
-                linear.append(rf"{self.weight(g, 'x')} \cdot x_t")
-                biases.append(self.bias(g, "x"))
-            if has_h:
-                linear.append(rf"{self.weight(g, 'h')} \cdot h_{{t-1}}")
-                biases.append(self.bias(g, "h"))
+            parts, block_biases = self._linear_parts(g, has_x, has_h)
+            linear += parts
+            biases += block_biases
         previous = set(spec.prev.values())
 
         def rank(term):
