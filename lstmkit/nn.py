@@ -16,7 +16,7 @@ import numpy as np
 
 from .module import FLOAT_DTYPES, Module, check_float_array, check_float_dtype, check_sizes
 
-__all__ = ["Linear", "Embedding", "MSELoss", "SoftmaxCrossEntropy", "lengths_to_mask"]
+__all__ = ["Linear", "Embedding", "Loss", "MSELoss", "SoftmaxCrossEntropy", "lengths_to_mask"]
 
 
 class Linear(Module):
@@ -143,13 +143,10 @@ def _check_mask(mask, leading_shape, what):
     return mask
 
 
-class MSELoss:
-    """Mean squared error, as ``torch.nn.MSELoss()`` (mean over every element).
-
-    ``forward(prediction, target, mask=None)``: with a mask (over the leading
-    axes, e.g. [B, T] for [B, T, k] predictions) the mean runs over the
-    selected elements only. ``backward()`` returns d loss / d prediction.
-    """
+class Loss:
+    """What every loss shares: ``loss(prediction, target, mask=None)`` is ``forward``, which
+    keeps what ``backward()`` needs in ``_cache``; ``count`` is how many elements or positions
+    the last mean ran over."""
 
     def __init__(self):
         self._cache = None
@@ -157,6 +154,15 @@ class MSELoss:
 
     def __call__(self, prediction, target, mask=None):
         return self.forward(prediction, target, mask)
+
+
+class MSELoss(Loss):
+    """Mean squared error, as ``torch.nn.MSELoss()`` (mean over every element).
+
+    ``forward(prediction, target, mask=None)``: with a mask (over the leading
+    axes, e.g. [B, T] for [B, T, k] predictions) the mean runs over the
+    selected elements only. ``backward()`` returns d loss / d prediction.
+    """
 
     def forward(self, prediction, target, mask=None):
         if not isinstance(prediction, np.ndarray) or prediction.dtype not in FLOAT_DTYPES:
@@ -186,7 +192,7 @@ class MSELoss:
         return d_prediction if weights is None else d_prediction * weights
 
 
-class SoftmaxCrossEntropy:
+class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy over classes on the last axis, for single labels or sequences.
 
     ``forward(logits, targets, mask=None)``: ``logits`` [..., C], integer
@@ -196,13 +202,6 @@ class SoftmaxCrossEntropy:
     weights each position. ``backward()`` returns d loss / d logits =
     (softmax − one_hot) · mask / Σ mask.
     """
-
-    def __init__(self):
-        self._cache = None
-        self.count = 0
-
-    def __call__(self, logits, targets, mask=None):
-        return self.forward(logits, targets, mask)
 
     def forward(self, logits, targets, mask=None):
         if not isinstance(logits, np.ndarray) or logits.dtype not in FLOAT_DTYPES or logits.ndim < 1:

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .nn import Loss
+
 __all__ = ["BernoulliNLL", "Variant", "VARIANTS", "register_variant", "variant_cell", "TaskConfig",
            "TASKS", "SIZES", "SEARCH_SPACE", "run_trial", "run_study", "open_storage",
            "study_records", "export_json", "load_json", "summary_table", "fanova_importances",
@@ -55,7 +57,7 @@ def _log_sigmoid_parts(logits):
     return np.maximum(logits, 0.0) + np.log1p(np.exp(-np.abs(logits)))
 
 
-class BernoulliNLL:
+class BernoulliNLL(Loss):
     """Negative log-likelihood of independent Bernoulli outputs, summed over the last axis
     (the 88 pitches) and averaged over time steps — "per time step", as Boulanger-Lewandowski
     et al. (2012) and Greff et al. (2015) report it.
@@ -65,13 +67,6 @@ class BernoulliNLL:
     the mean over the steps the mask selects ([B, T], True on real steps).
     ``backward()`` = (σ(z) − y) · mask / (number of selected steps).
     """
-
-    def __init__(self):
-        self._cache = None
-        self.count = 0
-
-    def __call__(self, logits, targets, mask=None):
-        return self.forward(logits, targets, mask)
 
     def forward(self, logits, targets, mask=None):
         if not isinstance(logits, np.ndarray) or logits.dtype.kind != "f" or logits.ndim < 1:
