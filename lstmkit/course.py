@@ -33,6 +33,9 @@ CELL_TIMEOUT_S = 600           # a cell that runs longer than this is stuck
 SOLUTION_TAG, CHECK_TAG, EXERCISE_TAG = "solution", "check", "exercise"
 SOLUTION_PLACEHOLDER = "# Your answer here\n"
 MARKDOWN_PLACEHOLDER = "*Your answer here.*"
+# what an emptied solution cell says, in each edition's language: (code, markdown)
+PLACEHOLDERS = {"en": (SOLUTION_PLACEHOLDER, MARKDOWN_PLACEHOLDER),
+                "zh": ("# 在这里写下你的答案\n", "*在这里写下你的答案。*")}
 WHERE_TO_GET_THE_CHAPTERS = (
     "The chapters are not inside the installed package: they come with the course's source, a "
     "clone of the lstmkit repository or its source distribution (lstmkit-VERSION.tar.gz), in its "
@@ -191,8 +194,12 @@ def student_notebook(nb):
     """Empty the cells tagged ``solution`` (in place), clear their outputs and the checks' outputs.
 
     Returns a list of (cell index, first line of what was removed). The ``check`` cells stay,
-    so a student can test an answer; their outputs go, since they may print the answer.
+    so a student can test an answer; their outputs go, since they may print the answer. The
+    placeholder left in an emptied cell is in the chapter's language (its setup call's ``lang``).
     """
+    from .editions import language
+
+    code_placeholder, markdown_placeholder = PLACEHOLDERS.get(language(nb), PLACEHOLDERS["en"])
     removed = []
     for index, cell in enumerate(nb.cells):
         tags = set(cell.metadata.get("tags", []))
@@ -202,7 +209,7 @@ def student_notebook(nb):
         if SOLUTION_TAG in tags:
             first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
             removed.append((index, first_line))
-            cell.source = SOLUTION_PLACEHOLDER if cell.cell_type == "code" else MARKDOWN_PLACEHOLDER
+            cell.source = code_placeholder if cell.cell_type == "code" else markdown_placeholder
         if cell.cell_type == "code" and tags & {SOLUTION_TAG, CHECK_TAG}:
             cell.outputs = []
             cell.execution_count = None

@@ -11,6 +11,7 @@ cell's source, so a changed English cell names the Chinese cell that is now stal
 """
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import re
@@ -172,3 +173,65 @@ def sync_all(english_paths, zh_dir, create=(), write=True, out=None):
     if not reports:
         print(f"no Chinese chapters in {zh_dir} yet (name one to start it: sync-zh 02_forget_gate)", file=out)
     return reports
+
+
+def language(nb):
+    """The edition a chapter belongs to: the ``lang`` of its setup call ("en" without one)."""
+    for cell in nb.cells:
+        match = SETUP_CALL.search(cell.source) if cell.cell_type == "code" else None
+        if match:
+            lang = re.search(r"\blang\s*=\s*[\"']([a-z]+)[\"']", match["args"])
+            return lang.group(1) if lang else "en"
+    return "en"
+
+
+def _is_translation(node):
+    """``nb.t(english, chinese)``: the helper the two editions share their strings through."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "t"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "nb" and len(node.args) == 2)
+
+
+def _literal_text(node):
+    """The literal text of a string or f-string (the parts outside the braces)."""
+    return "".join(part.value for part in ast.walk(node)
+                   if isinstance(part, ast.Constant) and isinstance(part.value, str))
+
+
+def chinese_strings(nb):
+    """The Chinese side of every ``nb.t(english, chinese)`` in a chapter's code (its labels and messages)."""
+    found = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            found += [_literal_text(node.args[1]) for node in ast.walk(_parse(cell.source)) if _is_translation(node)]
+    return found
+
+
+def _parse(source):
+    # IPython lines (%magic, !shell) are not Python: blank them, keeping the line numbers
+    return ast.parse(re.sub(r"(?m)^\s*[%!].*$", "", source))
+
+
+def english_only_messages(nb, chapter="notebook", exercise_checks=()):
+    """The messages a learner reads that the Chinese edition would show in English.
+
+    An ``assert``'s message that is prose (a string or f-string) must be ``nb.t(english,
+    chinese)`` with Chinese in its second argument; in an exercise's check cell (indices in
+    ``exercise_checks``) every message must be, since a student's wrong answer raises it. A
+    message that is data (a variable, a tuple of names) elsewhere is data, the same in both.
+    """
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(_parse(cell.source)):
+            if not isinstance(node, ast.Assert) or node.msg is None:
+                continue
+            where = f"{chapter}, cell {index}, line {node.lineno}"
+            message = ast.get_source_segment(cell.source, node.msg) or ""
+            if _is_translation(node.msg):
+                if not CJK.search(_literal_text(node.msg.args[1])):
+                    problems.append(f"{where}: nb.t(...) has no Chinese in its second argument: {message[:70]!r}")
+            elif isinstance(node.msg, (ast.Constant, ast.JoinedStr)) or index in exercise_checks:
+                problems.append(f"{where}: a learner reads this message in English only; write it as "
+                                f"nb.t(english, chinese): {message[:70]!r}")
+    return problems

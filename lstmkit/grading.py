@@ -98,10 +98,24 @@ def grade_notebook(nb, cwd, name="notebook", timeout=600):
     return grades, others
 
 
+# the grader's report in each edition's language; the checks' own messages come from the
+# chapter (nb.t), the exercise titles from its markdown
+REPORT = {
+    "en": {"none": "{name}: no exercises (cells tagged '{tag}') to grade", "count": "{name}: {n} exercise(s)",
+           "passed": "passed", "failed": "FAILED", "total": "{passed} of {n} exercise(s) passed",
+           "other": "note: cell {index} (not a check) raised {error}"},
+    "zh": {"none": "{name}：没有可评分的练习（标签为 '{tag}' 的单元格）", "count": "{name}：{n} 个练习",
+           "passed": "通过", "failed": "未通过", "total": "{n} 个练习中通过了 {passed} 个",
+           "other": "注意：第 {index} 个单元格（不是检查单元格）抛出了 {error}"},
+}
+
+
 def grade(path, cwd=None, out=None):
-    """``lstmkit course grade STUDENT.ipynb``: print each exercise as passed or failed; returns
-    the number that failed (0: all passed)."""
+    """``lstmkit course grade STUDENT.ipynb``: print each exercise as passed or failed, in the
+    chapter's language; returns the number that failed (0: all passed)."""
     import nbformat
+
+    from .editions import language
 
     out = out or sys.stdout      # looked up per call, so a redirected stdout is honoured
     path = Path(path)
@@ -111,21 +125,22 @@ def grade(path, cwd=None, out=None):
         nb = nbformat.read(path, as_version=4)
     except Exception as error:          # not JSON, not a notebook
         raise CourseError(f"{path} is not a readable notebook: {error}") from error
+    words = REPORT.get(language(nb), REPORT["en"])
     grades, others = grade_notebook(nb, cwd or path.parent, name=path.name)
     if not grades:
-        print(f"{path.name}: no exercises (cells tagged '{EXERCISE_TAG}') to grade", file=out)
+        print(words["none"].format(name=path.name, tag=EXERCISE_TAG), file=out)
         return 0
-    print(f"{path.name}: {len(grades)} exercise(s)", file=out)
+    print(words["count"].format(name=path.name, n=len(grades)), file=out)
     for g in grades:
-        status = "passed" if g.passed else "FAILED"
+        status = words["passed"] if g.passed else words["failed"]
         line = f"  {status}  {g.exercise.title}"
         if not g.passed:
             line += f"\n          {g.message}"
         print(line, file=out)
     for index, (ename, evalue) in sorted(others.items()):
-        print(f"  note: cell {index} (not a check) raised {ename}: {evalue}", file=out)
+        print("  " + words["other"].format(index=index, error=f"{ename}: {evalue}"), file=out)
     passed = sum(g.passed for g in grades)
-    print(f"{passed} of {len(grades)} exercise(s) passed", file=out)
+    print(words["total"].format(passed=passed, n=len(grades)), file=out)
     return len(grades) - passed
 
 

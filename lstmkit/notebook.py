@@ -110,7 +110,8 @@ def setup(seed=0, lang="en"):
 
 
 def t(english, chinese):
-    """A plot's title or label in the edition's language: ``nb.t("Loss", "损失")``."""
+    """A string in the edition's language: a plot's title or label, ``nb.t("Loss", "损失")``, or
+    the message of a check that fails, ``assert ok, nb.t(f"got {x}", f"得到的是 {x}")``."""
     return chinese if _language == "zh" else english
 
 

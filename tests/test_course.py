@@ -240,6 +240,25 @@ def test_the_grader_prints_each_exercise_as_passed_or_failed(tmp_path, capsys):
     assert "1 of 2 exercise(s) passed" in report
 
 
+def test_a_chinese_chapter_is_emptied_and_graded_in_chinese(tmp_path, capsys):
+    from lstmkit import grading
+
+    chapter = write_notebook(tmp_path / "student.ipynb", [
+        new_code_cell('from lstmkit import notebook as nb\nnb.setup(lang="zh")'),
+        tagged(new_markdown_cell("**练习 1。** 计算 σ(0)。"), "exercise"),
+        tagged(new_code_cell("answer = 1"), "solution"),
+        tagged(new_code_cell('assert answer == 0.5, nb.t(f"σ(0) is 0.5, not {answer}", f"σ(0) 等于 0.5，而不是 {answer}")'),
+               "check")])
+    assert grading.grade(chapter) == 1
+    report = capsys.readouterr().out
+    assert "student.ipynb：1 个练习" in report
+    assert "未通过  练习 1。 计算 σ(0)。\n          AssertionError: σ(0) 等于 0.5，而不是 1" in report
+    assert "1 个练习中通过了 0 个" in report
+    nb = nbformat.read(chapter, as_version=4)
+    course.student_notebook(nb)
+    assert nb.cells[2].source == course.PLACEHOLDERS["zh"][0] == "# 在这里写下你的答案\n"
+
+
 def test_the_student_edition_fails_exactly_at_the_exercise_checks(tmp_path):
     from lstmkit import grading
 

@@ -82,3 +82,26 @@ def test_an_untranslated_cell_is_named():
 def test_the_setup_call_gets_the_language():
     assert editions.to_chinese_code("rng = nb.setup(seed=3)") == 'rng = nb.setup(seed=3, lang="zh")'
     assert editions.to_chinese_code('rng = nb.setup(lang="en")') == 'rng = nb.setup(lang="zh")'
+
+
+# ---------------------------------------------------------------------------------------
+# the messages a learner reads: the check cells' code is shared, so its messages are nb.t pairs
+# ---------------------------------------------------------------------------------------
+def test_an_english_only_message_is_named():
+    nb = new_notebook(cells=[new_code_cell('x = 1\nassert x == 1, nb.t("x is 1", "x 等于 1")\nassert x, "x is set"'),
+                             new_code_cell('assert x == 1, f"x is {x}"'),
+                             new_code_cell('assert x == 1, nb.t("x is 1", "x is 1")'),
+                             new_code_cell('%time y = 2\nassert x == 1, (x, "names")')])
+    problems = editions.english_only_messages(nb, "ch", exercise_checks={3})
+    assert len(problems) == 4
+    assert problems[0].startswith("ch, cell 0, line 3: a learner reads this message in English only")
+    assert "cell 1, line 1" in problems[1] and "'f\"x is {x}\"'" in problems[1]
+    assert "cell 2, line 1: nb.t(...) has no Chinese" in problems[2]
+    assert "cell 3, line 2" in problems[3]                        # data, but in an exercise's check
+    assert len(editions.english_only_messages(nb, "ch")) == 3      # data outside an exercise's check is data
+
+
+def test_the_edition_is_read_from_the_setup_call():
+    english, chinese = _pair()
+    assert editions.language(english) == "en" and editions.language(chinese) == "zh"
+    assert editions.language(new_notebook(cells=[new_markdown_cell("# no code")])) == "en"
