@@ -87,6 +87,15 @@ def test_the_setup_call_gets_the_language():
 # ---------------------------------------------------------------------------------------
 # the messages a learner reads: the check cells' code is shared, so its messages are nb.t pairs
 # ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ENGLISH, ids=lambda p: p.stem)
+def test_every_check_message_a_learner_reads_has_its_chinese(path):
+    from lstmkit import grading
+
+    chinese = nbformat.read(path.parent / "zh" / path.name, as_version=4)
+    checks = {e.check_cell for e in grading.exercises(chinese, path.name)}
+    assert editions.english_only_messages(chinese, path.name, checks) == []
+
+
 def test_an_english_only_message_is_named():
     nb = new_notebook(cells=[new_code_cell('x = 1\nassert x == 1, nb.t("x is 1", "x 等于 1")\nassert x, "x is set"'),
                              new_code_cell('assert x == 1, f"x is {x}"'),

@@ -55,3 +55,13 @@ def test_the_glossary_page_links_each_term_to_its_chapter():
     page = book.glossary_page("zh", INTRODUCED, list(BY_STEM))
     assert "| 遗忘门 | forget gate | $f_t$ | {doc}`00_long_term_dependencies` |" in page
     assert page.count("\n| ") == len(glossary.TERMS) + 1    # the header, then one row per term
+
+
+def test_the_code_cells_chinese_strings_use_the_glossarys_terms():
+    # the Chinese side of nb.t(...): check messages, hints and plot labels read by the learner
+    from lstmkit import editions
+    import nbformat
+
+    for path in course.chapters(ROOT / "notebooks" / "zh"):
+        strings = editions.chinese_strings(nbformat.read(path, as_version=4))
+        assert glossary.variants_in("\n".join(strings)) == [], path.name
