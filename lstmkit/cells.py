@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .symbolic import CellSpec, relu, sigmoid, tanh
 
-__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "rnn_spec", "get_cell"]
+__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "gru_reset_before_spec", "mut_spec", "rnn_spec", "get_cell"]
 
 
 def rnn_spec(nonlinearity="tanh"):
@@ -72,12 +72,66 @@ def gru_spec():
     return spec
 
 
+def gru_reset_before_spec():
+    """Cho et al. 2014's GRU (Keras's ``reset_after=False``): the reset gate acts before the
+    recurrent product, n = tanh(W_in x + b_in + W_hn (r ⊙ h_{t−1}) + b_hn). torch's
+    parameter names, shapes and gate order r, z, n."""
+    spec = CellSpec("gru_reset_before", gates="rzn", states=("h",),
+                    description="GRU of Cho et al. 2014, reset before the product (reset_after=False)")
+    gx, gh, h_prev = spec.gx, spec.gh, spec.prev["h"]
+    r = spec.let("reset_gate", sigmoid(gx["r"] + gh["r"]), r"r_t")
+    z = spec.let("update_gate", sigmoid(gx["z"] + gh["z"]), r"z_t")
+    spec.recurrent_operand("n", r * h_prev)
+    n = spec.let("candidate", tanh(gx["n"] + gh["n"]), r"n_t")
+    spec.update("h", (1 - z) * n + z * h_prev)
+    return spec
+
+
+def mut_spec(number):
+    """MUT1, MUT2 or MUT3: the three best architectures of Jozefowicz, Zaremba & Sutskever 2015
+    ("An Empirical Exploration of Recurrent Network Architectures", section 3), their equations:
+
+    MUT1:  z = σ(W_xz x_t + b_z)
+           r = σ(W_xr x_t + W_hr h_t + b_r)
+           h_{t+1} = tanh(W_hh (r ⊙ h_t) + tanh(x_t) + b_h) ⊙ z + h_t ⊙ (1 − z)
+    MUT2:  z = σ(W_xz x_t + W_hz h_t + b_z)
+           r = σ(x_t + W_hr h_t + b_r)
+           h_{t+1} = tanh(W_hh (r ⊙ h_t) + W_xh x_t + b_h) ⊙ z + h_t ⊙ (1 − z)
+    MUT3:  z = σ(W_xz x_t + W_hz tanh(h_t) + b_z)
+           r = σ(W_xr x_t + W_hr h_t + b_r)
+           h_{t+1} = tanh(W_hh (r ⊙ h_t) + W_xh x_t + b_h) ⊙ z + h_t ⊙ (1 − z)
+
+    Blocks z, r, n (n: the paper's h block). A block has rows in ``weight_ih`` only where the
+    paper has a W_x· for it, in ``weight_hh`` only where it has a W_h·; each product has its
+    bias (``bias_ih``, ``bias_hh``), so a block with both has two, summed, as torch's GRU.
+    MUT1 (tanh(x_t)) and MUT2 (x_t in r) read the raw input: input_size must equal hidden_size.
+    """
+    if number not in (1, 2, 3):
+        raise ValueError(f"MUT number must be 1, 2 or 3, got {number!r}")
+    sides = {1: ("zr", "rn"), 2: ("zn", "zrn"), 3: ("zrn", "zrn")}[number]
+    spec = CellSpec(f"mut{number}", gates="zrn", states=("h",), input_gates=sides[0], recurrent_gates=sides[1],
+                    description=f"MUT{number} (Jozefowicz, Zaremba & Sutskever 2015)")
+    gx, gh, h_prev = spec.gx, spec.gh, spec.prev["h"]
+    if number == 3:
+        spec.recurrent_operand("z", tanh(h_prev))
+    z = spec.let("update_gate", sigmoid(gx["z"] + gh["z"]) if number != 1 else sigmoid(gx["z"]), r"z_t")
+    r = spec.let("reset_gate", sigmoid((spec.x if number == 2 else gx["r"]) + gh["r"]), r"r_t")
+    spec.recurrent_operand("n", r * h_prev)
+    n = spec.let("candidate", tanh(gh["n"] + (tanh(spec.x) if number == 1 else gx["n"])), r"n_t")
+    spec.update("h", n * z + h_prev * (1 - z))
+    return spec
+
+
 def _builtins():
     cells = [
         rnn_spec("tanh"),
         rnn_spec("relu"),
         lstm_spec(),
         gru_spec(),
+        gru_reset_before_spec(),
+        mut_spec(1),
+        mut_spec(2),
+        mut_spec(3),
         lstm_spec("peephole_lstm", peepholes=True,
                   description="LSTM with peepholes (Gers & Schmidhuber 2000)"),
         lstm_spec("coupled_lstm", coupled=True, description="coupled input/forget gates (CIFG)"),

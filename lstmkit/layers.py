@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from . import driver
+from . import driver, staged_driver
 from .kernels import load as load_builtin_kernels
 from .module import Module, check_float_array, check_float_dtype, check_sizes
 
@@ -89,9 +89,19 @@ class RecurrentLayer(Module):
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
                           f"num_layers={num_layers}", UserWarning, stacklevel=3)
         self.dropout = float(dropout)
+        if getattr(kernels, "RAW_INPUT", False):
+            # the cell adds x_t element-wise to hidden-sized values: every layer's input is hidden-sized
+            if self.input_size != self.hidden_size or (bidirectional and self.num_layers > 1):
+                raise ValueError(
+                    f"cell {kernels.CELL!r} uses its raw input element-wise, so each layer's input must "
+                    f"have hidden_size={self.hidden_size} features: got input_size={self.input_size}"
+                    + (" and a bidirectional stack (its upper layers' input is 2·hidden_size wide)"
+                       if bidirectional and self.num_layers > 1 else ""))
         dtype = check_float_dtype(dtype)
         self._cell = spec
         self.kernels = kernels
+        # a staged cell's kernels run on their own driver (lstmkit.staged_driver)
+        self._driver = staged_driver if getattr(kernels, "STAGED", False) else driver
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -121,15 +131,17 @@ class RecurrentLayer(Module):
 
     def parameter_shapes(self):
         """Name → shape of every parameter, in torch's ``state_dict`` order."""
-        gates = len(self.kernels.GATES) * self.hidden_size
+        # a staged cell's blocks may have rows on one side only
+        input_gates = len(getattr(self.kernels, "INPUT_GATES", self.kernels.GATES)) * self.hidden_size
+        recurrent_gates = len(getattr(self.kernels, "RECURRENT_GATES", self.kernels.GATES)) * self.hidden_size
         shapes = {}
         for layer, _, suffix in self._suffixes():
             n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
-            shapes[f"weight_ih{suffix}"] = (gates, n_in)
-            shapes[f"weight_hh{suffix}"] = (gates, self.hidden_size)
+            shapes[f"weight_ih{suffix}"] = (input_gates, n_in)
+            shapes[f"weight_hh{suffix}"] = (recurrent_gates, self.hidden_size)
             if self.bias:
-                shapes[f"bias_ih{suffix}"] = (gates,)
-                shapes[f"bias_hh{suffix}"] = (gates,)
+                shapes[f"bias_ih{suffix}"] = (input_gates,)
+                shapes[f"bias_hh{suffix}"] = (recurrent_gates,)
             for param in self.kernels.PARAMS:
                 shapes[f"{param}{suffix}"] = (self.hidden_size,)
         return shapes
@@ -231,7 +243,7 @@ class RecurrentLayer(Module):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
-                output, final_states, tape = driver.sequence_forward(
+                output, final_states, tape = self._driver.sequence_forward(
                     self.kernels, source, self.params[f"weight_ih{suffix}"],
                     self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
                     self.params.get(f"bias_hh{suffix}"),
@@ -312,7 +324,7 @@ class RecurrentLayer(Module):
                 slot = layer * self.num_directions + direction
                 d_out = d_layer_output[:, :, direction * self.hidden_size:(direction + 1) * self.hidden_size]
                 d_out = np.ascontiguousarray(d_out if direction == 0 else _reverse_rows(d_out, lengths))
-                dx, d_states, layer_grads = driver.sequence_backward(
+                dx, d_states, layer_grads = self._driver.sequence_backward(
                     self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias)
                 for d_init, d in zip(d_initial, d_states):
                     d_init[slot] = d
@@ -448,12 +460,20 @@ class LSTM(RecurrentLayer):
 
 
 class GRU(RecurrentLayer):
-    """GRU as ``torch.nn.GRU``: gates r, z, n with ``n = tanh(gx_n + r ⊙ (W_hn h + b_hn))``."""
+    """GRU as ``torch.nn.GRU``: gates r, z, n with ``n = tanh(gx_n + r ⊙ (W_hn h + b_hn))``.
+
+    ``reset_after=False`` is Cho et al. 2014's GRU (Keras's option of that name): the reset
+    gate acts before the recurrent product, ``n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)``,
+    with the same parameters (the built-in staged cell ``gru_reset_before``).
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, **kwargs):
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, **kwargs)
+                 dropout=0.0, bidirectional=False, *, reset_after=True, **kwargs):
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
+        super().__init__("gru" if reset_after else "gru_reset_before", input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, **kwargs)
+        self.reset_after = reset_after
 
 
 class PeepholeLSTM(RecurrentLayer):

@@ -99,3 +99,90 @@ def greff_lstm(x, params, gate_order, y0, c0, *, input_gate=True, forget_gate=Tr
         outputs.append(y_t)
         y_prev, c_prev = y_t, c_t
     return np.stack(outputs), y_prev, c_prev
+
+
+# --------------------------------------------------------------------------------------
+# Staged cells (lstmkit.staged), from their papers. Storage: weight_ih holds one block per
+# gate fed by x_t, weight_hh one per gate with a recurrent matrix, each in the order given
+# (INPUT_ORDER, RECURRENT_ORDER), each product with its own bias (bias_ih, bias_hh).
+# --------------------------------------------------------------------------------------
+INPUT_ORDER = {"gru_reset_before": "rzn", "mut1": "zr", "mut2": "zn", "mut3": "zrn"}
+RECURRENT_ORDER = {"gru_reset_before": "rzn", "mut1": "rn", "mut2": "zrn", "mut3": "zrn"}
+
+
+def _blocks(weight, bias, order, d):
+    W = {gate: weight[k * d:(k + 1) * d] for k, gate in enumerate(order)}
+    b = {gate: bias[k * d:(k + 1) * d] for k, gate in enumerate(order)}
+    return W, b
+
+
+def cho_gru(x, params, h0):
+    """Cho et al. 2014 (arXiv:1406.1078v3, eqs. 5–8), in torch's storage, over x [T, B, n]:
+
+        r = σ(W_r x + U_r h_{t−1}),  z = σ(W_z x + U_z h_{t−1})
+        h̃ = tanh(W x + U (r ⊙ h_{t−1}))
+        h_t = z ⊙ h_{t−1} + (1 − z) ⊙ h̃
+
+    (the reset gate before the product U; torch's and Keras's biases b_i·, b_h· added inside).
+    Returns (y [T, B, d], h_T).
+    """
+    d = h0.shape[1]
+    W, bx = _blocks(params["weight_ih_l0"], params["bias_ih_l0"], "rzn", d)
+    U, bh = _blocks(params["weight_hh_l0"], params["bias_hh_l0"], "rzn", d)
+    h = h0
+    outputs = []
+    for x_t in x:
+        r = sigmoid(x_t @ W["r"].T + bx["r"] + h @ U["r"].T + bh["r"])
+        z = sigmoid(x_t @ W["z"].T + bx["z"] + h @ U["z"].T + bh["z"])
+        h_tilde = np.tanh(x_t @ W["n"].T + bx["n"] + (r * h) @ U["n"].T + bh["n"])
+        h = z * h + (1.0 - z) * h_tilde
+        outputs.append(h)
+    return np.stack(outputs), h
+
+
+def mut(number, x, params, h0):
+    """MUT1–3 of Jozefowicz, Zaremba & Sutskever 2015, section 3 (their h_{t+1} from h_t):
+
+        MUT1: z = σ(W_xz x + b_z)            r = σ(W_xr x + W_hr h + b_r)
+              h' = tanh(W_hh (r ⊙ h) + tanh(x) + b_h) ⊙ z + h ⊙ (1 − z)
+        MUT2: z = σ(W_xz x + W_hz h + b_z)   r = σ(x + W_hr h + b_r)
+              h' = tanh(W_hh (r ⊙ h) + W_xh x + b_h) ⊙ z + h ⊙ (1 − z)
+        MUT3: z = σ(W_xz x + W_hz tanh(h) + b_z)   r = σ(W_xr x + W_hr h + b_r)
+              h' = tanh(W_hh (r ⊙ h) + W_xh x + b_h) ⊙ z + h ⊙ (1 − z)
+
+    b_k is bias_ih's block plus bias_hh's where the gate has both. Returns (y [T, B, d], h_T).
+    """
+    name = f"mut{number}"
+    d = h0.shape[1]
+    Wx, bx = _blocks(params["weight_ih_l0"], params["bias_ih_l0"], INPUT_ORDER[name], d)
+    Wh, bh = _blocks(params["weight_hh_l0"], params["bias_hh_l0"], RECURRENT_ORDER[name], d)
+
+    def b(gate):
+        return bx.get(gate, 0.0) + bh.get(gate, 0.0)
+
+    h = h0
+    outputs = []
+    for x_t in x:
+        if number == 1:
+            z = sigmoid(x_t @ Wx["z"].T + b("z"))
+            r = sigmoid(x_t @ Wx["r"].T + h @ Wh["r"].T + b("r"))
+            h_new = np.tanh((r * h) @ Wh["n"].T + np.tanh(x_t) + b("n")) * z + h * (1.0 - z)
+        elif number == 2:
+            z = sigmoid(x_t @ Wx["z"].T + h @ Wh["z"].T + b("z"))
+            r = sigmoid(x_t + h @ Wh["r"].T + b("r"))
+            h_new = np.tanh((r * h) @ Wh["n"].T + x_t @ Wx["n"].T + b("n")) * z + h * (1.0 - z)
+        else:
+            z = sigmoid(x_t @ Wx["z"].T + np.tanh(h) @ Wh["z"].T + b("z"))
+            r = sigmoid(x_t @ Wx["r"].T + h @ Wh["r"].T + b("r"))
+            h_new = np.tanh((r * h) @ Wh["n"].T + x_t @ Wx["n"].T + b("n")) * z + h * (1.0 - z)
+        h = h_new
+        outputs.append(h)
+    return np.stack(outputs), h
+
+
+STAGED_REFERENCES = {
+    "gru_reset_before": cho_gru,
+    "mut1": lambda x, params, h0: mut(1, x, params, h0),
+    "mut2": lambda x, params, h0: mut(2, x, params, h0),
+    "mut3": lambda x, params, h0: mut(3, x, params, h0),
+}
