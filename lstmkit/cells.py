@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .symbolic import CellSpec, relu, sigmoid, tanh
 
-__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "gru_reset_before_spec", "mut_spec", "rnn_spec", "get_cell"]
+__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "gru_reset_before_spec", "mut_spec", "lstm_fgr_spec", "rnn_spec", "get_cell"]
 
 
 def rnn_spec(nonlinearity="tanh"):
@@ -122,6 +122,43 @@ def mut_spec(number):
     return spec
 
 
+def lstm_fgr_spec():
+    """FGR, full gate recurrence (Greff et al. 2015, "LSTM: A Search Space Odyssey", section 3):
+    the gates see the previous step's gate activations through matrices of their own,
+
+        i_t = σ(W_i x_t + R_i h_{t−1} + b_i + R_ii i_{t−1} + R_fi f_{t−1} + R_oi o_{t−1})
+        f_t = σ(W_f x_t + R_f h_{t−1} + b_f + R_if i_{t−1} + R_ff f_{t−1} + R_of o_{t−1})
+        o_t = σ(W_o x_t + R_o h_{t−1} + b_o + R_io i_{t−1} + R_fo f_{t−1} + R_oo o_{t−1})
+
+    with g_t, c_t and h_t as the LSTM's. As lstmkit's other Greff variants, it starts from
+    torch's LSTM (no peepholes: Greff's NP plus this change). The previous activations are
+    states (``i_gate``, ``f_gate``, ``o_gate``, zero at the start unless given); R_kj, from
+    gate j into gate k, is the block ``k_j`` of ``weight_hh``, after the blocks i, f, g, o.
+    """
+    recurrence = [f"{target}_{source}" for target in "ifo" for source in "ifo"]
+    spec = CellSpec("lstm_fgr", gates=("i", "f", "g", "o", *recurrence),
+                    states=("h", "c", "i_gate", "f_gate", "o_gate"), input_gates="ifgo",
+                    description="Greff et al. 2015: FGR (full gate recurrence)")
+    gx, gh = spec.gx, spec.gh
+    for block in recurrence:
+        spec.recurrent_operand(block, spec.prev[f"{block[2]}_gate"])
+
+    def gate(k):
+        return sigmoid(gx[k] + gh[k] + sum(gh[f"{k}_{source}"] for source in "ifo"))
+
+    f = spec.let("forget_gate", gate("f"), r"f_t")
+    i = spec.let("input_gate", gate("i"), r"i_t")
+    g = spec.let("candidate", tanh(gx["g"] + gh["g"]), r"\tilde{C}_t")
+    c = spec.let("cell", f * spec.prev["c"] + i * g, r"C_t")
+    o = spec.let("output_gate", gate("o"), r"o_t")
+    spec.update("c", c)
+    spec.update("h", o * tanh(c))
+    spec.update("i_gate", i)
+    spec.update("f_gate", f)
+    spec.update("o_gate", o)
+    return spec
+
+
 def _builtins():
     cells = [
         rnn_spec("tanh"),
@@ -142,6 +179,7 @@ def _builtins():
                   description="Greff et al. 2015: NIAF"),
         lstm_spec("lstm_no_output_activation", output_activation=False,
                   description="Greff et al. 2015: NOAF"),
+        lstm_fgr_spec(),
     ]
     return {cell.name: cell for cell in cells}
 

@@ -180,9 +180,50 @@ def mut(number, x, params, h0):
     return np.stack(outputs), h
 
 
+def greff_fgr(x, params, y0, c0, i0, f0, o0):
+    """FGR (Greff et al. 2015, section 3): eqs. (1)–(6) with no peepholes (as the other
+    built-in variants, NP plus the change) and full gate recurrence,
+
+        i_t = σ(W_i x_t + R_i y_{t−1} + b_i + R_ii i_{t−1} + R_fi f_{t−1} + R_oi o_{t−1})
+
+    and likewise f_t and o_t. Storage: weight_ih is i, f, g, o; weight_hh is R_i, R_f, R_z
+    (torch's g), R_o, then R_{jk} for each target k in (i, f, o) and source j in (i, f, o),
+    block "k_j". Returns (y [T, B, d], [y_T, c_T, i_T, f_T, o_T]).
+    """
+    d = y0.shape[1]
+    W, bx = _blocks(params["weight_ih_l0"], params["bias_ih_l0"], "ifgo", d)
+    order = ["i", "f", "g", "o"] + [f"{k}_{j}" for k in "ifo" for j in "ifo"]
+    R, bh = _blocks(params["weight_hh_l0"], params["bias_hh_l0"], order, d)
+    y, c, previous = y0, c0, {"i": i0, "f": f0, "o": o0}
+    outputs = []
+    for x_t in x:
+        def gate(k):
+            total = x_t @ W[k].T + bx[k] + y @ R[k].T + bh[k]
+            for j in "ifo":
+                total = total + previous[j] @ R[f"{k}_{j}"].T + bh[f"{k}_{j}"]
+            return sigmoid(total)
+
+        i_t, f_t, o_t = gate("i"), gate("f"), gate("o")
+        z_t = np.tanh(x_t @ W["g"].T + bx["g"] + y @ R["g"].T + bh["g"])
+        c = z_t * i_t + c * f_t
+        y = np.tanh(c) * o_t
+        previous = {"i": i_t, "f": f_t, "o": o_t}
+        outputs.append(y)
+    return np.stack(outputs), [y, c, previous["i"], previous["f"], previous["o"]]
+
+
+def _one_state(reference):
+    def run(x, params, states):
+        y, h = reference(x, params, states[0])
+        return y, [h]
+    return run
+
+
+# name -> reference(x, params, [initial state per state of the cell]) -> (y, [final states])
 STAGED_REFERENCES = {
-    "gru_reset_before": cho_gru,
-    "mut1": lambda x, params, h0: mut(1, x, params, h0),
-    "mut2": lambda x, params, h0: mut(2, x, params, h0),
-    "mut3": lambda x, params, h0: mut(3, x, params, h0),
+    "gru_reset_before": _one_state(cho_gru),
+    "mut1": _one_state(lambda x, params, h0: mut(1, x, params, h0)),
+    "mut2": _one_state(lambda x, params, h0: mut(2, x, params, h0)),
+    "mut3": _one_state(lambda x, params, h0: mut(3, x, params, h0)),
+    "lstm_fgr": lambda x, params, states: greff_fgr(x, params, *states),
 }

@@ -1,4 +1,4 @@
-"""Staged cells (lstmkit.staged): Cho's GRU, MUT1–3 and a user cell with every new feature.
+"""Staged cells (lstmkit.staged): Cho's GRU, MUT1–3, Greff's FGR and a user cell with every new feature.
 
 Each built-in staged cell against an independent NumPy reference written from its paper
 (tests/references.py), step by step against the whole sequence, and with ragged lengths
@@ -26,14 +26,16 @@ def _layer(cell, dtype=np.float64, hidden=5, seed=0, **kwargs):
 def test_forward_agrees_with_the_reference_from_the_paper(cell, dtype, tolerance):
     rng = np.random.default_rng(0)
     layer = _layer(cell, dtype)
-    x = rng.standard_normal((9, 3, layer.input_size))
-    h0 = rng.standard_normal((1, 3, layer.hidden_size))
-    y, h_final = layer(x.astype(dtype), h0.astype(dtype))
+    x = rng.standard_normal((9, 3, layer.input_size)).astype(dtype)
+    initial = [rng.standard_normal((1, 3, layer.hidden_size)).astype(dtype) for _ in layer.kernels.STATES]
+    y, final = layer(x, tuple(initial) if len(initial) > 1 else initial[0])
+    final = final if isinstance(final, tuple) else (final,)
     params64 = {name: value.astype(np.float64) for name, value in layer.params.items()}
-    y_ref, h_ref = STAGED_REFERENCES[cell](x.astype(dtype).astype(np.float64), params64,
-                                           h0[0].astype(dtype).astype(np.float64))
+    y_ref, final_ref = STAGED_REFERENCES[cell](x.astype(np.float64), params64,
+                                               [s[0].astype(np.float64) for s in initial])
     assert np.abs(y - y_ref).max() < tolerance
-    assert np.abs(h_final[0] - h_ref).max() < tolerance
+    for ours, reference in zip(final, final_ref, strict=True):
+        assert np.abs(ours[0] - reference).max() < tolerance
 
 
 def test_the_reference_comparison_can_fail():
@@ -69,7 +71,15 @@ def test_step_by_step_equals_the_whole_sequence(cell):
         y_t, state = layer(x[t:t + 1], state)
         steps.append(y_t)
     np.testing.assert_allclose(np.concatenate(steps), y, atol=1e-13)
-    np.testing.assert_allclose(state, final, atol=1e-13)
+    np.testing.assert_allclose(np.stack(_states(state)), np.stack(_states(final)), atol=1e-13)
+
+
+def _states(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def _pack(parts):
+    return tuple(parts) if len(parts) > 1 else parts[0]
 
 
 @pytest.mark.parametrize("cell", STAGED)
@@ -78,22 +88,26 @@ def test_gradients_with_lengths_match_each_sequence_alone(cell):
     lengths = np.array([6, 2, 4, 1])
     layer = _layer(cell, hidden=3, num_layers=2, seed=3)
     x = rng.standard_normal((6, 4, layer.input_size))
-    h0 = rng.standard_normal((2, 4, 3))
+    count = len(layer.kernels.STATES)
+    h0 = [rng.standard_normal((2, 4, 3)) for _ in range(count)]
     dy = rng.standard_normal((6, 4, 3))
-    dh = rng.standard_normal((2, 4, 3))
-    y, final = layer(x, h0, lengths)
-    dx, dh0 = layer.backward(dy, dh)
+    dh = [rng.standard_normal((2, 4, 3)) for _ in range(count)]
+    y, final = layer(x, _pack(h0), lengths)
+    dx, dh0 = layer.backward(dy, _pack(dh))
     batch_grads = {k: v.copy() for k, v in layer.grads.items()}
     summed = {k: np.zeros_like(v) for k, v in batch_grads.items()}
     for b, length in enumerate(lengths):
-        y_b, final_b = layer(x[:length, b:b + 1], h0[:, b:b + 1])
+        y_b, final_b = layer(x[:length, b:b + 1], _pack([s[:, b:b + 1] for s in h0]))
         np.testing.assert_allclose(y[:length, b:b + 1], y_b, atol=1e-12)
         assert np.all(y[length:, b] == 0)
-        np.testing.assert_allclose(final[:, b:b + 1], final_b, atol=1e-12)
-        dx_b, dh0_b = layer.backward(np.ascontiguousarray(dy[:length, b:b + 1]), np.ascontiguousarray(dh[:, b:b + 1]))
+        for ours, alone in zip(_states(final), _states(final_b)):
+            np.testing.assert_allclose(ours[:, b:b + 1], alone, atol=1e-12)
+        dx_b, dh0_b = layer.backward(np.ascontiguousarray(dy[:length, b:b + 1]),
+                                     _pack([np.ascontiguousarray(s[:, b:b + 1]) for s in dh]))
         np.testing.assert_allclose(dx[:length, b:b + 1], dx_b, atol=1e-12)
         assert np.all(dx[length:, b] == 0)
-        np.testing.assert_allclose(dh0[:, b:b + 1], dh0_b, atol=1e-12)
+        for ours, alone in zip(_states(dh0), _states(dh0_b)):
+            np.testing.assert_allclose(ours[:, b:b + 1], alone, atol=1e-12)
         for name, grad in layer.grads.items():
             summed[name] += grad
     for name, grad in batch_grads.items():
