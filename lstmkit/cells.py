@@ -6,9 +6,9 @@ GRU's ``r ⊙ (W_hn h + b_hn)`` follow ``torch.nn``.
 """
 from __future__ import annotations
 
-from .symbolic import CellSpec, relu, sigmoid, tanh
+from .symbolic import CellSpec, relu, sigmoid, tanh, tick
 
-__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "gru_reset_before_spec", "mut_spec", "lstm_fgr_spec", "rnn_spec", "get_cell"]
+__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "gru_reset_before_spec", "mut_spec", "lstm_fgr_spec", "clockwork_spec", "rnn_spec", "get_cell"]
 
 
 def rnn_spec(nonlinearity="tanh"):
@@ -156,6 +156,25 @@ def lstm_fgr_spec():
     spec.update("i_gate", i)
     spec.update("f_gate", f)
     spec.update("o_gate", o)
+    return spec
+
+
+def clockwork_spec():
+    """The Clockwork RNN's step (Koutník et al. 2014, eqs. 1–2): the hidden units form modules,
+    module i runs at the steps t (counted from 1, as the paper) where its period T_i divides t,
+    and keeps its value otherwise,
+
+        h_t = a ⊙ tanh(W_I x_t + W_H h_{t−1} + b) + (1 − a) ⊙ h_{t−1},   a_j = 1[t mod T_(module of j) = 0].
+
+    ``period`` is a per-unit constant the layer gives (lstmkit.ClockworkRNN); W_H's block
+    upper-triangular structure is the layer's weight mask. Not a built-in: without periods it
+    would be an Elman RNN, so its kernels are generated into the cache on first use.
+    """
+    spec = CellSpec("clockwork_rnn", gates="h", states=("h",), constants=("period",),
+                    description="Clockwork RNN (Koutník et al. 2014)")
+    active = spec.let("active", tick(spec.t + 1, spec.constant["period"]), r"a_t")
+    candidate = spec.let("candidate", tanh(spec.gx["h"] + spec.gh["h"]), r"\tilde{h}_t")
+    spec.update("h", active * candidate + (1 - active) * spec.prev["h"])
     return spec
 
 

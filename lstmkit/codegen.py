@@ -105,6 +105,10 @@ class KernelPrinter(PythonCodePrinter):
     def _print_positive(self, expr):
         return f"(real(1) if {self._print(expr.args[0])} > real(0) else real(0))"
 
+    def _print_tick(self, expr):   # the Clockwork RNN's clock: 1 where the period divides n
+        n, period = (self._print(a) for a in expr.args)
+        return f"(real(1) if int({n}) % int({period}) == 0 else real(0))"
+
     def _print_sign(self, expr):   # |x|' (PythonCodePrinter's would mix in double precision)
         x = self._print(expr.args[0])
         return f"(real(1) if {x} > real(0) else (-real(1) if {x} < real(0) else real(0)))"

@@ -20,7 +20,7 @@ from . import driver, staged_driver
 from .kernels import load as load_builtin_kernels
 from .module import Module, check_float_array, check_float_dtype, check_sizes
 
-__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM"]
+__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM", "ClockworkRNN"]
 
 
 class ForwardRecord(NamedTuple):
@@ -64,7 +64,7 @@ class RecurrentLayer(Module):
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None, constants=None):
         # A built-in cell by name needs only its generated kernels, not SymPy: importing
         # SymPy is a large part of `import lstmkit`, so the spec is built when asked for.
         if isinstance(cell, str):
@@ -110,6 +110,11 @@ class RecurrentLayer(Module):
         self.params = self._init_params(np.random.default_rng(seed))
         self._dropout_rng = _dropout_generator(seed) if self.dropout else None
         self.grads = {}
+        # a staged cell's per-unit constants, {name: [hidden_size]}, the same in every layer and
+        # direction (the Clockwork RNN's periods); and structural masks of weights, {parameter
+        # name: 0/1 array}: forward uses weight ⊙ mask and backward masks the gradient
+        self.constants = self._check_constants(constants)
+        self.weight_masks = {}
         self._tape = None
         # per layer and direction: the buffers each call lends its tape (driver.Workspace)
         self._workspaces = [driver.Workspace() for _ in range(self.num_layers * self.num_directions)]
@@ -213,13 +218,17 @@ class RecurrentLayer(Module):
         self._tape = None
 
     # -- forward ----------------------------------------------------------------
-    def forward(self, x, state=None, lengths=None, *, inference=False):
+    def forward(self, x, state=None, lengths=None, *, inference=False, first_step=0):
         """Run the layer over ``x``; see the class docstring.
 
         ``inference=True`` keeps nothing for backward (no saved gate values, no
         state histories beyond two steps), so it is faster and lighter, and
-        ``backward`` cannot follow it.
+        ``backward`` cannot follow it. ``first_step``: the number of steps already run, for
+        a cell that reads the step number (the Clockwork RNN), so that a sequence fed in
+        pieces runs as one; every direction counts its own steps from it.
         """
+        if isinstance(first_step, bool) or not isinstance(first_step, numbers.Integral) or first_step < 0:
+            raise ValueError(f"first_step must be an integer >= 0, got {first_step!r}")
         caller_x = x
         x, unbatched = self._check_input(x)
         if not inference and np.may_share_memory(x, caller_x):
@@ -243,13 +252,18 @@ class RecurrentLayer(Module):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
+                extra = {}
+                if getattr(self.kernels, "CONSTANTS", ()):
+                    extra["constants"] = [self.constants[c] for c in self.kernels.CONSTANTS]
+                if getattr(self.kernels, "READS_STEP", False):
+                    extra["first_step"] = int(first_step)
                 output, final_states, tape = self._driver.sequence_forward(
-                    self.kernels, source, self.params[f"weight_ih{suffix}"],
-                    self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
+                    self.kernels, source, self._weight(f"weight_ih{suffix}"),
+                    self._weight(f"weight_hh{suffix}"), self.params.get(f"bias_ih{suffix}"),
                     self.params.get(f"bias_hh{suffix}"),
                     [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
                     [s[slot] for s in initial], lengths, inference=inference,
-                    workspace=self._workspaces[slot])
+                    workspace=self._workspaces[slot], **extra)
                 tapes.append(tape)
                 for final, final_state in zip(finals, final_states):
                     final[slot] = final_state
@@ -336,9 +350,32 @@ class RecurrentLayer(Module):
             d_layer_output = d_input
         if borrowed is not None:
             workspace.give("d_output", borrowed)
+        for name, mask in self.weight_masks.items():      # the structure is kept through training
+            grads[name] = grads[name] * mask
         self.grads = {name: grads[name] for name in self.params}
         dx = self._format_output(d_layer_output, unbatched)
         return dx, self._format_state(d_initial, unbatched)
+
+    def _check_constants(self, constants):
+        names = getattr(self.kernels, "CONSTANTS", ())
+        constants = dict(constants or {})
+        if set(constants) != set(names):
+            raise ValueError(f"cell {self.kernels.CELL!r} takes the per-unit constants {list(names)}; "
+                             f"got {sorted(constants)}")
+        checked = {}
+        for name in names:
+            value = np.asarray(constants[name], dtype=self.dtype)
+            if value.shape != (self.hidden_size,) or not np.all(np.isfinite(value)):
+                raise ValueError(f"constant {name!r}: expected {self.hidden_size} finite numbers, got "
+                                 f"shape {value.shape}")
+            checked[name] = value
+        return checked
+
+    def _weight(self, name):
+        """A weight as forward uses it: times its structural mask, if it has one."""
+        weight = self.params[name]
+        mask = self.weight_masks.get(name)
+        return weight if mask is None else weight * mask
 
     def _dropout_mask(self, shape):
         """0 with probability p, else 1/(1 − p) (all zeros when p = 1, as torch gives)."""
@@ -495,3 +532,39 @@ class CoupledLSTM(RecurrentLayer):
                  dropout=0.0, bidirectional=False, **kwargs):
         super().__init__("coupled_lstm", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, **kwargs)
+
+
+class ClockworkRNN(RecurrentLayer):
+    """The Clockwork RNN of Koutník et al. 2014 (``lstmkit.cells.clockwork_spec``).
+
+    The hidden units form ``len(periods)`` modules of equal size, module i with period
+    ``periods[i]`` (strictly ascending: Koutník's exponential series is the default). At step t
+    (counted from 1) module i runs when t mod T_i = 0 and keeps its value otherwise. The
+    recurrent matrix is block upper-triangular, so that slower modules feed faster ones and
+    not the reverse: ``weight_masks["weight_hh_l{k}"]`` keeps that structure in forward
+    (weight ⊙ mask) and in the gradient, so it holds through training. Parameters are an
+    Elman RNN's (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``).
+    The cell's kernels are generated into the kernel cache on first use.
+    """
+
+    def __init__(self, input_size, hidden_size, periods=(1, 2, 4, 8), num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, **kwargs):
+        from .cells import clockwork_spec
+
+        periods = tuple(periods)
+        if (not periods or any(isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 1 for p in periods)
+                or any(a >= b for a, b in zip(periods, periods[1:]))):
+            raise ValueError(f"periods must be positive integers in strictly ascending order, got {periods!r}")
+        if isinstance(hidden_size, numbers.Integral) and hidden_size % len(periods):
+            raise ValueError(f"hidden_size={hidden_size} must split into {len(periods)} modules of equal size "
+                             f"(one per period {periods})")
+        module_size = int(hidden_size) // len(periods)
+        module = np.arange(hidden_size) // max(module_size, 1)
+        super().__init__(clockwork_spec(), input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, constants={"period": np.asarray(periods)[module]}, **kwargs)
+        self.periods = periods
+        # row unit j (a faster or equal module) receives from column unit k when module(k) >= module(j)
+        mask = (module[None, :] >= module[:, None]).astype(self.dtype)
+        for _, _, suffix in self._suffixes():
+            self.weight_masks[f"weight_hh{suffix}"] = mask
+            self.params[f"weight_hh{suffix}"] *= mask

@@ -72,6 +72,7 @@ class StagedDerivation:
     wrt: dict
     raw_gradients: dict
     uses_x: bool
+    uses_t: bool = False
 
     @property
     def stages(self):
@@ -159,6 +160,7 @@ def derive_staged(spec: CellSpec) -> StagedDerivation:
         return total.xreplace(replace)
 
     uses_x = any(spec.x in e.free_symbols for _, e in outputs)
+    uses_t = any(spec.t in e.free_symbols for _, e in outputs)
     raw, wrt, by_stage = {}, {}, {}
     for g in spec.input_gates:
         sym = sp.Symbol(f"d_gx_{g}", real=True)
@@ -198,7 +200,8 @@ def derive_staged(spec: CellSpec) -> StagedDerivation:
     states = {sp.Symbol(s, real=True) for s in spec.states}
     saved = [sym for sym, _ in forward if sym not in states and (sym in read_back or sym in read_later)]
     saved += sorted((s for s in product_phase if s in read_back), key=str)
-    return StagedDerivation(spec, forward, phase, groups, operand_symbols, saved, backward, wrt, raw, uses_x)
+    return StagedDerivation(spec, forward, phase, groups, operand_symbols, saved, backward, wrt, raw, uses_x,
+                            uses_t)
 
 
 def _cse(assignments):
@@ -241,6 +244,10 @@ class _StagedLayout:
         for p in self.params:
             self.load[spec.param[p]] = f"{p.upper()}[j]"
         self.load[spec.x] = "X_T[b, j]"
+        self.load[spec.t] = "real(STEP)"
+        self.constants = list(spec.constant_names)
+        for c in self.constants:
+            self.load[spec.constant[c]] = f"{c.upper()}[j]"
         self.saved_column = {name: _col(k) for k, name in enumerate(self.saved)}
 
     # -- the element-wise kernels' parameters (one list for every phase, one for every stage)
@@ -249,12 +256,14 @@ class _StagedLayout:
         names = (["X_T"] if self.der.uses_x else []) + (["GX"] if spec.input_gates else [])
         names += [f"GH_{g.index}" for g in self.der.groups] + ["BIAS_IH", "BIAS_HH"]
         names += [f"{s.upper()}_PREV" for s in self.states] + [p.upper() for p in self.params]
+        names += [c.upper() for c in self.constants]
         names += [s.upper() for s in self.states] + [f"OPERAND_{g.index}" for g in self.computed]
-        return names + ["SAVED"]
+        return names + ["SAVED"] + (["STEP"] if self.der.uses_t else [])
 
     def backward_kernel_arguments(self):
         spec = self.spec
         names = ["SAVED"] + [f"{s.upper()}_PREV" for s in self.states] + [p.upper() for p in self.params]
+        names += [c.upper() for c in self.constants] + (["STEP"] if self.der.uses_t else [])
         names += (["X_T"] if self.der.uses_x else []) + ["D_OUT"] + [f"D_{s.upper()}" for s in self.states]
         names += [f"D_OPERAND_{g.index}" for g in self.computed]
         names += (["D_GX"] if spec.input_gates else []) + [f"D_GH_{g.index}" for g in self.der.groups]
@@ -267,12 +276,14 @@ class _StagedLayout:
         names = ["X"] + (["W_IH_T_PACKED"] if spec.input_gates else [])
         names += [f"W_HH_T_PACKED_{g.index}" for g in self.der.groups] + ["BIAS_IH", "BIAS_HH"]
         names += [s.upper() for s in self.states] + [p.upper() for p in self.params]
+        names += [c.upper() for c in self.constants] + (["T0"] if self.der.uses_t else [])
         return names + [f"OPERAND_{g.index}" for g in self.computed] + ["SAVED", "LENGTHS"]
 
     def backward_arguments(self):
         spec = self.spec
         names = ["D_OUT", "X"] + [f"W_HH_PACKED_{g.index}" for g in self.der.groups]
-        names += [s.upper() for s in self.states] + [p.upper() for p in self.params] + ["SAVED", "LENGTHS"]
+        names += [s.upper() for s in self.states] + [p.upper() for p in self.params]
+        names += [c.upper() for c in self.constants] + (["T0"] if self.der.uses_t else []) + ["SAVED", "LENGTHS"]
         names += [f"D_{s.upper()}" for s in self.states] + (["D_GX"] if spec.input_gates else [])
         names += [f"D_GH_{g.index}" for g in self.der.groups] + (["D_X_IN"] if self.der.uses_x else [])
         return names + [f"D_{p.upper()}" for p in self.params]
@@ -316,10 +327,11 @@ def _forward_phase(layout: _StagedLayout, phase: int):
     if not lines:
         return None
     args = layout.forward_kernel_arguments()
+    needs = "no product of the step" if phase == 0 else f"the products of stages below {phase}"
     return (
         f"@numba.njit(STEP_OPTIONS)\n"
         f"def forward_phase_{phase}({', '.join(args)}):\n"
-        f'    """Forward phase {phase}: the statements that need the products of stages < {phase}."""\n'
+        f'    """Forward phase {phase}: the statements that need {needs}."""\n'
         f"    real = SAVED.dtype.type  # numbers in the arrays' precision\n"
         f"    batch, hidden = {layout.states[0].upper()}.shape\n"
         f"    for b in range(batch):\n"
@@ -348,6 +360,11 @@ def _backward_kernel(layout: _StagedLayout, stage, subexprs, gradients):
     for p in layout.params:
         if spec.param[p] in needed:
             lines.append(f"{p} = {p.upper()}[j]")
+    for c in layout.constants:
+        if spec.constant[c] in needed:
+            lines.append(f"{c} = {c.upper()}[j]")
+    if spec.t in needed:
+        lines.append("t_step = real(STEP)")
     if spec.x in needed:
         lines.append("x_in = X_T[b, j]")
     for s in layout.states:
@@ -400,8 +417,9 @@ def _sequence_functions(layout: _StagedLayout, phases):
         **{f"GH_{g.index}": f"GH_{g.index}" for g in der.groups},
         **{f"{n}_PREV": f"{n}[prev_{s}, lo:hi]" for s, n in zip(layout.states, states)},
         **{n: f"{n}[next_{s}, lo:hi]" for s, n in zip(layout.states, states)},
-        **{p.upper(): p.upper() for p in layout.params},
+        **{p.upper(): p.upper() for p in layout.params}, **{c.upper(): c.upper() for c in layout.constants},
         **{f"OPERAND_{g.index}": f"OPERAND_{g.index}[t % OPERAND_{g.index}.shape[0], lo:hi]" for g in layout.computed},
+        "STEP": "T0 + t",    # the step number: T0 steps ran before this call
     }
     call = ", ".join(forward_call[n] for n in layout.forward_kernel_arguments())
     body = ["steps = X.shape[0]", f"hidden = {out}.shape[2]", "rows = hi - lo"]
@@ -440,7 +458,8 @@ def _sequence_functions(layout: _StagedLayout, phases):
         "SAVED": "SAVED[t, lo:hi]", "X_T": "X[t, lo:hi]", "D_OUT": "D_OUT[t, lo:hi]", "D_GX": "D_GX[t, lo:hi]",
         "D_X_IN": "D_X_IN[t, lo:hi]",
         **{f"{n}_PREV": f"{n}[t, lo:hi]" for n in states},
-        **{p.upper(): p.upper() for p in layout.params},
+        **{p.upper(): p.upper() for p in layout.params}, **{c.upper(): c.upper() for c in layout.constants},
+        "STEP": "T0 + t",    # a chunk's steps start at T0
         **{f"D_{n}": f"D_{n}[lo:hi]" for n in states},
         **{f"D_OPERAND_{g.index}": f"D_OPERAND_{g.index}" for g in layout.computed},
         **{f"D_GH_{g.index}": f"D_GH_{g.index}[t, lo:hi]" for g in der.groups},
@@ -526,6 +545,9 @@ def staged_kernel_source(der: StagedDerivation, header: str, runtime_key: str, k
         GROUP_OPERANDS = {tuple(g.state for g in der.groups)!r}
         # the raw input enters the element-wise part (input_size must equal hidden_size)
         RAW_INPUT = {der.uses_x!r}
+        # per-unit constants the layer gives (not trained), and whether the step number is read
+        CONSTANTS = {tuple(layout.constants)!r}
+        READS_STEP = {der.uses_t!r}
         FORWARD_ARGS = {tuple(layout.forward_arguments())!r}
         BACKWARD_ARGS = {tuple(layout.backward_arguments())!r}
         SPEC_KEY = {spec.key!r}

@@ -27,6 +27,8 @@ class StagedTape(Tape):
     """A driver.Tape with the operands each computed product multiplied, per step."""
 
     operands: dict = None       # group index -> [T, B, d] ([1, B, d] in inference)
+    constants: tuple = ()       # the cell's per-unit constants, [d] each
+    first_step: int = 0         # the step number of the first step (READS_STEP cells)
 
 
 def group_rows(kernels, hidden):
@@ -41,8 +43,10 @@ def _arrange(names, arrays):
 
 
 def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params, initial_states,
-                     lengths, inference=False, workspace=None):
-    """One direction of one layer of a staged cell; as :func:`lstmkit.driver.sequence_forward`."""
+                     lengths, inference=False, workspace=None, constants=(), first_step=0):
+    """One direction of one layer of a staged cell; as :func:`lstmkit.driver.sequence_forward`,
+    and ``constants``, the cell's per-unit constants (``kernels.CONSTANTS``), [d] each;
+    ``first_step``, the step number of x's first step (for a cell that reads it)."""
     if workspace is None:
         workspace = Workspace()
     steps, batch, n_in = x.shape
@@ -73,6 +77,8 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
             arrays[f"W_HH_T_PACKED_{k}"] = kernel_runtime.pack_transposed(np.ascontiguousarray(weight_hh[rows]))
         arrays.update(driver._named(kernels.STATES, histories))
         arrays.update(driver._named(kernels.PARAMS, params))
+        arrays.update(driver._named(kernels.CONSTANTS, constants))
+        arrays["T0"] = first_step
         arrays.update({f"OPERAND_{k}": v for k, v in operands.items()})
         gates = (len(kernels.INPUT_GATES) + len(kernels.RECURRENT_GATES)) * hidden // 2
         driver._run(kernels.forward_rows, kernels.forward_sequence, _arrange(kernels.FORWARD_ARGS, arrays),
@@ -81,7 +87,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
     tape = StagedTape(x, tuple(histories), saved, lengths, weight_ih, weight_hh, tuple(params), inference,
-                      output_state, workspace, operands=operands)
+                      output_state, workspace, operands=operands, constants=tuple(constants), first_step=first_step)
     return output, finals, tape
 
 
@@ -121,6 +127,8 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
             arrays.update({f"W_HH_PACKED_{k}": p for k, p in enumerate(packed)})
             arrays.update(driver._named(kernels.STATES, [h[start:stop + 1] for h in tape.histories]))
             arrays.update(driver._named(kernels.PARAMS, tape.params))
+            arrays.update(driver._named(kernels.CONSTANTS, tape.constants))
+            arrays["T0"] = tape.first_step + start
             arrays.update(driver._named(kernels.STATES, d_states, prefix="D_"))
             arrays.update(driver._named(kernels.PARAMS, d_params, prefix="D_"))
             arrays.update({f"D_GH_{k}": d[:count] for k, d in enumerate(d_gh)})

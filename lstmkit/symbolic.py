@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 __all__ = [
-    "sigmoid", "tanh", "relu", "CellSpec", "CellSpecError", "Derivation", "derive",
+    "sigmoid", "tanh", "relu", "tick", "CellSpec", "CellSpecError", "Derivation", "derive",
 ]
 
 
@@ -74,6 +74,20 @@ class relu(sp.Function):
     def _latex(self, printer, exp=None):
         body = r"\operatorname{relu}\left(%s\right)" % printer._print(self.args[0])
         return body if exp is None else r"%s^{%s}" % (body, exp)
+
+
+class tick(sp.Function):
+    """tick(n, period) = 1 where ``period`` divides the step number ``n``, else 0 (the Clockwork
+    RNN's module clock). Neither argument is differentiated: its derivative is 0."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        n, period = (printer._print(a) for a in self.args)
+        return r"\mathbb{1}\left[%s \bmod %s = 0\right]" % (n, period)
 
 
 ACTIVATIONS = (sigmoid, sp.tanh, relu)
@@ -130,8 +144,8 @@ def _check_name(cell, kind, name, taken=(), states=()):
         problem = "is a Python builtin the kernels may call"
     elif name in KERNEL_WORDS or low in {w.lower() for w in KERNEL_WORDS}:
         problem = "is a name the generated kernels use"
-    elif low == "x_in":
-        problem = "is the symbol of the raw input (spec.x)"
+    elif low in ("x_in", "t_step"):
+        problem = f"is the symbol of the {'raw input (spec.x)' if low == 'x_in' else 'step number (spec.t)'}"
     elif name.upper() in KERNEL_ARRAYS:
         problem = f"would name the kernels' array {name.upper()}"
     elif low.startswith(KERNEL_PREFIXES) or _CSE_NAME.fullmatch(low):
@@ -238,7 +252,7 @@ class CellSpec:
     """
 
     def __init__(self, name, gates, states=("h",), output="h", params=(), description="",
-                 input_gates=None, recurrent_gates=None):
+                 input_gates=None, recurrent_gates=None, constants=()):
         if not str(name).isidentifier():
             raise CellSpecError(f"cell name must be a Python identifier, got {name!r}")
         self.name = str(name)
@@ -257,7 +271,9 @@ class CellSpec:
             if not isinstance(gate, str) or not gate.isidentifier():
                 raise CellSpecError(f"{name}: gate name {gate!r} is not a Python identifier")
         taken = []
-        for kind, names in (("state", self.states), ("parameter", self.param_names)):
+        self.constant_names = tuple(constants)
+        for kind, names in (("state", self.states), ("parameter", self.param_names),
+                            ("constant", self.constant_names)):
             for item in names:
                 taken.append(_check_name(name, kind, item, taken, self.states))
         if output not in self.states:
@@ -274,6 +290,10 @@ class CellSpec:
         self.gh = {g: sp.Symbol(f"gh_{g}", real=True) for g in self.recurrent_gates}
         # the raw input x_t, element-wise (staged cells; needs input_size == hidden_size)
         self.x = sp.Symbol("x_in", real=True)
+        # the step number, 0 at a direction's first step (staged cells)
+        self.t = sp.Symbol("t_step", real=True)
+        # per-unit values that are not trained (the layer gives them; the Clockwork RNN's periods)
+        self.constant = {c: sp.Symbol(c, real=True) for c in self.constant_names}
         # gate -> the value its recurrent product multiplies, where not the output's previous value
         self.operands: dict[str, sp.Expr] = {}
         self.prev = {s: sp.Symbol(f"{s}_prev", real=True) for s in self.states}
@@ -298,7 +318,8 @@ class CellSpec:
     @property
     def input_symbols(self):
         return (list(self.gx.values()) + list(self.gh.values())
-                + list(self.prev.values()) + list(self.param.values()) + [self.x])
+                + list(self.prev.values()) + list(self.param.values()) + [self.x, self.t]
+                + list(getattr(self, "constant", {}).values()))
 
     def recurrent_operand(self, gate, expr):
         """Let block ``gate``'s recurrent product multiply ``expr`` instead of the output's
@@ -318,10 +339,10 @@ class CellSpec:
     def staged(self):
         """Whether the cell needs the staged kernels: a block fed by x or h alone, a recurrent
         product of some other value than h_{t−1}, or the raw input."""
-        uses_x = any(self.x in item.expr.free_symbols for item in self.intermediates) or \
-            any(self.x in e.free_symbols for e in [*self.updates.values(), *self.operands.values()])
+        expressions = [item.expr for item in self.intermediates] + [*self.updates.values(), *self.operands.values()]
+        uses_x_or_t = any(self.x in e.free_symbols or self.t in e.free_symbols for e in expressions)
         return (self.input_gates != self.gates or self.recurrent_gates != self.gates
-                or bool(self.operands) or uses_x)
+                or bool(self.operands) or uses_x_or_t or bool(self.constant_names))
 
     def operand(self, gate):
         """The value block ``gate``'s recurrent product multiplies (h_{t−1} unless given)."""
@@ -433,10 +454,12 @@ class CellSpec:
         if self.staged:
             text += repr((self.input_gates, self.recurrent_gates,
                           [(g, sp.srepr(self.operand(g))) for g in self.recurrent_gates]))
+            if self.constant_names:
+                text += repr(self.constant_names)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def latex_names(self):
-        names = {self.x: "x_t"}
+        names = {self.x: "x_t", self.t: "t", **{c: _default_latex(n) for n, c in self.constant.items()}}
         for g in self.input_gates:
             names[self.gx[g]] = rf"g^{{x}}_{{{g}}}"
         for g in self.recurrent_gates:

@@ -227,3 +227,22 @@ STAGED_REFERENCES = {
     "mut3": _one_state(lambda x, params, h0: mut(3, x, params, h0)),
     "lstm_fgr": lambda x, params, states: greff_fgr(x, params, *states),
 }
+
+
+def clockwork_rnn(x, params, h0, periods):
+    """Koutník et al. 2014, "A Clockwork RNN", eqs. (1)–(2) with f_H = tanh: the hidden units
+    form len(periods) modules of equal size, sorted by increasing period T_i; W_H is block
+    upper-triangular (module i receives from the modules j with T_j >= T_i); at step t
+    (t = 1, 2, ...) module i is executed when t mod T_i = 0 and keeps its output otherwise.
+    torch's RNN storage (two biases). Returns (y [T, B, d], h_T).
+    """
+    d = h0.shape[1]
+    unit_period = np.repeat(np.asarray(periods), d // len(periods))
+    W_H = params["weight_hh_l0"] * (unit_period[None, :] >= unit_period[:, None])
+    h, outputs = h0, []
+    for t, x_t in enumerate(x, start=1):
+        executed = t % unit_period == 0
+        candidate = np.tanh(x_t @ params["weight_ih_l0"].T + params["bias_ih_l0"] + h @ W_H.T + params["bias_hh_l0"])
+        h = np.where(executed, candidate, h)
+        outputs.append(h)
+    return np.stack(outputs), h

@@ -51,6 +51,9 @@ GROUPS = (('r', 'z'), ('n',))
 GROUP_OPERANDS = ('h', None)
 # the raw input enters the element-wise part (input_size must equal hidden_size)
 RAW_INPUT = False
+# per-unit constants the layer gives (not trained), and whether the step number is read
+CONSTANTS = ()
+READS_STEP = False
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'BIAS_IH', 'BIAS_HH', 'H', 'OPERAND_1', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH_0', 'D_GH_1')
 SPEC_KEY = 'be83207be434f467'
@@ -59,7 +62,7 @@ RUNTIME_KEY = 'd4f3c628b6e5e8b9'
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_phase_1(GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVED):
-    """Forward phase 1: the statements that need the products of stages < 1."""
+    """Forward phase 1: the statements that need the products of stages below 1."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
     batch, hidden = H.shape
     for b in range(batch):
@@ -79,7 +82,7 @@ def forward_phase_1(GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVE
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_phase_2(GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVED):
-    """Forward phase 2: the statements that need the products of stages < 2."""
+    """Forward phase 2: the statements that need the products of stages below 2."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
     batch, hidden = H.shape
     for b in range(batch):

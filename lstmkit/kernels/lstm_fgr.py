@@ -74,6 +74,9 @@ GROUPS = (('i', 'f', 'g', 'o'), ('i_i', 'f_i', 'o_i'), ('i_f', 'f_f', 'o_f'), ('
 GROUP_OPERANDS = ('h', 'i_gate', 'f_gate', 'o_gate')
 # the raw input enters the element-wise part (input_size must equal hidden_size)
 RAW_INPUT = False
+# per-unit constants the layer gives (not trained), and whether the step number is read
+CONSTANTS = ()
+READS_STEP = False
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'W_HH_T_PACKED_2', 'W_HH_T_PACKED_3', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'W_HH_PACKED_2', 'W_HH_PACKED_3', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_I_GATE', 'D_F_GATE', 'D_O_GATE', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_GH_2', 'D_GH_3')
 SPEC_KEY = '9f64508e34b764a7'
@@ -82,7 +85,7 @@ RUNTIME_KEY = 'd4f3c628b6e5e8b9'
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_phase_1(GX, GH_0, GH_1, GH_2, GH_3, BIAS_IH, BIAS_HH, H_PREV, C_PREV, I_GATE_PREV, F_GATE_PREV, O_GATE_PREV, H, C, I_GATE, F_GATE, O_GATE, SAVED):
-    """Forward phase 1: the statements that need the products of stages < 1."""
+    """Forward phase 1: the statements that need the products of stages below 1."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
     batch, hidden = H.shape
     for b in range(batch):

@@ -52,6 +52,9 @@ GROUPS = (('r',), ('n',))
 GROUP_OPERANDS = ('h', None)
 # the raw input enters the element-wise part (input_size must equal hidden_size)
 RAW_INPUT = True
+# per-unit constants the layer gives (not trained), and whether the step number is read
+CONSTANTS = ()
+READS_STEP = False
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'BIAS_IH', 'BIAS_HH', 'H', 'OPERAND_1', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_X_IN')
 SPEC_KEY = '4c17602eac345c6f'
@@ -60,7 +63,7 @@ RUNTIME_KEY = 'd4f3c628b6e5e8b9'
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_phase_0(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVED):
-    """Forward phase 0: the statements that need the products of stages < 0."""
+    """Forward phase 0: the statements that need no product of the step."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
     batch, hidden = H.shape
     for b in range(batch):
@@ -72,7 +75,7 @@ def forward_phase_0(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1,
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_phase_1(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVED):
-    """Forward phase 1: the statements that need the products of stages < 1."""
+    """Forward phase 1: the statements that need the products of stages below 1."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
     batch, hidden = H.shape
     for b in range(batch):
@@ -91,7 +94,7 @@ def forward_phase_1(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1,
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
 def forward_phase_2(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVED):
-    """Forward phase 2: the statements that need the products of stages < 2."""
+    """Forward phase 2: the statements that need the products of stages below 2."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
     batch, hidden = H.shape
     for b in range(batch):
