@@ -7,7 +7,7 @@ The pipeline, one straight line (see ARCHITECTURE.md):
 """
 import importlib
 
-from .layers import GRU, LSTM, RNN, ClockworkRNN, CoupledLSTM, PeepholeLSTM, RecurrentLayer
+from .layers import GRU, LSTM, RNN, ClockworkRNN, CoupledLSTM, DepthGatedLSTM, PeepholeLSTM, RecurrentLayer
 from .step_cells import GRUCell, LSTMCell, RNNCell
 
 # the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint
@@ -29,7 +29,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "BUILTIN_CELLS", "CellSpec", "CellSpecError", "ClockworkRNN", "CoupledLSTM", "Derivation", "GRU", "GRUCell", "LSTM",
+    "BUILTIN_CELLS", "CellSpec", "CellSpecError", "ClockworkRNN", "CoupledLSTM", "DepthGatedLSTM", "Derivation", "GRU", "GRUCell", "LSTM",
     "LSTMCell", "PeepholeLSTM", "RNN", "RNNCell", "RecurrentLayer", "derive", "get_cell", "gru_spec", "kernel_source",
     "load_kernels", "lstm_spec", "relu", "rnn_spec", "sigmoid", "tanh", "tick",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .symbolic import CellSpec, relu, sigmoid, tanh, tick
 
-__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "gru_reset_before_spec", "mut_spec", "lstm_fgr_spec", "clockwork_spec", "rnn_spec", "get_cell"]
+__all__ = ["BUILTIN_CELLS", "lstm_spec", "gru_spec", "gru_reset_before_spec", "mut_spec", "lstm_fgr_spec", "clockwork_spec", "depth_gated_lstm_spec", "rnn_spec", "get_cell"]
 
 
 def rnn_spec(nonlinearity="tanh"):
@@ -178,6 +178,37 @@ def clockwork_spec():
     return spec
 
 
+def depth_gated_lstm_spec():
+    """The Depth-Gated LSTM of Yao et al. 2015 ("Depth-Gated LSTM", arXiv:1508.03790, eqs. 1–7),
+    one layer L + 1 of a stack, their equations:
+
+        i_t = σ(W_xi x_t + W_hi h_{t−1} + w_ci ⊙ c_{t−1} + b_i)
+        f_t = σ(W_xf x_t + W_hf h_{t−1} + w_cf ⊙ c_{t−1} + b_f)
+        d_t = σ(b_d + W_xd x_t + w_cd ⊙ c_{t−1} + w_ld ⊙ c_t^L)          the depth gate
+        c_t = d_t ⊙ c_t^L + f_t ⊙ c_{t−1} + i_t ⊙ tanh(W_xc x_t + W_hc h_{t−1} + b_c)
+        o_t = σ(W_xo x_t + W_ho h_{t−1} + w_co ⊙ c_t + b_o)
+        h_t = o_t ⊙ tanh(c_t)
+
+    c_t^L is the cell of the layer below at the same step (``spec.below``, ``below="c"``); the
+    first layer has none (zeros). Blocks i, f, g (torch's name for the block input), o, d:
+    d is fed by x_t alone (no ``weight_hh`` rows); the peepholes and the depth gate's
+    element-wise weights are ``weight_ci``, ``weight_cf``, ``weight_co``, ``weight_cd``, ``weight_ld``.
+    """
+    spec = CellSpec("depth_gated_lstm", gates="ifgod", states=("h", "c"), recurrent_gates="ifgo",
+                    params=("weight_ci", "weight_cf", "weight_co", "weight_cd", "weight_ld"), below="c",
+                    description="Depth-Gated LSTM (Yao et al. 2015)")
+    gx, gh, p, c_prev = spec.gx, spec.gh, spec.param, spec.prev["c"]
+    i = spec.let("input_gate", sigmoid(gx["i"] + gh["i"] + p["weight_ci"] * c_prev), r"i_t")
+    f = spec.let("forget_gate", sigmoid(gx["f"] + gh["f"] + p["weight_cf"] * c_prev), r"f_t")
+    d = spec.let("depth_gate", sigmoid(gx["d"] + p["weight_cd"] * c_prev + p["weight_ld"] * spec.below), r"d_t")
+    g = spec.let("candidate", tanh(gx["g"] + gh["g"]), r"\tilde{C}_t")
+    c = spec.let("cell", d * spec.below + f * c_prev + i * g, r"C_t")
+    o = spec.let("output_gate", sigmoid(gx["o"] + gh["o"] + p["weight_co"] * c), r"o_t")
+    spec.update("c", c)
+    spec.update("h", o * tanh(c))
+    return spec
+
+
 def _builtins():
     cells = [
         rnn_spec("tanh"),
@@ -199,6 +230,7 @@ def _builtins():
         lstm_spec("lstm_no_output_activation", output_activation=False,
                   description="Greff et al. 2015: NOAF"),
         lstm_fgr_spec(),
+        depth_gated_lstm_spec(),
     ]
     return {cell.name: cell for cell in cells}
 

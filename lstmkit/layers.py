@@ -20,7 +20,7 @@ from . import driver, staged_driver
 from .kernels import load as load_builtin_kernels
 from .module import Module, check_float_array, check_float_dtype, check_sizes
 
-__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM", "ClockworkRNN"]
+__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM", "ClockworkRNN", "DepthGatedLSTM"]
 
 
 class ForwardRecord(NamedTuple):
@@ -89,6 +89,9 @@ class RecurrentLayer(Module):
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
                           f"num_layers={num_layers}", UserWarning, stacklevel=3)
         self.dropout = float(dropout)
+        if getattr(kernels, "BELOW", None) is not None and bidirectional:
+            raise ValueError(f"cell {kernels.CELL!r} reads the state of the layer below at the same step; "
+                             "a bidirectional stack has no single layer below, so bidirectional=True is refused")
         if getattr(kernels, "RAW_INPUT", False):
             # the cell adds x_t element-wise to hidden-sized values: every layer's input is hidden-sized
             if self.input_size != self.hidden_size or (bidirectional and self.num_layers > 1):
@@ -257,6 +260,10 @@ class RecurrentLayer(Module):
                     extra["constants"] = [self.constants[c] for c in self.kernels.CONSTANTS]
                 if getattr(self.kernels, "READS_STEP", False):
                     extra["first_step"] = int(first_step)
+                if getattr(self.kernels, "BELOW", None) is not None and layer:
+                    # a depth gate: the layer below's state at each step (zeros under the first layer)
+                    below_tape = tapes[slot - self.num_directions]
+                    extra["below"] = below_tape.histories[self.kernels.STATES.index(self.kernels.BELOW)][1:]
                 output, final_states, tape = self._driver.sequence_forward(
                     self.kernels, source, self._weight(f"weight_ih{suffix}"),
                     self._weight(f"weight_hh{suffix}"), self.params.get(f"bias_ih{suffix}"),
@@ -331,6 +338,8 @@ class RecurrentLayer(Module):
         grads = {}
         d_initial = [np.empty_like(d) for d in d_final]
         d_layer_output = dy
+        reads_below = getattr(self.kernels, "BELOW", None) is not None
+        d_above = None        # a depth gate's gradient from the layer above to this one's state
         for layer in reversed(range(self.num_layers)):
             d_input = None
             for direction in range(self.num_directions):
@@ -338,8 +347,11 @@ class RecurrentLayer(Module):
                 slot = layer * self.num_directions + direction
                 d_out = d_layer_output[:, :, direction * self.hidden_size:(direction + 1) * self.hidden_size]
                 d_out = np.ascontiguousarray(d_out if direction == 0 else _reverse_rows(d_out, lengths))
+                extra = {"d_above": d_above} if reads_below else {}
                 dx, d_states, layer_grads = self._driver.sequence_backward(
-                    self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias)
+                    self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias, **extra)
+                if reads_below:
+                    d_above = layer_grads.pop("below")
                 for d_init, d in zip(d_initial, d_states):
                     d_init[slot] = d
                 grads.update({f"{name}{suffix}": g for name, g in layer_grads.items()})
@@ -568,3 +580,17 @@ class ClockworkRNN(RecurrentLayer):
         for _, _, suffix in self._suffixes():
             self.weight_masks[f"weight_hh{suffix}"] = mask
             self.params[f"weight_hh{suffix}"] *= mask
+
+
+class DepthGatedLSTM(RecurrentLayer):
+    """The Depth-Gated LSTM of Yao et al. 2015 (``lstmkit.cells.depth_gated_lstm_spec``): in each
+    layer above the first, a depth gate d_t = σ(…) adds d_t ⊙ c_t (of the layer below, at the
+    same step) into the cell update. Gate blocks i, f, g, o, d (d has no ``weight_hh`` rows);
+    element-wise ``weight_ci``, ``weight_cf``, ``weight_co``, ``weight_cd``, ``weight_ld``.
+    State ``(h, c)``. Unidirectional: a bidirectional stack has no single layer below.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 **kwargs):
+        super().__init__("depth_gated_lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         False, **kwargs)

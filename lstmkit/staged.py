@@ -161,6 +161,8 @@ def derive_staged(spec: CellSpec) -> StagedDerivation:
 
     uses_x = any(spec.x in e.free_symbols for _, e in outputs)
     uses_t = any(spec.t in e.free_symbols for _, e in outputs)
+    if spec.below_state is not None and not any(spec.below in e.free_symbols for _, e in outputs):
+        raise CellSpecError(f"{spec.name}: below={spec.below_state!r} is declared but spec.below is never used")
     raw, wrt, by_stage = {}, {}, {}
     for g in spec.input_gates:
         sym = sp.Symbol(f"d_gx_{g}", real=True)
@@ -173,6 +175,7 @@ def derive_staged(spec: CellSpec) -> StagedDerivation:
             by_stage.setdefault(group.stage, []).append(sym)
     inputs = [(f"d_{s}_prev", spec.prev[s]) for s in spec.states]
     inputs += [("d_x_in", spec.x)] if uses_x else []
+    inputs += [("d_below_in", spec.below)] if spec.below_state is not None else []
     inputs += [(f"d_{p}", spec.param[p]) for p in spec.param_names]
     for name, symbol in inputs:
         sym = sp.Symbol(name, real=True)
@@ -245,6 +248,8 @@ class _StagedLayout:
             self.load[spec.param[p]] = f"{p.upper()}[j]"
         self.load[spec.x] = "X_T[b, j]"
         self.load[spec.t] = "real(STEP)"
+        self.below = spec.below_state
+        self.load[spec.below] = "BELOW_T[b, j]"
         self.constants = list(spec.constant_names)
         for c in self.constants:
             self.load[spec.constant[c]] = f"{c.upper()}[j]"
@@ -253,7 +258,8 @@ class _StagedLayout:
     # -- the element-wise kernels' parameters (one list for every phase, one for every stage)
     def forward_kernel_arguments(self):
         spec = self.spec
-        names = (["X_T"] if self.der.uses_x else []) + (["GX"] if spec.input_gates else [])
+        names = (["X_T"] if self.der.uses_x else []) + (["BELOW_T"] if self.below else [])
+        names += ["GX"] if spec.input_gates else []
         names += [f"GH_{g.index}" for g in self.der.groups] + ["BIAS_IH", "BIAS_HH"]
         names += [f"{s.upper()}_PREV" for s in self.states] + [p.upper() for p in self.params]
         names += [c.upper() for c in self.constants]
@@ -264,16 +270,18 @@ class _StagedLayout:
         spec = self.spec
         names = ["SAVED"] + [f"{s.upper()}_PREV" for s in self.states] + [p.upper() for p in self.params]
         names += [c.upper() for c in self.constants] + (["STEP"] if self.der.uses_t else [])
-        names += (["X_T"] if self.der.uses_x else []) + ["D_OUT"] + [f"D_{s.upper()}" for s in self.states]
+        names += (["X_T"] if self.der.uses_x else []) + (["BELOW_T", "D_ABOVE"] if self.below else [])
+        names += ["D_OUT"] + [f"D_{s.upper()}" for s in self.states]
         names += [f"D_OPERAND_{g.index}" for g in self.computed]
         names += (["D_GX"] if spec.input_gates else []) + [f"D_GH_{g.index}" for g in self.der.groups]
         names += [f"D_{s.upper()}_PREV" for s in self.states] + (["D_X_IN"] if self.der.uses_x else [])
+        names += ["D_BELOW"] if self.below else []
         return names + [f"D_{p.upper()}" for p in self.params]
 
     # -- the sequence functions' parameters: FORWARD_ARGS, BACKWARD_ARGS
     def forward_arguments(self):
         spec = self.spec
-        names = ["X"] + (["W_IH_T_PACKED"] if spec.input_gates else [])
+        names = ["X"] + (["BELOW"] if self.below else []) + (["W_IH_T_PACKED"] if spec.input_gates else [])
         names += [f"W_HH_T_PACKED_{g.index}" for g in self.der.groups] + ["BIAS_IH", "BIAS_HH"]
         names += [s.upper() for s in self.states] + [p.upper() for p in self.params]
         names += [c.upper() for c in self.constants] + (["T0"] if self.der.uses_t else [])
@@ -286,6 +294,9 @@ class _StagedLayout:
         names += [c.upper() for c in self.constants] + (["T0"] if self.der.uses_t else []) + ["SAVED", "LENGTHS"]
         names += [f"D_{s.upper()}" for s in self.states] + (["D_GX"] if spec.input_gates else [])
         names += [f"D_GH_{g.index}" for g in self.der.groups] + (["D_X_IN"] if self.der.uses_x else [])
+        # a cell that reads the layer below: that layer's value, the gradient this layer sends
+        # down to it, and the one the layer above sends to this layer's state `below`
+        names += ["BELOW", "D_BELOW", "D_ABOVE"] if self.below else []
         return names + [f"D_{p.upper()}" for p in self.params]
 
 
@@ -367,9 +378,11 @@ def _backward_kernel(layout: _StagedLayout, stage, subexprs, gradients):
         lines.append("t_step = real(STEP)")
     if spec.x in needed:
         lines.append("x_in = X_T[b, j]")
+    if spec.below in needed:
+        lines.append("below_in = BELOW_T[b, j]")
     for s in layout.states:
         if sp.Symbol(f"d_{s}", real=True) in needed:
-            extra = "D_OUT[b, j] + " if s == spec.output else ""
+            extra = "D_OUT[b, j] + " if s == spec.output else ("D_ABOVE[b, j] + " if s == layout.below else "")
             lines.append(f"d_{s} = {extra}D_{s.upper()}[b, j]")
     for k, sym in der.operand_symbols.items():
         if sp.Symbol(f"d_{sym}", real=True) in needed:
@@ -389,6 +402,8 @@ def _backward_kernel(layout: _StagedLayout, stage, subexprs, gradients):
             lines.append(f"D_{state.upper()}_PREV[b, j] = {_code(expr)}")
         elif target == spec.x:
             lines.append(f"D_X_IN[b, j] = {_code(expr)}")
+        elif target == spec.below:
+            lines.append(f"D_BELOW[b, j] = {_code(expr)}")
         else:
             lines.append(f"D_{str(target).upper()}[j] += {_code(expr)}")
     name = f"backward_stage_{stage}" if stage != "inputs" else "backward_inputs"
@@ -413,7 +428,7 @@ def _sequence_functions(layout: _StagedLayout, phases):
     out = spec.output.upper()
     fwd_args = layout.forward_arguments()
     forward_call = {
-        "X_T": "X[t, lo:hi]", "GX": "GX", "BIAS_IH": "BIAS_IH", "BIAS_HH": "BIAS_HH", "SAVED": "SAVED[saved, lo:hi]",
+        "X_T": "X[t, lo:hi]", "BELOW_T": "BELOW[t, lo:hi]", "GX": "GX", "BIAS_IH": "BIAS_IH", "BIAS_HH": "BIAS_HH", "SAVED": "SAVED[saved, lo:hi]",
         **{f"GH_{g.index}": f"GH_{g.index}" for g in der.groups},
         **{f"{n}_PREV": f"{n}[prev_{s}, lo:hi]" for s, n in zip(layout.states, states)},
         **{n: f"{n}[next_{s}, lo:hi]" for s, n in zip(layout.states, states)},
@@ -456,7 +471,8 @@ def _sequence_functions(layout: _StagedLayout, phases):
     bwd_args = layout.backward_arguments()
     backward_call = {
         "SAVED": "SAVED[t, lo:hi]", "X_T": "X[t, lo:hi]", "D_OUT": "D_OUT[t, lo:hi]", "D_GX": "D_GX[t, lo:hi]",
-        "D_X_IN": "D_X_IN[t, lo:hi]",
+        "D_X_IN": "D_X_IN[t, lo:hi]", "BELOW_T": "BELOW[t, lo:hi]", "D_BELOW": "D_BELOW[t, lo:hi]",
+        "D_ABOVE": "D_ABOVE[t, lo:hi]",
         **{f"{n}_PREV": f"{n}[t, lo:hi]" for n in states},
         **{p.upper(): p.upper() for p in layout.params}, **{c.upper(): c.upper() for c in layout.constants},
         "STEP": "T0 + t",    # a chunk's steps start at T0
@@ -548,6 +564,8 @@ def staged_kernel_source(der: StagedDerivation, header: str, runtime_key: str, k
         # per-unit constants the layer gives (not trained), and whether the step number is read
         CONSTANTS = {tuple(layout.constants)!r}
         READS_STEP = {der.uses_t!r}
+        # the state of the layer below that the cell reads at the same step (None: none)
+        BELOW = {layout.below!r}
         FORWARD_ARGS = {tuple(layout.forward_arguments())!r}
         BACKWARD_ARGS = {tuple(layout.backward_arguments())!r}
         SPEC_KEY = {spec.key!r}

@@ -29,6 +29,7 @@ class StagedTape(Tape):
     operands: dict = None       # group index -> [T, B, d] ([1, B, d] in inference)
     constants: tuple = ()       # the cell's per-unit constants, [d] each
     first_step: int = 0         # the step number of the first step (READS_STEP cells)
+    below: np.ndarray = None    # [T, B, d] the layer below's state (cells with a BELOW state)
 
 
 def group_rows(kernels, hidden):
@@ -43,10 +44,11 @@ def _arrange(names, arrays):
 
 
 def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params, initial_states,
-                     lengths, inference=False, workspace=None, constants=(), first_step=0):
+                     lengths, inference=False, workspace=None, constants=(), first_step=0, below=None):
     """One direction of one layer of a staged cell; as :func:`lstmkit.driver.sequence_forward`,
     and ``constants``, the cell's per-unit constants (``kernels.CONSTANTS``), [d] each;
-    ``first_step``, the step number of x's first step (for a cell that reads it)."""
+    ``first_step``, the step number of x's first step (for a cell that reads it); ``below``,
+    [T, B, d], the layer below's state ``kernels.BELOW`` at each step (zeros when None)."""
     if workspace is None:
         workspace = Workspace()
     steps, batch, n_in = x.shape
@@ -61,7 +63,8 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     x = np.ascontiguousarray(x)
     histories = []
     for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
-        slots = steps + 1 if not inference or name == kernels.OUTPUT else 2
+        # the whole history of the output, and of the state the layer above reads (kernels.BELOW)
+        slots = steps + 1 if not inference or name in (kernels.OUTPUT, kernels.BELOW) else 2
         history = workspace.take(f"history {k}", (slots, batch, hidden), dtype)
         history[0] = state
         histories.append(history)
@@ -79,6 +82,9 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
         arrays.update(driver._named(kernels.PARAMS, params))
         arrays.update(driver._named(kernels.CONSTANTS, constants))
         arrays["T0"] = first_step
+        if kernels.BELOW is not None:
+            below = np.zeros((steps, batch, hidden), dtype) if below is None else np.ascontiguousarray(below)
+            arrays["BELOW"] = below
         arrays.update({f"OPERAND_{k}": v for k, v in operands.items()})
         gates = (len(kernels.INPUT_GATES) + len(kernels.RECURRENT_GATES)) * hidden // 2
         driver._run(kernels.forward_rows, kernels.forward_sequence, _arrange(kernels.FORWARD_ARGS, arrays),
@@ -87,12 +93,17 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
     tape = StagedTape(x, tuple(histories), saved, lengths, weight_ih, weight_hh, tuple(params), inference,
-                      output_state, workspace, operands=operands, constants=tuple(constants), first_step=first_step)
+                      output_state, workspace, operands=operands, constants=tuple(constants), first_step=first_step,
+                      below=below)
     return output, finals, tape
 
 
-def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_bias):
-    """Backpropagation through time for a staged cell; as :func:`lstmkit.driver.sequence_backward`."""
+def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_bias, d_above=None):
+    """Backpropagation through time for a staged cell; as :func:`lstmkit.driver.sequence_backward`.
+
+    For a cell with a ``BELOW`` state: ``d_above`` [T, B, d] is the gradient the layer above
+    sends to this layer's state at each step (zeros when None), and ``grads["below"]`` the one
+    this layer sends down, [T, B, d]."""
     if tape.inference:
         raise RuntimeError("an inference forward pass (inference=True) saved nothing for backward")
     if tape.used:
@@ -109,6 +120,10 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
     d_gx = np.empty((chunk_steps, batch, len(kernels.INPUT_GATES) * hidden), dtype)
     d_gh = [np.empty((chunk_steps, batch, len(rows)), dtype) for rows in rows_of]
     d_x_in = np.empty((chunk_steps, batch, hidden), dtype) if kernels.RAW_INPUT else None
+    reads_below = kernels.BELOW is not None
+    d_below = np.empty((steps, batch, hidden), dtype) if reads_below else None
+    if reads_below and d_above is None:
+        d_above = np.zeros((steps, batch, hidden), dtype)
     d_states = [np.array(d, dtype=dtype, order="C", copy=True) for d in d_final_states]
     d_params = [np.zeros_like(p) for p in tape.params]
     gates = (len(kernels.INPUT_GATES) + len(kernels.RECURRENT_GATES)) * hidden // 2
@@ -134,6 +149,9 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
             arrays.update({f"D_GH_{k}": d[:count] for k, d in enumerate(d_gh)})
             if d_x_in is not None:
                 arrays["D_X_IN"] = d_x_in[:count]
+            if reads_below:
+                arrays.update(BELOW=tape.below[start:stop], D_BELOW=d_below[start:stop],
+                              D_ABOVE=np.ascontiguousarray(d_above[start:stop]))
             driver._run(kernels.backward_rows, kernels.backward_sequence, _arrange(kernels.BACKWARD_ARGS, arrays),
                         batch, blocks)
             # the weight gradients: one product per chunk and product, as the driver's
@@ -156,6 +174,8 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
     if has_bias:
         grads["bias_ih"], grads["bias_hh"] = grad_bias_ih, grad_bias_hh
     grads.update(zip(kernels.PARAMS, d_params))
+    if reads_below:
+        grads["below"] = d_below
     release(tape)
-    tape.operands = None
+    tape.operands = tape.below = None
     return dx, d_states, grads

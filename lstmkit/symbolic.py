@@ -144,8 +144,9 @@ def _check_name(cell, kind, name, taken=(), states=()):
         problem = "is a Python builtin the kernels may call"
     elif name in KERNEL_WORDS or low in {w.lower() for w in KERNEL_WORDS}:
         problem = "is a name the generated kernels use"
-    elif low in ("x_in", "t_step"):
-        problem = f"is the symbol of the {'raw input (spec.x)' if low == 'x_in' else 'step number (spec.t)'}"
+    elif low in ("x_in", "t_step", "below_in"):
+        problem = "is the symbol of the " + {"x_in": "raw input (spec.x)", "t_step": "step number (spec.t)",
+                                             "below_in": "layer below's value (spec.below)"}[low]
     elif name.upper() in KERNEL_ARRAYS:
         problem = f"would name the kernels' array {name.upper()}"
     elif low.startswith(KERNEL_PREFIXES) or _CSE_NAME.fullmatch(low):
@@ -252,7 +253,7 @@ class CellSpec:
     """
 
     def __init__(self, name, gates, states=("h",), output="h", params=(), description="",
-                 input_gates=None, recurrent_gates=None, constants=()):
+                 input_gates=None, recurrent_gates=None, constants=(), below=None):
         if not str(name).isidentifier():
             raise CellSpecError(f"cell name must be a Python identifier, got {name!r}")
         self.name = str(name)
@@ -294,6 +295,11 @@ class CellSpec:
         self.t = sp.Symbol("t_step", real=True)
         # per-unit values that are not trained (the layer gives them; the Clockwork RNN's periods)
         self.constant = {c: sp.Symbol(c, real=True) for c in self.constant_names}
+        # the value of the state ``below`` of the layer below, at the same step (a depth gate)
+        if below is not None and below not in self.states:
+            raise CellSpecError(f"{name}: below={below!r} is not one of the states {self.states}")
+        self.below_state = below
+        self.below = sp.Symbol("below_in", real=True)
         # gate -> the value its recurrent product multiplies, where not the output's previous value
         self.operands: dict[str, sp.Expr] = {}
         self.prev = {s: sp.Symbol(f"{s}_prev", real=True) for s in self.states}
@@ -318,7 +324,7 @@ class CellSpec:
     @property
     def input_symbols(self):
         return (list(self.gx.values()) + list(self.gh.values())
-                + list(self.prev.values()) + list(self.param.values()) + [self.x, self.t]
+                + list(self.prev.values()) + list(self.param.values()) + [self.x, self.t, self.below]
                 + list(getattr(self, "constant", {}).values()))
 
     def recurrent_operand(self, gate, expr):
@@ -342,7 +348,7 @@ class CellSpec:
         expressions = [item.expr for item in self.intermediates] + [*self.updates.values(), *self.operands.values()]
         uses_x_or_t = any(self.x in e.free_symbols or self.t in e.free_symbols for e in expressions)
         return (self.input_gates != self.gates or self.recurrent_gates != self.gates
-                or bool(self.operands) or uses_x_or_t or bool(self.constant_names))
+                or bool(self.operands) or uses_x_or_t or bool(self.constant_names) or self.below_state is not None)
 
     def operand(self, gate):
         """The value block ``gate``'s recurrent product multiplies (h_{t−1} unless given)."""
@@ -454,12 +460,12 @@ class CellSpec:
         if self.staged:
             text += repr((self.input_gates, self.recurrent_gates,
                           [(g, sp.srepr(self.operand(g))) for g in self.recurrent_gates]))
-            if self.constant_names:
-                text += repr(self.constant_names)
+            if self.constant_names or self.below_state:
+                text += repr((self.constant_names, self.below_state))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def latex_names(self):
-        names = {self.x: "x_t", self.t: "t", **{c: _default_latex(n) for n, c in self.constant.items()}}
+        names = {self.x: "x_t", self.t: "t", self.below: rf"{_state_latex(self.below_state or 'c')}^{{L-1}}_t", **{c: _default_latex(n) for n, c in self.constant.items()}}
         for g in self.input_gates:
             names[self.gx[g]] = rf"g^{{x}}_{{{g}}}"
         for g in self.recurrent_gates:

@@ -212,6 +212,40 @@ def greff_fgr(x, params, y0, c0, i0, f0, o0):
     return np.stack(outputs), [y, c, previous["i"], previous["f"], previous["o"]]
 
 
+def depth_gated_lstm(x, params, h0, c0, num_layers):
+    """Yao et al. 2015, "Depth-Gated LSTM", eqs. (1)–(7), a stack of ``num_layers`` layers over
+    x [T, B, n]; layer L + 1's input is h^L and its depth gate reads c_t^L (the first layer's
+    lower cell is 0):
+
+        d_t^{L+1} = σ(b_d + W_xd x_t^{L+1} + w_cd ⊙ c_{t−1}^{L+1} + w_ld ⊙ c_t^L)
+        c_t^{L+1} = d_t^{L+1} ⊙ c_t^L + f_t ⊙ c_{t−1}^{L+1} + i_t ⊙ tanh(W_xc x_t + W_hc h_{t−1} + b_c)
+
+    with peephole gates i, f (c_{t−1}) and o (c_t). Storage: weight_ih_l{k} blocks i, f, g, o, d;
+    weight_hh_l{k} blocks i, f, g, o. h0, c0: [L, B, d]. Returns (y [T, B, d], h_T, c_T)."""
+    d = h0.shape[2]
+    layer_input, lower_cells = x, np.zeros((x.shape[0],) + h0.shape[1:])
+    h_final, c_final = np.empty_like(h0), np.empty_like(c0)
+    for layer in range(num_layers):
+        k = f"_l{layer}"
+        W, bx = _blocks(params["weight_ih" + k], params["bias_ih" + k], "ifgod", d)
+        R, bh = _blocks(params["weight_hh" + k], params["bias_hh" + k], "ifgo", d)
+        p = {name: params[name + k] for name in ("weight_ci", "weight_cf", "weight_co", "weight_cd", "weight_ld")}
+        h, c = h0[layer], c0[layer]
+        outputs, cells = [], []
+        for x_t, c_below in zip(layer_input, lower_cells):
+            i = sigmoid(x_t @ W["i"].T + bx["i"] + h @ R["i"].T + bh["i"] + p["weight_ci"] * c)
+            f = sigmoid(x_t @ W["f"].T + bx["f"] + h @ R["f"].T + bh["f"] + p["weight_cf"] * c)
+            depth = sigmoid(bx["d"] + x_t @ W["d"].T + p["weight_cd"] * c + p["weight_ld"] * c_below)
+            c = depth * c_below + f * c + i * np.tanh(x_t @ W["g"].T + bx["g"] + h @ R["g"].T + bh["g"])
+            o = sigmoid(x_t @ W["o"].T + bx["o"] + h @ R["o"].T + bh["o"] + p["weight_co"] * c)
+            h = o * np.tanh(c)
+            outputs.append(h)
+            cells.append(c)
+        layer_input, lower_cells = np.stack(outputs), np.stack(cells)
+        h_final[layer], c_final[layer] = h, c
+    return layer_input, h_final, c_final
+
+
 def _one_state(reference):
     def run(x, params, states):
         y, h = reference(x, params, states[0])
@@ -226,6 +260,8 @@ STAGED_REFERENCES = {
     "mut2": _one_state(lambda x, params, h0: mut(2, x, params, h0)),
     "mut3": _one_state(lambda x, params, h0: mut(3, x, params, h0)),
     "lstm_fgr": lambda x, params, states: greff_fgr(x, params, *states),
+    "depth_gated_lstm": lambda x, params, states: (lambda y, h, c: (y, [h[0], c[0]]))(
+        *depth_gated_lstm(x, params, states[0][None], states[1][None], 1)),
 }
 
 

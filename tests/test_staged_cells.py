@@ -1,4 +1,5 @@
-"""Staged cells (lstmkit.staged): Cho's GRU, MUT1–3, Greff's FGR and a user cell with every new feature.
+"""Staged cells (lstmkit.staged): Cho's GRU, MUT1–3, Greff's FGR, Yao's Depth-Gated LSTM and a user
+cell with every new feature.
 
 Each built-in staged cell against an independent NumPy reference written from its paper
 (tests/references.py), step by step against the whole sequence, and with ragged lengths
@@ -11,7 +12,7 @@ import pytest
 import lstmkit
 from lstmkit import CellSpec, CellSpecError, RecurrentLayer, sigmoid, tanh
 from lstmkit.gradcheck import layer_gradcheck
-from references import STAGED_REFERENCES
+from references import STAGED_REFERENCES, depth_gated_lstm
 
 STAGED = sorted(STAGED_REFERENCES)
 
@@ -192,3 +193,43 @@ def test_staged_specs_are_checked_when_written():
         unused.validate()
     with pytest.raises(CellSpecError, match="symbol of the raw input"):
         CellSpec("named", gates="f", states=("x_in",), output="x_in")
+
+
+# -- the Depth-Gated LSTM: a value from the layer below -------------------------------------
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_depth_gated_stack_agrees_with_the_reference_from_the_paper(dtype, tolerance):
+    rng = np.random.default_rng(7)
+    layer = lstmkit.DepthGatedLSTM(3, 4, num_layers=3, dtype=dtype, seed=7)
+    # element-wise weights large enough that the depth gate matters
+    layer.load_state_dict({k: v * (3.0 if k.startswith(("weight_c", "weight_l")) else 1.0)
+                           for k, v in layer.params.items()})
+    x = rng.standard_normal((8, 2, 3)).astype(dtype)
+    h0, c0 = (rng.standard_normal((3, 2, 4)).astype(dtype) for _ in range(2))
+    y, (h_final, c_final) = layer(x, (h0, c0))
+    params64 = {k: v.astype(np.float64) for k, v in layer.params.items()}
+    y_ref, h_ref, c_ref = depth_gated_lstm(x.astype(np.float64), params64, h0.astype(np.float64),
+                                           c0.astype(np.float64), 3)
+    for ours, reference in ((y, y_ref), (h_final, h_ref), (c_final, c_ref)):
+        assert np.abs(ours - reference).max() < tolerance
+    # without the depth gate's term the upper layers would differ: the comparison can fail
+    no_depth = {k: (v if not k.startswith("weight_ih") else v.copy()) for k, v in params64.items()}
+    for k in range(1, 3):
+        no_depth[f"bias_ih_l{k}"] = params64[f"bias_ih_l{k}"].copy()
+        no_depth[f"bias_ih_l{k}"][16:] = -50.0        # d = σ(−50 + …) ≈ 0
+    y_without, _, _ = depth_gated_lstm(x.astype(np.float64), no_depth, h0.astype(np.float64),
+                                       c0.astype(np.float64), 3)
+    assert np.abs(y - y_without).max() > 1e-3
+
+
+def test_depth_gated_gradients_inference_and_pieces():
+    rng = np.random.default_rng(8)
+    layer = lstmkit.DepthGatedLSTM(3, 4, num_layers=3, dtype=np.float64, seed=8)
+    x = rng.standard_normal((7, 2, 3))
+    state = tuple(rng.standard_normal((2, 3, 2, 4)))
+    errors = layer_gradcheck(layer, x, state, lengths=np.array([7, 4]))
+    assert max(errors.values()) < 1e-6, errors
+    y, final = layer(x, state)
+    y_inference, final_inference = layer(x, state, inference=True)     # two-slot histories elsewhere
+    np.testing.assert_array_equal(y, y_inference)
+    with pytest.raises(ValueError, match="bidirectional"):
+        RecurrentLayer("depth_gated_lstm", 3, 4, num_layers=2, bidirectional=True)

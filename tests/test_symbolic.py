@@ -55,7 +55,8 @@ def test_backward_recomputes_nothing_transcendental(name):
     if spec.staged:     # one backward kernel per stage (lstmkit.staged), each with its own CSE
         kernels = [(subexprs, gradients) for _, subexprs, gradients in derivation.backward]
         incoming = {sp.Symbol(f"d_{s}", real=True) for s in spec.states} | {
-            sp.Symbol(f"d_{o}", real=True) for o in derivation.operand_symbols.values()} | {spec.x}
+            sp.Symbol(f"d_{o}", real=True) for o in derivation.operand_symbols.values()} | {
+            spec.x, spec.t, spec.below, *spec.constant.values()}
     else:
         kernels = [(derivation.backward_cse, derivation.gradients)]
         incoming = set(derivation.grad_out.values())

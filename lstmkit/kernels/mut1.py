@@ -55,6 +55,8 @@ RAW_INPUT = True
 # per-unit constants the layer gives (not trained), and whether the step number is read
 CONSTANTS = ()
 READS_STEP = False
+# the state of the layer below that the cell reads at the same step (None: none)
+BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'BIAS_IH', 'BIAS_HH', 'H', 'OPERAND_1', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_X_IN')
 SPEC_KEY = '4c17602eac345c6f'
