@@ -103,8 +103,11 @@ class RecurrentLayer(Module):
         dtype = check_float_dtype(dtype)
         self._cell = spec
         self.kernels = kernels
-        # a staged cell's kernels run on their own driver (lstmkit.staged_driver)
-        self._driver = staged_driver if getattr(kernels, "STAGED", False) else driver
+        # a staged cell's kernels run on their own driver (lstmkit.staged_driver); what more they
+        # take is looked up once here (a missing module attribute costs a microsecond a call)
+        self._staged = getattr(kernels, "STAGED", False)
+        self._driver = staged_driver if self._staged else driver
+        self._below = getattr(kernels, "BELOW", None)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -230,7 +233,8 @@ class RecurrentLayer(Module):
         a cell that reads the step number (the Clockwork RNN), so that a sequence fed in
         pieces runs as one; every direction counts its own steps from it.
         """
-        if isinstance(first_step, bool) or not isinstance(first_step, numbers.Integral) or first_step < 0:
+        if type(first_step) is not int and (isinstance(first_step, bool)
+                                            or not isinstance(first_step, numbers.Integral)) or first_step < 0:
             raise ValueError(f"first_step must be an integer >= 0, got {first_step!r}")
         caller_x = x
         x, unbatched = self._check_input(x)
@@ -255,15 +259,7 @@ class RecurrentLayer(Module):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
-                extra = {}
-                if getattr(self.kernels, "CONSTANTS", ()):
-                    extra["constants"] = [self.constants[c] for c in self.kernels.CONSTANTS]
-                if getattr(self.kernels, "READS_STEP", False):
-                    extra["first_step"] = int(first_step)
-                if getattr(self.kernels, "BELOW", None) is not None and layer:
-                    # a depth gate: the layer below's state at each step (zeros under the first layer)
-                    below_tape = tapes[slot - self.num_directions]
-                    extra["below"] = below_tape.histories[self.kernels.STATES.index(self.kernels.BELOW)][1:]
+                extra = self._staged_arguments(layer, slot, tapes, first_step) if self._staged else {}
                 output, final_states, tape = self._driver.sequence_forward(
                     self.kernels, source, self._weight(f"weight_ih{suffix}"),
                     self._weight(f"weight_hh{suffix}"), self.params.get(f"bias_ih{suffix}"),
@@ -338,7 +334,7 @@ class RecurrentLayer(Module):
         grads = {}
         d_initial = [np.empty_like(d) for d in d_final]
         d_layer_output = dy
-        reads_below = getattr(self.kernels, "BELOW", None) is not None
+        reads_below = self._below is not None
         d_above = None        # a depth gate's gradient from the layer above to this one's state
         for layer in reversed(range(self.num_layers)):
             d_input = None
@@ -382,6 +378,16 @@ class RecurrentLayer(Module):
                                  f"shape {value.shape}")
             checked[name] = value
         return checked
+
+    def _staged_arguments(self, layer, slot, tapes, first_step):
+        """What a staged cell's driver takes besides a one-product cell's arguments."""
+        extra = {"constants": [self.constants[c] for c in self.kernels.CONSTANTS],
+                 "first_step": int(first_step)}
+        if self._below is not None and layer:
+            # a depth gate: the layer below's state at each step (zeros under the first layer)
+            below_tape = tapes[slot - self.num_directions]
+            extra["below"] = below_tape.histories[self.kernels.STATES.index(self._below)][1:]
+        return extra
 
     def _weight(self, name):
         """A weight as forward uses it: times its structural mask, if it has one."""

@@ -10,7 +10,10 @@ both known before the element-wise part runs (:mod:`lstmkit.codegen`'s fast path
 * have blocks fed by the input alone or by the recurrent product alone
   (``CellSpec(..., input_gates=..., recurrent_gates=...)``): they get no weights at all
   on the other side;
-* read the raw input ``x_t`` element-wise (``spec.x``; input_size == hidden_size).
+* read the raw input ``x_t`` element-wise (``spec.x``; input_size == hidden_size);
+* read the step number (``spec.t``) and per-unit constants the layer gives
+  (``CellSpec(..., constants=...)``): the Clockwork RNN;
+* read a state of the layer below at the same step (``spec.below``): the depth gate.
 
 The recurrent blocks are grouped by the value they multiply (an *operand*): each group is
 one product, on the rows of ``weight_hh`` of its blocks. A group's *stage* is 0 when its
@@ -73,10 +76,6 @@ class StagedDerivation:
     raw_gradients: dict
     uses_x: bool
     uses_t: bool = False
-
-    @property
-    def stages(self):
-        return max([0] + [g.stage for g in self.groups])
 
     @property
     def phases(self):
