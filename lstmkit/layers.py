@@ -179,11 +179,22 @@ class RecurrentLayer(Module):
         value = float(value)
         if not np.isfinite(value):
             raise ValueError(f"forget bias must be finite, got {value}")
-        block = self.kernels.GATES.index("f")
-        forget = slice(block * self.hidden_size, (block + 1) * self.hidden_size)
+        # the f block's rows in each bias (a staged cell's blocks may sit on one side only)
+        input_gates = getattr(self.kernels, "INPUT_GATES", self.kernels.GATES)
+        recurrent_gates = getattr(self.kernels, "RECURRENT_GATES", self.kernels.GATES)
+
+        def rows(gates):
+            if "f" not in gates:
+                return None
+            block = gates.index("f")
+            return slice(block * self.hidden_size, (block + 1) * self.hidden_size)
+
+        forget_ih, forget_hh = rows(input_gates), rows(recurrent_gates)
         for _, _, suffix in self._suffixes():
-            self.params[f"bias_ih{suffix}"][forget] = value
-            self.params[f"bias_hh{suffix}"][forget] = 0.0
+            if forget_ih is not None:
+                self.params[f"bias_ih{suffix}"][forget_ih] = value
+            if forget_hh is not None:
+                self.params[f"bias_hh{suffix}"][forget_hh] = 0.0 if forget_ih is not None else value
         return self
 
     def gate_activations(self, layer=0, direction=0):

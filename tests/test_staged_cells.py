@@ -233,3 +233,17 @@ def test_depth_gated_gradients_inference_and_pieces():
     np.testing.assert_array_equal(y, y_inference)
     with pytest.raises(ValueError, match="bidirectional"):
         RecurrentLayer("depth_gated_lstm", 3, 4, num_layers=2, bidirectional=True)
+
+
+def test_set_forget_bias_finds_the_f_block_on_each_side():
+    spec = CellSpec("f_second", gates="nf", states=("h",), input_gates="f", recurrent_gates="nf")
+    f = spec.let("forget_gate", sigmoid(spec.gx["f"] + spec.gh["f"]))
+    spec.update("h", f * spec.prev["h"] + (1 - f) * tanh(spec.gh["n"]))
+    layer = RecurrentLayer(spec, 2, 3, seed=0).set_forget_bias(1.5)
+    assert np.all(layer.params["bias_ih_l0"] == 1.5)                  # f is weight_ih's only block
+    assert np.all(layer.params["bias_hh_l0"][3:] == 0) and np.all(layer.params["bias_hh_l0"][:3] != 0)
+    only_hh = CellSpec("f_recurrent", gates="nf", states=("h",), input_gates="n", recurrent_gates="f")
+    g = only_hh.let("forget_gate", sigmoid(only_hh.gh["f"]))
+    only_hh.update("h", g * only_hh.prev["h"] + (1 - g) * tanh(only_hh.gx["n"]))
+    layer = RecurrentLayer(only_hh, 2, 3, seed=0).set_forget_bias(1.5)
+    assert np.all(layer.params["bias_hh_l0"] == 1.5) and np.all(layer.params["bias_ih_l0"] != 1.5)
