@@ -418,6 +418,7 @@ import numpy as np
 import lstmkit
 from lstmkit import driver
 from lstmkit.cells import BUILTIN_CELLS
+from lstmkit.kernels import load
 threaded = sys.argv[1] == "threaded"
 if threaded:   # the loops on blocks of rows and the products on Numba's threads
     driver.PARALLEL_MIN_WORK = 0
@@ -425,8 +426,9 @@ rng = np.random.default_rng(0)
 start = time.perf_counter()
 for name in BUILTIN_CELLS:
     for dtype in (np.float32, np.float64):
-        layer = lstmkit.RecurrentLayer(name, 3, 4, dtype=dtype, seed=0)
-        x = rng.standard_normal((8, 16, 3) if threaded else (5, 2, 3)).astype(dtype)
+        n_in = 4 if getattr(load(name), "RAW_INPUT", False) else 3   # MUT1, MUT2: input_size == hidden_size
+        layer = lstmkit.RecurrentLayer(name, n_in, 4, dtype=dtype, seed=0)
+        x = rng.standard_normal((8, 16, n_in) if threaded else (5, 2, n_in)).astype(dtype)
         y, _ = layer(x)
         layer.backward(np.ones_like(y))
 print(time.perf_counter() - start)

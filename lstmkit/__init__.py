@@ -7,7 +7,7 @@ The pipeline, one straight line (see ARCHITECTURE.md):
 """
 import importlib
 
-from .layers import GRU, LSTM, RNN, CoupledLSTM, PeepholeLSTM, RecurrentLayer
+from .layers import GRU, LSTM, RNN, ClockworkRNN, CoupledLSTM, DepthGatedLSTM, PeepholeLSTM, RecurrentLayer
 from .step_cells import GRUCell, LSTMCell, RNNCell
 
 # the training stack, as submodules: lstmkit.nn, .models, .optim, .train, .checkpoint
@@ -23,15 +23,15 @@ __version__ = "0.1.0"
 # from its generated kernels alone, and importing SymPy is slow.
 _LAZY = {
     "CellSpec": "symbolic", "CellSpecError": "symbolic", "Derivation": "symbolic",
-    "derive": "symbolic", "relu": "symbolic", "sigmoid": "symbolic", "tanh": "symbolic",
+    "derive": "symbolic", "relu": "symbolic", "sigmoid": "symbolic", "tanh": "symbolic", "tick": "symbolic",
     "BUILTIN_CELLS": "cells", "get_cell": "cells", "gru_spec": "cells", "lstm_spec": "cells",
     "rnn_spec": "cells", "kernel_source": "codegen", "load_kernels": "codegen",
 }
 
 __all__ = [
-    "BUILTIN_CELLS", "CellSpec", "CellSpecError", "CoupledLSTM", "Derivation", "GRU", "GRUCell", "LSTM",
+    "BUILTIN_CELLS", "CellSpec", "CellSpecError", "ClockworkRNN", "CoupledLSTM", "DepthGatedLSTM", "Derivation", "GRU", "GRUCell", "LSTM",
     "LSTMCell", "PeepholeLSTM", "RNN", "RNNCell", "RecurrentLayer", "derive", "get_cell", "gru_spec", "kernel_source",
-    "load_kernels", "lstm_spec", "relu", "rnn_spec", "sigmoid", "tanh",
+    "load_kernels", "lstm_spec", "relu", "rnn_spec", "sigmoid", "tanh", "tick",
 ]
 
 

@@ -34,11 +34,11 @@ def demo():
 
     rng = np.random.default_rng(0)
     steps, batch, n_in, hidden, layers = 6, 3, 4, 5, 2
-    x = rng.standard_normal((steps, batch, n_in))
+    inputs = {n_in: rng.standard_normal((steps, batch, n_in)), hidden: rng.standard_normal((steps, batch, hidden))}
     header = (f"{'cell':<26} {'params':>7} {'derive s':>9} {'emit s':>7} {'compile s':>10} "
               f"{'max grad err':>13} {'vs torch':>9}")
     print(f"Every built-in cell: input_size={n_in}, hidden_size={hidden}, num_layers={layers}, "
-          f"T={steps}, B={batch}, float64\n")
+          f"T={steps}, B={batch}, float64\n(input_size={hidden} for the cells that read their raw input)\n")
     print(header)
     print("-" * len(header))
     worst, worst_torch = 0.0, 0.0
@@ -48,11 +48,14 @@ def demo():
         derived = time.perf_counter()
         kernel_source(derivation)
         emitted = time.perf_counter()
-        layer = RecurrentLayer(spec, n_in, hidden, num_layers=layers, dtype=np.float64, seed=0)
+        # a cell that reads its raw input element-wise (MUT1, MUT2) needs input_size == hidden_size
+        cell_in = hidden if getattr(derivation, "uses_x", False) else n_in
+        x = inputs[cell_in]
+        layer = RecurrentLayer(spec, cell_in, hidden, num_layers=layers, dtype=np.float64, seed=0)
         layer(x)
         layer.backward(np.ones((steps, batch, hidden)))
         x32 = x.astype(np.float32)
-        layer32 = RecurrentLayer(spec, n_in, hidden, num_layers=layers, dtype=np.float32, seed=0)
+        layer32 = RecurrentLayer(spec, cell_in, hidden, num_layers=layers, dtype=np.float32, seed=0)
         layer32(x32)
         layer32.backward(np.ones((steps, batch, hidden), np.float32))
         compiled = time.perf_counter()

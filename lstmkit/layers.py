@@ -16,11 +16,11 @@ import warnings
 
 import numpy as np
 
-from . import driver
+from . import driver, staged_driver
 from .kernels import load as load_builtin_kernels
 from .module import Module, check_float_array, check_float_dtype, check_sizes
 
-__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM"]
+__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CoupledLSTM", "ClockworkRNN", "DepthGatedLSTM"]
 
 
 class ForwardRecord(NamedTuple):
@@ -64,7 +64,7 @@ class RecurrentLayer(Module):
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None, constants=None):
         # A built-in cell by name needs only its generated kernels, not SymPy: importing
         # SymPy is a large part of `import lstmkit`, so the spec is built when asked for.
         if isinstance(cell, str):
@@ -89,9 +89,25 @@ class RecurrentLayer(Module):
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
                           f"num_layers={num_layers}", UserWarning, stacklevel=3)
         self.dropout = float(dropout)
+        if getattr(kernels, "BELOW", None) is not None and bidirectional:
+            raise ValueError(f"cell {kernels.CELL!r} reads the state of the layer below at the same step; "
+                             "a bidirectional stack has no single layer below, so bidirectional=True is refused")
+        if getattr(kernels, "RAW_INPUT", False):
+            # the cell adds x_t element-wise to hidden-sized values: every layer's input is hidden-sized
+            if self.input_size != self.hidden_size or (bidirectional and self.num_layers > 1):
+                raise ValueError(
+                    f"cell {kernels.CELL!r} uses its raw input element-wise, so each layer's input must "
+                    f"have hidden_size={self.hidden_size} features: got input_size={self.input_size}"
+                    + (" and a bidirectional stack (its upper layers' input is 2·hidden_size wide)"
+                       if bidirectional and self.num_layers > 1 else ""))
         dtype = check_float_dtype(dtype)
         self._cell = spec
         self.kernels = kernels
+        # a staged cell's kernels run on their own driver (lstmkit.staged_driver); what more they
+        # take is looked up once here (a missing module attribute costs a microsecond a call)
+        self._staged = getattr(kernels, "STAGED", False)
+        self._driver = staged_driver if self._staged else driver
+        self._below = getattr(kernels, "BELOW", None)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -100,6 +116,11 @@ class RecurrentLayer(Module):
         self.params = self._init_params(np.random.default_rng(seed))
         self._dropout_rng = _dropout_generator(seed) if self.dropout else None
         self.grads = {}
+        # a staged cell's per-unit constants, {name: [hidden_size]}, the same in every layer and
+        # direction (the Clockwork RNN's periods); and structural masks of weights, {parameter
+        # name: 0/1 array}: forward uses weight ⊙ mask and backward masks the gradient
+        self.constants = self._check_constants(constants)
+        self.weight_masks = {}
         self._tape = None
         # per layer and direction: the buffers each call lends its tape (driver.Workspace)
         self._workspaces = [driver.Workspace() for _ in range(self.num_layers * self.num_directions)]
@@ -121,15 +142,17 @@ class RecurrentLayer(Module):
 
     def parameter_shapes(self):
         """Name → shape of every parameter, in torch's ``state_dict`` order."""
-        gates = len(self.kernels.GATES) * self.hidden_size
+        # a staged cell's blocks may have rows on one side only
+        input_gates = len(getattr(self.kernels, "INPUT_GATES", self.kernels.GATES)) * self.hidden_size
+        recurrent_gates = len(getattr(self.kernels, "RECURRENT_GATES", self.kernels.GATES)) * self.hidden_size
         shapes = {}
         for layer, _, suffix in self._suffixes():
             n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
-            shapes[f"weight_ih{suffix}"] = (gates, n_in)
-            shapes[f"weight_hh{suffix}"] = (gates, self.hidden_size)
+            shapes[f"weight_ih{suffix}"] = (input_gates, n_in)
+            shapes[f"weight_hh{suffix}"] = (recurrent_gates, self.hidden_size)
             if self.bias:
-                shapes[f"bias_ih{suffix}"] = (gates,)
-                shapes[f"bias_hh{suffix}"] = (gates,)
+                shapes[f"bias_ih{suffix}"] = (input_gates,)
+                shapes[f"bias_hh{suffix}"] = (recurrent_gates,)
             for param in self.kernels.PARAMS:
                 shapes[f"{param}{suffix}"] = (self.hidden_size,)
         return shapes
@@ -156,11 +179,22 @@ class RecurrentLayer(Module):
         value = float(value)
         if not np.isfinite(value):
             raise ValueError(f"forget bias must be finite, got {value}")
-        block = self.kernels.GATES.index("f")
-        forget = slice(block * self.hidden_size, (block + 1) * self.hidden_size)
+        # the f block's rows in each bias (a staged cell's blocks may sit on one side only)
+        input_gates = getattr(self.kernels, "INPUT_GATES", self.kernels.GATES)
+        recurrent_gates = getattr(self.kernels, "RECURRENT_GATES", self.kernels.GATES)
+
+        def rows(gates):
+            if "f" not in gates:
+                return None
+            block = gates.index("f")
+            return slice(block * self.hidden_size, (block + 1) * self.hidden_size)
+
+        forget_ih, forget_hh = rows(input_gates), rows(recurrent_gates)
         for _, _, suffix in self._suffixes():
-            self.params[f"bias_ih{suffix}"][forget] = value
-            self.params[f"bias_hh{suffix}"][forget] = 0.0
+            if forget_ih is not None:
+                self.params[f"bias_ih{suffix}"][forget_ih] = value
+            if forget_hh is not None:
+                self.params[f"bias_hh{suffix}"][forget_hh] = 0.0 if forget_ih is not None else value
         return self
 
     def gate_activations(self, layer=0, direction=0):
@@ -201,13 +235,18 @@ class RecurrentLayer(Module):
         self._tape = None
 
     # -- forward ----------------------------------------------------------------
-    def forward(self, x, state=None, lengths=None, *, inference=False):
+    def forward(self, x, state=None, lengths=None, *, inference=False, first_step=0):
         """Run the layer over ``x``; see the class docstring.
 
         ``inference=True`` keeps nothing for backward (no saved gate values, no
         state histories beyond two steps), so it is faster and lighter, and
-        ``backward`` cannot follow it.
+        ``backward`` cannot follow it. ``first_step``: the number of steps already run, for
+        a cell that reads the step number (the Clockwork RNN), so that a sequence fed in
+        pieces runs as one; every direction counts its own steps from it.
         """
+        if type(first_step) is not int and (isinstance(first_step, bool)
+                                            or not isinstance(first_step, numbers.Integral)) or first_step < 0:
+            raise ValueError(f"first_step must be an integer >= 0, got {first_step!r}")
         caller_x = x
         x, unbatched = self._check_input(x)
         if not inference and np.may_share_memory(x, caller_x):
@@ -231,13 +270,14 @@ class RecurrentLayer(Module):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
-                output, final_states, tape = driver.sequence_forward(
-                    self.kernels, source, self.params[f"weight_ih{suffix}"],
-                    self.params[f"weight_hh{suffix}"], self.params.get(f"bias_ih{suffix}"),
+                extra = self._staged_arguments(layer, slot, tapes, first_step) if self._staged else {}
+                output, final_states, tape = self._driver.sequence_forward(
+                    self.kernels, source, self._weight(f"weight_ih{suffix}"),
+                    self._weight(f"weight_hh{suffix}"), self.params.get(f"bias_ih{suffix}"),
                     self.params.get(f"bias_hh{suffix}"),
                     [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
                     [s[slot] for s in initial], lengths, inference=inference,
-                    workspace=self._workspaces[slot])
+                    workspace=self._workspaces[slot], **extra)
                 tapes.append(tape)
                 for final, final_state in zip(finals, final_states):
                     final[slot] = final_state
@@ -305,6 +345,8 @@ class RecurrentLayer(Module):
         grads = {}
         d_initial = [np.empty_like(d) for d in d_final]
         d_layer_output = dy
+        reads_below = self._below is not None
+        d_above = None        # a depth gate's gradient from the layer above to this one's state
         for layer in reversed(range(self.num_layers)):
             d_input = None
             for direction in range(self.num_directions):
@@ -312,8 +354,11 @@ class RecurrentLayer(Module):
                 slot = layer * self.num_directions + direction
                 d_out = d_layer_output[:, :, direction * self.hidden_size:(direction + 1) * self.hidden_size]
                 d_out = np.ascontiguousarray(d_out if direction == 0 else _reverse_rows(d_out, lengths))
-                dx, d_states, layer_grads = driver.sequence_backward(
-                    self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias)
+                extra = {"d_above": d_above} if reads_below else {}
+                dx, d_states, layer_grads = self._driver.sequence_backward(
+                    self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias, **extra)
+                if reads_below:
+                    d_above = layer_grads.pop("below")
                 for d_init, d in zip(d_initial, d_states):
                     d_init[slot] = d
                 grads.update({f"{name}{suffix}": g for name, g in layer_grads.items()})
@@ -324,9 +369,42 @@ class RecurrentLayer(Module):
             d_layer_output = d_input
         if borrowed is not None:
             workspace.give("d_output", borrowed)
+        for name, mask in self.weight_masks.items():      # the structure is kept through training
+            grads[name] = grads[name] * mask
         self.grads = {name: grads[name] for name in self.params}
         dx = self._format_output(d_layer_output, unbatched)
         return dx, self._format_state(d_initial, unbatched)
+
+    def _check_constants(self, constants):
+        names = getattr(self.kernels, "CONSTANTS", ())
+        constants = dict(constants or {})
+        if set(constants) != set(names):
+            raise ValueError(f"cell {self.kernels.CELL!r} takes the per-unit constants {list(names)}; "
+                             f"got {sorted(constants)}")
+        checked = {}
+        for name in names:
+            value = np.asarray(constants[name], dtype=self.dtype)
+            if value.shape != (self.hidden_size,) or not np.all(np.isfinite(value)):
+                raise ValueError(f"constant {name!r}: expected {self.hidden_size} finite numbers, got "
+                                 f"shape {value.shape}")
+            checked[name] = value
+        return checked
+
+    def _staged_arguments(self, layer, slot, tapes, first_step):
+        """What a staged cell's driver takes besides a one-product cell's arguments."""
+        extra = {"constants": [self.constants[c] for c in self.kernels.CONSTANTS],
+                 "first_step": int(first_step)}
+        if self._below is not None and layer:
+            # a depth gate: the layer below's state at each step (zeros under the first layer)
+            below_tape = tapes[slot - self.num_directions]
+            extra["below"] = below_tape.histories[self.kernels.STATES.index(self._below)][1:]
+        return extra
+
+    def _weight(self, name):
+        """A weight as forward uses it: times its structural mask, if it has one."""
+        weight = self.params[name]
+        mask = self.weight_masks.get(name)
+        return weight if mask is None else weight * mask
 
     def _dropout_mask(self, shape):
         """0 with probability p, else 1/(1 − p) (all zeros when p = 1, as torch gives)."""
@@ -448,12 +526,20 @@ class LSTM(RecurrentLayer):
 
 
 class GRU(RecurrentLayer):
-    """GRU as ``torch.nn.GRU``: gates r, z, n with ``n = tanh(gx_n + r ⊙ (W_hn h + b_hn))``."""
+    """GRU as ``torch.nn.GRU``: gates r, z, n with ``n = tanh(gx_n + r ⊙ (W_hn h + b_hn))``.
+
+    ``reset_after=False`` is Cho et al. 2014's GRU (Keras's option of that name): the reset
+    gate acts before the recurrent product, ``n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)``,
+    with the same parameters (the built-in staged cell ``gru_reset_before``).
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, **kwargs):
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, **kwargs)
+                 dropout=0.0, bidirectional=False, *, reset_after=True, **kwargs):
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
+        super().__init__("gru" if reset_after else "gru_reset_before", input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, **kwargs)
+        self.reset_after = reset_after
 
 
 class PeepholeLSTM(RecurrentLayer):
@@ -475,3 +561,53 @@ class CoupledLSTM(RecurrentLayer):
                  dropout=0.0, bidirectional=False, **kwargs):
         super().__init__("coupled_lstm", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, **kwargs)
+
+
+class ClockworkRNN(RecurrentLayer):
+    """The Clockwork RNN of Koutník et al. 2014 (``lstmkit.cells.clockwork_spec``).
+
+    The hidden units form ``len(periods)`` modules of equal size, module i with period
+    ``periods[i]`` (strictly ascending: Koutník's exponential series is the default). At step t
+    (counted from 1) module i runs when t mod T_i = 0 and keeps its value otherwise. The
+    recurrent matrix is block upper-triangular, so that slower modules feed faster ones and
+    not the reverse: ``weight_masks["weight_hh_l{k}"]`` keeps that structure in forward
+    (weight ⊙ mask) and in the gradient, so it holds through training. Parameters are an
+    Elman RNN's (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``).
+    The cell's kernels are generated into the kernel cache on first use.
+    """
+
+    def __init__(self, input_size, hidden_size, periods=(1, 2, 4, 8), num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, **kwargs):
+        from .cells import clockwork_spec
+
+        periods = tuple(periods)
+        if (not periods or any(isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 1 for p in periods)
+                or any(a >= b for a, b in zip(periods, periods[1:]))):
+            raise ValueError(f"periods must be positive integers in strictly ascending order, got {periods!r}")
+        if isinstance(hidden_size, numbers.Integral) and hidden_size % len(periods):
+            raise ValueError(f"hidden_size={hidden_size} must split into {len(periods)} modules of equal size "
+                             f"(one per period {periods})")
+        module_size = int(hidden_size) // len(periods)
+        module = np.arange(hidden_size) // max(module_size, 1)
+        super().__init__(clockwork_spec(), input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, constants={"period": np.asarray(periods)[module]}, **kwargs)
+        self.periods = periods
+        # row unit j (a faster or equal module) receives from column unit k when module(k) >= module(j)
+        mask = (module[None, :] >= module[:, None]).astype(self.dtype)
+        for _, _, suffix in self._suffixes():
+            self.weight_masks[f"weight_hh{suffix}"] = mask
+            self.params[f"weight_hh{suffix}"] *= mask
+
+
+class DepthGatedLSTM(RecurrentLayer):
+    """The Depth-Gated LSTM of Yao et al. 2015 (``lstmkit.cells.depth_gated_lstm_spec``): in each
+    layer above the first, a depth gate d_t = σ(…) adds d_t ⊙ c_t (of the layer below, at the
+    same step) into the cell update. Gate blocks i, f, g, o, d (d has no ``weight_hh`` rows);
+    element-wise ``weight_ci``, ``weight_cf``, ``weight_co``, ``weight_cd``, ``weight_ld``.
+    State ``(h, c)``. Unidirectional: a bidirectional stack has no single layer below.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 **kwargs):
+        super().__init__("depth_gated_lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         False, **kwargs)

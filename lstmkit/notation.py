@@ -77,6 +77,11 @@ class CellNotation:
     """
 
     def __init__(self, spec):
+        if spec.staged:
+            # the listings read every block as W_k · [h_{t−1}, x_t] + b_k; a staged cell's are not
+            raise ValueError(f"notation prints cells whose blocks are W_k · [h_(t-1), x_t] + b_k; {spec.name!r} "
+                             "is a staged cell (a block on one side only, a product of another value, or "
+                             "the raw input): print spec.equations_latex() instead")
         self.spec = spec
         self.symbols = {}            # intermediate symbol -> its LaTeX
         self.gate_values = set()     # intermediates that are gates (σ(...) or 1 − gate)

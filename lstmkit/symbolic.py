@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 __all__ = [
-    "sigmoid", "tanh", "relu", "CellSpec", "CellSpecError", "Derivation", "derive",
+    "sigmoid", "tanh", "relu", "tick", "CellSpec", "CellSpecError", "Derivation", "derive",
 ]
 
 
@@ -76,6 +76,20 @@ class relu(sp.Function):
         return body if exp is None else r"%s^{%s}" % (body, exp)
 
 
+class tick(sp.Function):
+    """tick(n, period) = 1 where ``period`` divides the step number ``n``, else 0 (the Clockwork
+    RNN's module clock). Neither argument is differentiated: its derivative is 0."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer, exp=None):
+        n, period = (printer._print(a) for a in self.args)
+        return r"\mathbb{1}\left[%s \bmod %s = 0\right]" % (n, period)
+
+
 ACTIVATIONS = (sigmoid, sp.tanh, relu)
 
 
@@ -93,7 +107,7 @@ class CellSpecError(ValueError):
 # things: an intermediate called d_h would be overwritten by the incoming gradient d_h.
 KERNEL_WORDS = frozenset({
     # scalars and loop variables of the generated functions
-    "real", "batch", "hidden", "b", "j", "t", "lo", "hi", "steps", "block", "batch_rows",
+    "real", "batch", "hidden", "b", "j", "t", "lo", "hi", "steps", "block", "batch_rows", "rows",
     # modules and run-time functions the kernel modules import
     "math", "np", "numba", "sigmoid", "tanh", "relu", "expm1", "matmul_packed",
     "NoOverlapCompiler", "positive",
@@ -109,7 +123,7 @@ KERNEL_ARRAYS = frozenset({
 # generated names start so (compared in lower case: arrays are names in capitals); and
 # <state>_prev is the previous value of a state
 KERNEL_PREFIXES = ("d_", "gx_", "gh_", "sigmoid_", "tanh_", "relu_", "prev_", "next_", "held_",
-                   "partial_")
+                   "partial_", "operand_")
 _CSE_NAME = re.compile(r"tmp\d*")   # sympy.cse's tmp0, tmp1, ...
 
 
@@ -130,6 +144,9 @@ def _check_name(cell, kind, name, taken=(), states=()):
         problem = "is a Python builtin the kernels may call"
     elif name in KERNEL_WORDS or low in {w.lower() for w in KERNEL_WORDS}:
         problem = "is a name the generated kernels use"
+    elif low in ("x_in", "t_step", "below_in"):
+        problem = "is the symbol of the " + {"x_in": "raw input (spec.x)", "t_step": "step number (spec.t)",
+                                             "below_in": "layer below's value (spec.below)"}[low]
     elif name.upper() in KERNEL_ARRAYS:
         problem = f"would name the kernels' array {name.upper()}"
     elif low.startswith(KERNEL_PREFIXES) or _CSE_NAME.fullmatch(low):
@@ -235,7 +252,8 @@ class CellSpec:
         element-wise parameters (one value per hidden unit), e.g. peephole weights.
     """
 
-    def __init__(self, name, gates, states=("h",), output="h", params=(), description=""):
+    def __init__(self, name, gates, states=("h",), output="h", params=(), description="",
+                 input_gates=None, recurrent_gates=None, constants=(), below=None):
         if not str(name).isidentifier():
             raise CellSpecError(f"cell name must be a Python identifier, got {name!r}")
         self.name = str(name)
@@ -254,13 +272,36 @@ class CellSpec:
             if not isinstance(gate, str) or not gate.isidentifier():
                 raise CellSpecError(f"{name}: gate name {gate!r} is not a Python identifier")
         taken = []
-        for kind, names in (("state", self.states), ("parameter", self.param_names)):
+        self.constant_names = tuple(constants)
+        for kind, names in (("state", self.states), ("parameter", self.param_names),
+                            ("constant", self.constant_names)):
             for item in names:
                 taken.append(_check_name(name, kind, item, taken, self.states))
         if output not in self.states:
             raise CellSpecError(f"{name}: output {output!r} is not one of the states {self.states}")
-        self.gx = {g: sp.Symbol(f"gx_{g}", real=True) for g in self.gates}
-        self.gh = {g: sp.Symbol(f"gh_{g}", real=True) for g in self.gates}
+        # blocks with rows in weight_ih (fed by x_t) and in weight_hh (a recurrent product);
+        # by default every block has both. A block with one of them only is a staged cell's.
+        self.input_gates = self._gate_subset("input_gates", input_gates)
+        self.recurrent_gates = self._gate_subset("recurrent_gates", recurrent_gates)
+        for gate in self.gates:
+            if gate not in self.input_gates and gate not in self.recurrent_gates:
+                raise CellSpecError(f"{name}: gate block {gate!r} is in neither input_gates nor "
+                                    "recurrent_gates, so nothing would feed it")
+        self.gx = {g: sp.Symbol(f"gx_{g}", real=True) for g in self.input_gates}
+        self.gh = {g: sp.Symbol(f"gh_{g}", real=True) for g in self.recurrent_gates}
+        # the raw input x_t, element-wise (staged cells; needs input_size == hidden_size)
+        self.x = sp.Symbol("x_in", real=True)
+        # the step number, 0 at a direction's first step (staged cells)
+        self.t = sp.Symbol("t_step", real=True)
+        # per-unit values that are not trained (the layer gives them; the Clockwork RNN's periods)
+        self.constant = {c: sp.Symbol(c, real=True) for c in self.constant_names}
+        # the value of the state ``below`` of the layer below, at the same step (a depth gate)
+        if below is not None and below not in self.states:
+            raise CellSpecError(f"{name}: below={below!r} is not one of the states {self.states}")
+        self.below_state = below
+        self.below = sp.Symbol("below_in", real=True)
+        # gate -> the value its recurrent product multiplies, where not the output's previous value
+        self.operands: dict[str, sp.Expr] = {}
         self.prev = {s: sp.Symbol(f"{s}_prev", real=True) for s in self.states}
         self.param = {p: sp.Symbol(p, real=True) for p in self.param_names}
         self.intermediates: list[Intermediate] = []
@@ -270,11 +311,48 @@ class CellSpec:
             raise CellSpecError(f"{name}: gate, state and parameter names collide: {sorted(self._names)}")
         self._user_names = taken     # states, parameters, then intermediates: no two alike
 
+    def _gate_subset(self, what, gates):
+        if gates is None:
+            return self.gates
+        gates = tuple(gates)
+        unknown = [g for g in gates if g not in self.gates]
+        if unknown or len(set(gates)) != len(gates):
+            raise CellSpecError(f"{self.name}: {what} must be distinct gate blocks of {self.gates}, got {gates}")
+        return tuple(g for g in self.gates if g in gates)     # in the order of the blocks
+
     # -- building -----------------------------------------------------------
     @property
     def input_symbols(self):
         return (list(self.gx.values()) + list(self.gh.values())
-                + list(self.prev.values()) + list(self.param.values()))
+                + list(self.prev.values()) + list(self.param.values()) + [self.x, self.t, self.below]
+                + list(getattr(self, "constant", {}).values()))
+
+    def recurrent_operand(self, gate, expr):
+        """Let block ``gate``'s recurrent product multiply ``expr`` instead of the output's
+        previous value: ``gh_gate = W_hh,gate · expr + b_hh,gate``, e.g. Cho's GRU,
+        ``W_hn (r ⊙ h_{t−1})``. ``expr`` may use values computed earlier in the step (then the
+        step runs in stages; ARCHITECTURE.md), but not ``gh_gate`` or anything computed from it.
+        """
+        if gate not in self.recurrent_gates:
+            raise CellSpecError(f"{self.name}: {gate!r} is not one of the recurrent gate blocks "
+                                f"{self.recurrent_gates}")
+        if gate in self.operands:
+            raise CellSpecError(f"{self.name}: the recurrent operand of block {gate!r} is already given")
+        self.operands[gate] = self._check_expr(f"the recurrent operand of block {gate!r}", expr)
+        return self
+
+    @property
+    def staged(self):
+        """Whether the cell needs the staged kernels: a block fed by x or h alone, a recurrent
+        product of some other value than h_{t−1}, or the raw input."""
+        expressions = [item.expr for item in self.intermediates] + [*self.updates.values(), *self.operands.values()]
+        uses_x_or_t = any(self.x in e.free_symbols or self.t in e.free_symbols for e in expressions)
+        return (self.input_gates != self.gates or self.recurrent_gates != self.gates
+                or bool(self.operands) or uses_x_or_t or bool(self.constant_names) or self.below_state is not None)
+
+    def operand(self, gate):
+        """The value block ``gate``'s recurrent product multiplies (h_{t−1} unless given)."""
+        return self.operands.get(gate, self.prev[self.output])
 
     @property
     def symbols(self):
@@ -325,7 +403,13 @@ class CellSpec:
         if missing:
             raise CellSpecError(f"{self.name}: no update given for state(s) {missing}")
         used = self._inputs_used()
-        unused_blocks = [g for g in self.gates if self.gx[g] not in used and self.gh[g] not in used]
+        if self.staged:      # a staged cell's every product is used: no weights with zero gradient
+            unused = [str(s) for s in [*self.gx.values(), *self.gh.values()] if s not in used]
+            if unused:
+                raise CellSpecError(
+                    f"{self.name}: the product(s) {unused} are declared but never used; leave the block "
+                    "out of input_gates or recurrent_gates so that it gets no weights")
+        unused_blocks = [g for g in self.gates if self.gx.get(g) not in used and self.gh.get(g) not in used]
         if unused_blocks:
             raise CellSpecError(
                 f"{self.name}: gate block(s) {unused_blocks} are declared but never used; "
@@ -349,6 +433,14 @@ class CellSpec:
             if state in self.updates:
                 for s in self.updates[state].free_symbols:
                     used |= depends.get(s, {s})
+        # a used recurrent product uses what its operand uses
+        pending = [g for g in self.operands if self.gh[g] in used]
+        while pending:
+            for s in self.operands[pending.pop()].free_symbols:
+                for u in depends.get(s, {s}):
+                    if u not in used:
+                        used.add(u)
+                        pending += [g for g, sym in self.gh.items() if sym == u and g in self.operands]
         return used
 
     # -- views ----------------------------------------------------------------
@@ -365,12 +457,18 @@ class CellSpec:
         text = repr((self.name, self.gates, self.states, self.output, self.param_names,
                      [(i.name, sp.srepr(i.expr)) for i in self.intermediates],
                      [(s, sp.srepr(self.updates.get(s))) for s in self.states]))
+        if self.staged:
+            text += repr((self.input_gates, self.recurrent_gates,
+                          [(g, sp.srepr(self.operand(g))) for g in self.recurrent_gates]))
+            if self.constant_names or self.below_state:
+                text += repr((self.constant_names, self.below_state))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def latex_names(self):
-        names = {}
-        for g in self.gates:
+        names = {self.x: "x_t", self.t: "t", self.below: rf"{_state_latex(self.below_state or 'c')}^{{L-1}}_t", **{c: _default_latex(n) for n, c in self.constant.items()}}
+        for g in self.input_gates:
             names[self.gx[g]] = rf"g^{{x}}_{{{g}}}"
+        for g in self.recurrent_gates:
             names[self.gh[g]] = rf"g^{{h}}_{{{g}}}"
         for s in self.states:
             names[self.prev[s]] = rf"{_state_latex(s)}_{{t-1}}"
@@ -477,31 +575,20 @@ class Derivation:
         return r"$\begin{aligned}" + r"\\ ".join(self.gradients_latex()) + r"\end{aligned}$"
 
 
-def derive(spec: CellSpec) -> Derivation:
-    """Differentiate a cell's element-wise part with SymPy.
+def name_activations(spec, program, taken=()):
+    """The forward program: ``program``'s statements ``(target, expr)`` in order, each
+    activation node in them named (the statement's own target when the whole statement is
+    that activation): these are the values the forward saves.
 
-    1. Expand every new state into an expression of the inputs.
-    2. Name every activation node σ(·), tanh(·), relu(·): these are the values
-       the forward pass saves.
-    3. For each input u: ∂L/∂u = Σ_s δs · ∂s/∂u (SymPy's ``diff``), then
-       replace each activation node by its saved name, so σ' becomes s(1−s).
-       The blocks are "summed" (one gradient for gx_k and gh_k) when the two
-       derivatives are the same expression.
-    4. Factor common subexpressions out of all gradients together (``cse``).
+    Returns ``(forward, activations, replace, expand)``: the named statements; saved symbol →
+    activation of earlier program values; activation node over the inputs alone → saved
+    symbol; statement target → its expression of the inputs.
     """
-    spec.validate()
-    expanded = spec.expanded_updates()
-
-    # The forward program is the spec's own statements in order. Each activation
-    # node in them gets a name (the intermediate's own name when the whole
-    # statement is that activation): these are the values the forward saves.
-    program = [(sp.Symbol(i.name, real=True), i.expr) for i in spec.intermediates]
-    program += [(sp.Symbol(s, real=True), spec.updates[s]) for s in spec.states]
     expand = {}            # intermediate symbol -> expression of the inputs
     forward = []
     activations = {}       # saved symbol -> activation of earlier program values
     replace = {}           # activation node over the inputs alone -> saved symbol
-    taken = set(spec.symbols) | set(spec.states)
+    taken = set(spec.symbols) | set(spec.states) | set(taken)
     for target, expr in program:
         local = {}         # activation node in this statement -> saved symbol
         for node in sp.postorder_traversal(expr):
@@ -525,6 +612,30 @@ def derive(spec: CellSpec) -> Derivation:
         if expr.xreplace(local) != target:
             forward.append((target, expr.xreplace(local)))
         expand[target] = expr.xreplace(expand)
+    return forward, activations, replace, expand
+
+
+def derive(spec: CellSpec) -> Derivation:
+    """Differentiate a cell's element-wise part with SymPy.
+
+    1. Expand every new state into an expression of the inputs.
+    2. Name every activation node σ(·), tanh(·), relu(·): these are the values
+       the forward pass saves.
+    3. For each input u: ∂L/∂u = Σ_s δs · ∂s/∂u (SymPy's ``diff``), then
+       replace each activation node by its saved name, so σ' becomes s(1−s).
+       The blocks are "summed" (one gradient for gx_k and gh_k) when the two
+       derivatives are the same expression.
+    4. Factor common subexpressions out of all gradients together (``cse``).
+    """
+    spec.validate()
+    if spec.staged:
+        from .staged import derive_staged
+
+        return derive_staged(spec)
+    expanded = spec.expanded_updates()
+    program = [(sp.Symbol(i.name, real=True), i.expr) for i in spec.intermediates]
+    program += [(sp.Symbol(s, real=True), spec.updates[s]) for s in spec.states]
+    forward, activations, replace, _ = name_activations(spec, program)
 
     grad_out = {s: sp.Symbol(f"d_{s}", real=True) for s in spec.states}
 

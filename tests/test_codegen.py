@@ -33,7 +33,9 @@ def test_generated_file_says_it_is_generated(name):
     module = load_kernels(name)
     assert module.CELL == name and module.SPEC_KEY == BUILTIN_CELLS[name].key
     assert module.RUNTIME_KEY == runtime_key()   # else Numba would keep code of an older kernel_runtime
-    for function in ("forward_step", "backward_step", "forward_sequence", "backward_sequence"):
+    staged = getattr(module, "STAGED", False)     # lstmkit.staged: phase and stage kernels
+    for function in ("forward_phase_1" if staged else "forward_step", "backward_stage_0" if staged else "backward_step",
+                     "forward_sequence", "backward_sequence"):
         assert hasattr(module, function)
 
 
@@ -253,6 +255,8 @@ def test_argument_lists_are_the_signatures_of_the_generated_functions(name):
     assert parameters(module.forward_sequence) == module.FORWARD_ARGS + ("BLOCKS",)
     assert parameters(module.backward_rows) == module.BACKWARD_ARGS + ("lo", "hi")
     assert parameters(module.backward_sequence) == module.BACKWARD_ARGS + ("BLOCKS",)
+    if getattr(module, "STAGED", False):     # lstmkit.staged: no step kernels, no READS_STATES
+        return
     assert parameters(module.forward_step) == module.FORWARD_STEP_ARGS
     assert parameters(module.backward_step) == module.BACKWARD_STEP_ARGS
     # backward takes the histories it reads and no other (the LSTM's C, not H)

@@ -9,8 +9,9 @@ from lstmkit.gradcheck import layer_gradcheck, relative_error
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_CELLS))
 def test_builtin_cell_gradients_match_finite_differences(name, rng):
-    layer = lstmkit.RecurrentLayer(name, 3, 4, num_layers=2, dtype=np.float64, seed=3)
-    x = rng.standard_normal((5, 2, 3))
+    n_in = 4 if getattr(lstmkit.load_kernels(name), "RAW_INPUT", False) else 3   # MUT1, MUT2 read x raw
+    layer = lstmkit.RecurrentLayer(name, n_in, 4, num_layers=2, dtype=np.float64, seed=3)
+    x = rng.standard_normal((5, 2, n_in))
     states = tuple(rng.standard_normal((2, 2, 4)) for _ in layer.kernels.STATES)
     errors = layer_gradcheck(layer, x, states if len(states) > 1 else states[0])
     checked = {"input"} | {f"state_{s}" for s in layer.kernels.STATES} | set(layer.params)

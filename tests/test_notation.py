@@ -116,7 +116,14 @@ def test_user_cells_keep_their_own_names():
     ]
 
 
-CELLS = {**BUILTIN_CELLS, "mgu": _mgu(), "odd": _odd_user_cell(), "janet": _janet()}
+# staged cells (lstmkit.staged) are not drawn as W_k · [h_{t−1}, x_t] + b_k: notation refuses them
+CELLS = {**{k: v for k, v in BUILTIN_CELLS.items() if not v.staged}, "mgu": _mgu(), "odd": _odd_user_cell(),
+         "janet": _janet()}
+
+
+def test_staged_cells_are_refused_by_name():
+    with pytest.raises(ValueError, match="'mut1' is a staged cell"):
+        notation.equations_latex(BUILTIN_CELLS["mut1"])
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))

@@ -2,7 +2,7 @@
 """Generated kernels of the built-in cells, one module per cell."""
 import importlib
 
-BUILTIN = ('rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'peephole_lstm', 'coupled_lstm', 'lstm_no_input_gate', 'lstm_no_forget_gate', 'lstm_no_output_gate', 'lstm_no_input_activation', 'lstm_no_output_activation')
+BUILTIN = ('rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'gru_reset_before', 'mut1', 'mut2', 'mut3', 'peephole_lstm', 'coupled_lstm', 'lstm_no_input_gate', 'lstm_no_forget_gate', 'lstm_no_output_gate', 'lstm_no_input_activation', 'lstm_no_output_activation', 'lstm_fgr', 'depth_gated_lstm')
 
 
 def load(name):
