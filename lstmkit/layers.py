@@ -222,8 +222,11 @@ class RecurrentLayer(Module):
 
     def architecture(self):
         """What a checkpoint must match besides parameter shapes."""
-        return {"class": type(self).__name__, "cell": self.kernels.CELL, "cell_key": self.kernels.SPEC_KEY,
-                "bidirectional": self.bidirectional, "num_layers": self.num_layers}
+        record = {"class": type(self).__name__, "cell": self.kernels.CELL, "cell_key": self.kernels.SPEC_KEY,
+                  "bidirectional": self.bidirectional, "num_layers": self.num_layers}
+        if self.constants:      # a Clockwork RNN's periods: weights trained for others would load silently
+            record["constants"] = {name: value.tolist() for name, value in self.constants.items()}
+        return record
 
     def load_state_dict(self, state_dict, strict=True):
         """Load parameters (NumPy arrays, e.g. from a torch ``state_dict``).

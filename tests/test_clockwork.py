@@ -111,3 +111,17 @@ def test_bad_arguments_are_refused():
     from lstmkit.cells import clockwork_spec
     with pytest.raises(ValueError, match=r"takes the per-unit constants \['period'\]"):
         lstmkit.RecurrentLayer(clockwork_spec(), 3, 6)
+
+
+def test_a_checkpoint_of_other_periods_is_refused(tmp_path):
+    from lstmkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "cw.npz", lstmkit.ClockworkRNN(3, 6, periods=PERIODS, seed=0))
+    other = lstmkit.ClockworkRNN(3, 6, periods=(1, 3, 9), seed=1)
+    before = {name: value.copy() for name, value in other.params.items()}
+    with pytest.raises(CheckpointError, match="different architecture.*constants"):
+        load_checkpoint(path, other)
+    for name, value in before.items():
+        np.testing.assert_array_equal(other.params[name], value)
+    same = lstmkit.ClockworkRNN(3, 6, periods=PERIODS, seed=1)
+    load_checkpoint(path, same)
