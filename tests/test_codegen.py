@@ -33,7 +33,7 @@ def test_generated_file_says_it_is_generated(name):
     module = load_kernels(name)
     assert module.CELL == name and module.SPEC_KEY == BUILTIN_CELLS[name].key
     assert module.RUNTIME_KEY == runtime_key()   # else Numba would keep code of an older kernel_runtime
-    for function in ("forward_step", "backward_step", "forward_sequence", "backward_sequence"):
+    for function in ("forward_step", "backward_step", "forward_rows", "backward_rows"):
         assert hasattr(module, function)
 
 
@@ -250,9 +250,7 @@ def test_argument_lists_are_the_signatures_of_the_generated_functions(name):
         return tuple(inspect.signature(function.py_func).parameters)
 
     assert parameters(module.forward_rows) == module.FORWARD_ARGS + ("lo", "hi")
-    assert parameters(module.forward_sequence) == module.FORWARD_ARGS + ("BLOCKS",)
     assert parameters(module.backward_rows) == module.BACKWARD_ARGS + ("lo", "hi")
-    assert parameters(module.backward_sequence) == module.BACKWARD_ARGS + ("BLOCKS",)
     assert parameters(module.forward_step) == module.FORWARD_STEP_ARGS
     assert parameters(module.backward_step) == module.BACKWARD_STEP_ARGS
     # backward takes the histories it reads and no other (the LSTM's C, not H)
