@@ -402,7 +402,7 @@ def _sequence_functions(layout: _Layout):
         "ring_slots": [f"prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]"
                        for s, n in zip(layout.states, states)],
         "forward_step_call": ", ".join(passed for _, passed in layout.forward_step_arguments()),
-        "hold_states": [f"{n}[next_{s}, b] = {n}[prev_{s}, b]" for s, n in zip(layout.states, states)],
+        "hold_states": [f"{n}[next_{s}, b, j] = {n}[prev_{s}, b, j]" for s, n in zip(layout.states, states)],
         "backward_args": ", ".join(backward_args),
         "gradient_state_arrays": ", ".join(f"D_{n}" for n in states),
         "pre_activation_gradients": " and ".join(layout.gradient_arrays),

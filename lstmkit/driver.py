@@ -87,6 +87,16 @@ class Workspace:
 
     def __init__(self):
         self._idle = {}   # role → 1-d buffer
+        self._panels = {}   # role → packed weights, refilled on every call
+
+    def packed(self, role, weight, transposed=False):
+        """``weight`` packed for ``kernel_runtime.matmul_packed`` (``pack_transposed`` if
+        ``transposed``), into this role's buffer. Used within one call only."""
+        columns, depth = weight.shape if transposed else weight.shape[::-1]
+        panels = self._panels.get(role)
+        if not kernel_runtime.panels_fit(panels, columns, depth, weight.dtype):
+            panels = self._panels[role] = kernel_runtime.empty_panels(columns, depth, weight.dtype)
+        return (kernel_runtime.pack_transposed if transposed else kernel_runtime.pack)(weight, panels)
 
     def take(self, role, shape, dtype):
         """An uninitialised array of ``shape``: an idle buffer if one is large enough."""
@@ -340,7 +350,8 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
                            dtype)
     if steps:
         convention = _convention(kernels)
-        values = [x, kernel_runtime.pack_transposed(weight_ih), kernel_runtime.pack_transposed(weight_hh),
+        values = [x, workspace.packed("W_ih", weight_ih, transposed=True),
+                  workspace.packed("W_hh", weight_hh, transposed=True),
                   bias_ih, bias_hh, *histories, *params, saved, lengths]
         _run(kernels.forward_rows, arrange(values, convention.forward_order), batch,
              row_block_count(steps, batch, gates, hidden))
@@ -397,7 +408,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     threaded = products_on_threads(steps, batch, gates, hidden, n_in)
     grads = {}    # the first chunk sets each result, the others add to it
     dx = np.empty(tape.x.shape, dtype)
-    w_hh_packed = kernel_runtime.pack(tape.weight_hh) if steps else None
+    w_hh_packed = tape.workspace.packed("W_hh backward", tape.weight_hh) if steps else None
     convention = _convention(kernels)
     with _blas_on_one_thread(batch):
         for start, stop in chunks:

@@ -25,7 +25,7 @@ from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.extending import intrinsic, overload
 
 __all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh", "matmul_packed", "pack",
-           "pack_transposed", "panel_width", "transposed_product_rows"]
+           "pack_transposed", "panel_width", "empty_panels", "panels_fit", "transposed_product_rows"]
 
 # How every kernel and every activation here is compiled; lstmkit.codegen says why.
 JIT_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
@@ -314,22 +314,24 @@ def panel_width(itemsize, columns):
     return vectors * lanes
 
 
-@numba.njit(cache=True, nogil=True)
-def _empty_panels(columns, depth, like):
-    """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array of like's dtype."""
-    width = panel_width(like.itemsize, columns)
-    panels = (columns + width - 1) // width
+def empty_panels(columns, depth, dtype):
+    """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array for N columns of depth K.
+
+    Plain NumPy: inside @njit, reshape's error path (a message that formats the shapes)
+    compiled in 3.5 s of the 10 s a learner's first layer waited for."""
+    dtype = np.dtype(dtype)
+    width = panel_width(dtype.itemsize, columns)
+    panels = -(-columns // width)
     size = panels * depth * width
-    buffer = np.empty(size + ALIGN // like.itemsize, like.dtype)
-    offset = ((-buffer.ctypes.data) % ALIGN) // like.itemsize
-    return buffer[offset:offset + size].reshape((panels, depth, width))
+    buffer = np.empty(size + ALIGN // dtype.itemsize, dtype)
+    # (a slice of no elements would not keep the offset: this does)
+    return np.ndarray((panels, depth, width), dtype, buffer=buffer, offset=(-buffer.ctypes.data) % ALIGN)
 
 
 @numba.njit(cache=True, nogil=True)
-def _pack(b, transposed):
-    """b [K, N] (or b [N, K] when transposed) in panels; zero past column N."""
+def _pack_into(b, transposed, packed):
+    """b [K, N] (or b [N, K] when transposed) into the panels ``packed``; zero past column N."""
     columns, depth = (b.shape[0], b.shape[1]) if transposed else (b.shape[1], b.shape[0])
-    packed = _empty_panels(columns, depth, b)
     width = packed.shape[2]
     for p in range(packed.shape[0]):
         j0 = p * width
@@ -342,21 +344,33 @@ def _pack(b, transposed):
                     packed[p, k, c] = b[j0 + c, k]
         else:
             for k in range(depth):
-                packed[p, k, :n] = b[k, j0:j0 + n]
-        packed[p, :, n:] = 0
+                for c in range(n):
+                    packed[p, k, c] = b[k, j0 + c]
+        for k in range(depth):
+            for c in range(n, width):
+                packed[p, k, c] = 0
+
+
+def panels_fit(packed, columns, depth, dtype):
+    """Whether ``packed`` is the panels of N columns of depth K in ``dtype`` (to reuse it)."""
+    width = panel_width(np.dtype(dtype).itemsize, columns)
+    return (packed is not None and packed.dtype == dtype
+            and packed.shape == (-(-columns // width), depth, width))
+
+
+def pack(b, out=None):
+    """b [K, N] in panels, for out = a @ b (backward: pack(W_hh)); into ``out`` if given
+    (``panels_fit`` of it must hold)."""
+    packed = empty_panels(b.shape[1], b.shape[0], b.dtype) if out is None else out
+    _pack_into(b, False, packed)
     return packed
 
 
-@numba.njit(cache=True, nogil=True)
-def pack(b):
-    """b [K, N] in panels, for out = a @ b (backward: pack(W_hh))."""
-    return _pack(b, False)
-
-
-@numba.njit(cache=True, nogil=True)
-def pack_transposed(b):
-    """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh))."""
-    return _pack(b, True)
+def pack_transposed(b, out=None):
+    """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh)); into ``out`` if given."""
+    packed = empty_panels(b.shape[0], b.shape[1], b.dtype) if out is None else out
+    _pack_into(b, True, packed)
+    return packed
 
 
 @numba.njit(cache=True, nogil=True)

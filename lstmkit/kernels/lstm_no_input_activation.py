@@ -53,7 +53,7 @@ BACKWARD_STEP_ARGS = ('SAVED', 'C_PREV', 'D_OUT', 'D_H', 'D_C', 'D_GX', 'D_C_PRE
 SPEC_KEY = 'd3c80d0c44af9a0b'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = 'd4f3c628b6e5e8b9'
+RUNTIME_KEY = 'ffb8abd57abe14ab'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -146,8 +146,9 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED,
         forward_step(GX, GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
-                H[next_h, b] = H[prev_h, b]
-                C[next_c, b] = C[prev_c, b]
+                for j in range(H.shape[2]):  # not a slice copy: its error message took seconds to compile
+                    H[next_h, b, j] = H[prev_h, b, j]
+                    C[next_c, b, j] = C[prev_c, b, j]
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})

@@ -43,7 +43,7 @@ BACKWARD_STEP_ARGS = ('SAVED', 'D_OUT', 'D_H', 'D_GX')
 SPEC_KEY = '808a993b1e4153ea'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = 'd4f3c628b6e5e8b9'
+RUNTIME_KEY = 'ffb8abd57abe14ab'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -103,7 +103,8 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LE
         forward_step(GX, GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
-                H[next_h, b] = H[prev_h, b]
+                for j in range(H.shape[2]):  # not a slice copy: its error message took seconds to compile
+                    H[next_h, b, j] = H[prev_h, b, j]
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
