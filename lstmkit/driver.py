@@ -87,16 +87,25 @@ class Workspace:
 
     def __init__(self):
         self._idle = {}   # role → 1-d buffer
-        self._panels = {}   # role → packed weights, refilled on every call
+        self._panels = {}   # role → (weight's shape and dtype, packed weights), refilled on every call
+        self._full_lengths = None
 
     def packed(self, role, weight, transposed=False):
         """``weight`` packed for ``kernel_runtime.matmul_packed`` (``pack_transposed`` if
         ``transposed``), into this role's buffer. Used within one call only."""
-        columns, depth = weight.shape if transposed else weight.shape[::-1]
-        panels = self._panels.get(role)
-        if not kernel_runtime.panels_fit(panels, columns, depth, weight.dtype):
-            panels = self._panels[role] = kernel_runtime.empty_panels(columns, depth, weight.dtype)
-        return (kernel_runtime.pack_transposed if transposed else kernel_runtime.pack)(weight, panels)
+        key = (weight.shape, weight.dtype)
+        held = self._panels.get(role)
+        if held is None or held[0] != key:     # the shape decides the panels (a tuple compare: µs at B = 1)
+            columns, depth = weight.shape if transposed else weight.shape[::-1]
+            held = self._panels[role] = (key, kernel_runtime.empty_panels(columns, depth, weight.dtype))
+        kernel_runtime._pack_into(weight, transposed, held[1])
+        return held[1]
+
+    def full_lengths(self, steps, batch):
+        """[batch] int64 of ``steps``, the lengths of full rows; the same array while they stay."""
+        if self._full_lengths is None or self._full_lengths[0] != (steps, batch):
+            self._full_lengths = ((steps, batch), np.full(batch, steps, np.int64))
+        return self._full_lengths[1]      # nothing writes it: the kernels only read lengths
 
     def take(self, role, shape, dtype):
         """An uninitialised array of ``shape``: an idle buffer if one is large enough."""
@@ -333,7 +342,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     hidden = weight_hh.shape[1]
     dtype = x.dtype
     if lengths is None:
-        lengths = np.full(batch, steps, np.int64)
+        lengths = workspace.full_lengths(steps, batch)
     gates = len(kernels.GATES) * hidden
     if bias_ih is None:
         bias_ih = np.zeros(gates, dtype)
