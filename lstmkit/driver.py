@@ -87,19 +87,7 @@ class Workspace:
 
     def __init__(self):
         self._idle = {}   # role → 1-d buffer
-        self._panels = {}   # role → (weight's shape and dtype, packed weights), refilled on every call
         self._full_lengths = None
-
-    def packed(self, role, weight, transposed=False):
-        """``weight`` packed for ``kernel_runtime.matmul_packed`` (``pack_transposed`` if
-        ``transposed``), into this role's buffer. Used within one call only."""
-        key = (weight.shape, weight.dtype)
-        held = self._panels.get(role)
-        if held is None or held[0] != key:     # the shape decides the panels (a tuple compare: µs at B = 1)
-            columns, depth = weight.shape if transposed else weight.shape[::-1]
-            held = self._panels[role] = (key, kernel_runtime.empty_panels(columns, depth, weight.dtype))
-        kernel_runtime._pack_into(weight, transposed, held[1])
-        return held[1]
 
     def full_lengths(self, steps, batch):
         """[batch] int64 of ``steps``, the lengths of full rows; the same array while they stay."""
@@ -359,8 +347,9 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
                            dtype)
     if steps:
         convention = _convention(kernels)
-        values = [x, workspace.packed("W_ih", weight_ih, transposed=True),
-                  workspace.packed("W_hh", weight_hh, transposed=True),
+        # packed anew on every call, not kept in the workspace: held panels of W_ih, W_hh and
+        # backward's W_hh would add 1.5 × the weights to what a layer holds between calls
+        values = [x, kernel_runtime.pack_transposed(weight_ih), kernel_runtime.pack_transposed(weight_hh),
                   bias_ih, bias_hh, *histories, *params, saved, lengths]
         _run(kernels.forward_rows, arrange(values, convention.forward_order), batch,
              row_block_count(steps, batch, gates, hidden))
@@ -417,7 +406,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     threaded = products_on_threads(steps, batch, gates, hidden, n_in)
     grads = {}    # the first chunk sets each result, the others add to it
     dx = np.empty(tape.x.shape, dtype)
-    w_hh_packed = tape.workspace.packed("W_hh backward", tape.weight_hh) if steps else None
+    w_hh_packed = kernel_runtime.pack(tape.weight_hh) if steps else None
     convention = _convention(kernels)
     with _blas_on_one_thread(batch):
         for start, stop in chunks:

@@ -314,18 +314,33 @@ def panel_width(itemsize, columns):
     return vectors * lanes
 
 
-def empty_panels(columns, depth, dtype):
-    """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array for N columns of depth K.
+@numba.njit(cache=True, nogil=True)
+def _aligned_empty(size, like):
+    """An uninitialised 1-d array of ``size`` elements of like's dtype, ALIGN-byte aligned."""
+    buffer = np.empty(size + ALIGN // like.itemsize, like.dtype)
+    offset = ((-buffer.ctypes.data) % ALIGN) // like.itemsize
+    return buffer[offset:offset + size]
 
-    Plain NumPy: inside @njit, reshape's error path (a message that formats the shapes)
-    was most of the 4.6 s of string functions compiled for a learner's first layer."""
-    dtype = np.dtype(dtype)
-    width = panel_width(dtype.itemsize, columns)
-    panels = -(-columns // width)
-    size = panels * depth * width
-    buffer = np.empty(size + ALIGN // dtype.itemsize, dtype)
-    # (a slice of no elements would not keep the offset: this does)
-    return np.ndarray((panels, depth, width), dtype, buffer=buffer, offset=(-buffer.ctypes.data) % ALIGN)
+
+_panel_shapes = {}   # (columns, depth, itemsize) → [ceil(N/W), K, W]
+
+
+def empty_panels(columns, depth, like):
+    """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array of like's dtype, for N
+    columns of depth K.
+
+    Shaped in Python: inside @njit, reshape's error path (a message that formats the
+    shapes) was most of the 4.6 s of string functions compiled for a learner's first layer."""
+    key = (columns, depth, like.itemsize)
+    shape = _panel_shapes.get(key)
+    if shape is None:
+        width = panel_width(like.itemsize, columns)
+        shape = _panel_shapes[key] = (-(-columns // width), depth, width)
+    flat = _aligned_empty(shape[0] * shape[1] * shape[2], like)
+    if flat.size == 0:   # NumPy's view of no elements loses the aligned offset: set it again
+        buffer = np.empty(ALIGN // like.itemsize, like.dtype)
+        return np.ndarray(shape, like.dtype, buffer=buffer, offset=(-buffer.ctypes.data) % ALIGN)
+    return flat.reshape(shape)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -354,14 +369,14 @@ def _pack_into(b, transposed, packed):
 def pack(b, out=None):
     """b [K, N] in panels, for out = a @ b (backward: pack(W_hh)); into ``out`` if given
     (from ``empty_panels`` for b's N and K)."""
-    packed = empty_panels(b.shape[1], b.shape[0], b.dtype) if out is None else out
+    packed = empty_panels(b.shape[1], b.shape[0], b) if out is None else out
     _pack_into(b, False, packed)
     return packed
 
 
 def pack_transposed(b, out=None):
     """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh)); into ``out`` if given."""
-    packed = empty_panels(b.shape[0], b.shape[1], b.dtype) if out is None else out
+    packed = empty_panels(b.shape[0], b.shape[1], b) if out is None else out
     _pack_into(b, True, packed)
     return packed
 
