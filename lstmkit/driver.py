@@ -304,6 +304,9 @@ def _row_blocks(batch, blocks):
 
 def _run(rows_function, args, batch, blocks):
     """A kernel's ``*_rows`` function on the whole batch, in ``blocks`` blocks of rows at once."""
+    if blocks == 1:     # a small layer: no lists of calls to build (µs at B = 1)
+        rows_function(*args, 0, batch)
+        return
     _on_threads(rows_function, [(*args, lo, hi) for lo, hi in _row_blocks(batch, blocks)])
 
 
