@@ -5,7 +5,7 @@
 
 Each phase is timed on its own, on the same arrays the driver uses, with the
 same threads (2) and the same calls: backward's GEMMs, one per chunk of time
-(on Numba's threads in slabs of rows where the driver runs them so, else
+(on threads in slabs of rows where the driver runs them so, else
 NumPy's ``matmul``), the bias sums, the loop over time (threaded blocks of rows
 when the driver would use them; backward chunk by chunk, latest first), and
 inside that loop, measured on one thread over
@@ -37,9 +37,9 @@ def _median_seconds(function, repeats):
     return float(np.median(time_function(function, repeats=repeats, min_seconds=0)))
 
 
-def _in_driver_context(batch, serial, parallel, args, blocks):
+def _in_driver_context(batch, rows_function, args, blocks):
     with driver._blas_on_one_thread(batch):
-        driver._run(serial, parallel, args, batch, blocks)
+        driver._run(rows_function, args, batch, blocks)
 
 
 @numba.njit
@@ -73,16 +73,12 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
 
     x_flat = x.reshape(steps * batch, n_in)
     pre = np.empty((steps * batch, gates), dtype)
-    on_numba_threads = driver.products_on_numba_threads(steps, batch, gates, hidden, n_in)
-    slabs = min(driver.PRODUCT_SLABS, steps * batch)   # as the driver splits dX = dG W_ih
+    on_threads = driver.products_on_threads(steps, batch, gates, hidden, n_in)
 
     def product(a, b, out):
-        """a @ b into out, on Numba's threads in slabs of rows where the driver would use them."""
+        """a @ b into out, on threads in slabs of rows where the driver would use them."""
         with driver._blas_on_one_thread(batch):
-            if on_numba_threads:
-                driver._matmul_row_blocks(a, b, out, slabs)
-            else:
-                np.matmul(a, b, out=out)
+            driver._input_gradient(a, b, out, on_threads)
 
     product(x_flat, w_ih.T, pre)      # what the step kernels read below: x_t W_ihᵀ of every step
     pre = pre.reshape(steps, batch, gates)
@@ -105,7 +101,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
                                   convention.forward_order)
     label = f"loop over time, forward ({blocks} block{'s' if blocks > 1 else ''} of rows)"
     times[label] = _median_seconds(
-        lambda: _in_driver_context(batch, kernels.forward_rows, kernels.forward_sequence, forward_args, blocks),
+        lambda: _in_driver_context(batch, kernels.forward_rows, forward_args, blocks),
         repeats)
     d_states = [np.zeros((batch, hidden), dtype) for _ in kernels.STATES]
     arrays = 2 if kernels.HIDDEN_GRADIENTS == "own array" else 1
@@ -119,8 +115,9 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
             values = [dy[start:stop], w_hh_packed, *(h[start:stop + 1] for h in histories), *params,
                       saved[start:stop], lengths - start, *d_states, *(d[:stop - start] for d in d_chunk),
                       *([] if len(d_chunk) > 1 else [None]), *d_params]
-            _in_driver_context(batch, kernels.backward_rows, kernels.backward_sequence,
-                               driver.arrange(values, convention.backward_order), blocks)
+            with driver._blas_on_one_thread(batch):
+                driver._backward_rows(kernels, driver.arrange(values, convention.backward_order), d_params,
+                                      batch, blocks)
 
     label = (f"loop over time, backward ({blocks} block{'s' if blocks > 1 else ''} of rows, "
              f"{len(chunks)} chunk{'s' if len(chunks) > 1 else ''} of time)")
@@ -182,19 +179,18 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         """Σ over the chunks of dGᵀb, the way the driver adds it up."""
         grads = {}
         per_chunk(lambda rows: driver._add_transposed_product(grads, "product", d_flat[rows], b_flat[rows],
-                                                             on_numba_threads))
+                                                             on_threads))
 
     times["GEMMs dW_ih += dGᵀ X"] = _median_seconds(lambda: transposed_products(x_flat), repeats)
     times["GEMMs dW_hh += dGᵀ H"] = _median_seconds(lambda: transposed_products(h_flat), repeats)
     times["GEMMs dX = dG W_ih"] = _median_seconds(
-        lambda: per_chunk(lambda rows: driver._input_gradient(d_flat[rows], w_ih, dx[rows], on_numba_threads)),
+        lambda: per_chunk(lambda rows: driver._input_gradient(d_flat[rows], w_ih, dx[rows], on_threads)),
         repeats)
     times["bias sums"] = (_median_seconds(lambda: d_flat.sum(axis=0), repeats)
                           * (1 if kernels.HIDDEN_GRADIENTS == "same" else 2))
     if kernels.HIDDEN_GRADIENTS == "in place":
         times["d/dgx → d/dgh in place"] = _median_seconds(
-            lambda: _in_driver_context(batch, kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
-                                       (d_pre, saved), blocks), repeats)
+            lambda: _in_driver_context(batch, kernels.hidden_gradient_rows, (d_pre, saved), blocks), repeats)
     phases = [k for k in times if not k.startswith("total") and not k.startswith("  ")]
     times["layer overhead (total − phases)"] = times["total forward+backward"] - sum(times[k] for k in phases)
     return times

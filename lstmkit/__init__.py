@@ -7,6 +7,7 @@ The pipeline, one straight line (see ARCHITECTURE.md):
 """
 import importlib
 
+from . import compile_notice  # noqa: F401 (one line on the terminal while kernels compile the first time)
 from .layers import GRU, LSTM, RNN, ClockworkRNN, CoupledLSTM, DepthGatedLSTM, PeepholeLSTM, RecurrentLayer
 from .step_cells import GRUCell, LSTMCell, RNNCell
 

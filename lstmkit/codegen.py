@@ -11,10 +11,10 @@ A kernel module holds:
   ``dh_{t−1} += dg_t W_hh``. The products are ``kernel_runtime.matmul_packed``,
   a SIMD register tile on weights packed into panels once per sequence by
   the driver;
-* ``forward_sequence`` / ``backward_sequence``: the same on several blocks of
-  rows at once, one thread each. Each row's recurrence is its own, so the
-  blocks never wait for one another inside the loop over time.
-* ``hidden_gradient_rows`` / ``hidden_gradient_sequence`` (template
+  Each row's recurrence is its own, so the driver runs several blocks of rows
+  at once, one thread each (``driver._on_threads``), that never wait for one
+  another inside the loop over time.
+* ``hidden_gradient_rows`` (template
   ``templates/hidden_gradient.py.tmpl``), for a cell whose d/dgh is, block by
   block, a factor times d/dgx (the GRU: 1, 1 and r): the loop keeps only
   d/dgx for the steps it runs (d/dgh of each step goes to the recurrent
@@ -203,7 +203,7 @@ class _Layout:
             arrays += [_array(s), f"{_array(s)}_PREV", f"D_{_array(s)}", f"D_{_array(s)}_PREV",
                        f"HELD_D_{_array(s)}"]
         for p in self.params:
-            arrays += [_array(p), f"D_{_array(p)}", f"PARTIAL_D_{_array(p)}"]
+            arrays += [_array(p), f"D_{_array(p)}"]
         clash = sorted({a for a in arrays if arrays.count(a) > 1})
         if clash:
             raise ValueError(f"{spec.name}: state or parameter names give the kernel arrays {clash} "
@@ -211,12 +211,12 @@ class _Layout:
 
     # -- the calling convention: every function's parameters, in order ----------------------
     def forward_arguments(self):
-        """forward_rows / forward_sequence (then lo, hi or BLOCKS): FORWARD_ARGS."""
+        """forward_rows (then lo, hi): FORWARD_ARGS."""
         return (["X", "W_IH_T_PACKED", "W_HH_T_PACKED", "BIAS_IH", "BIAS_HH"]
                 + [_array(s) for s in self.states] + [_array(p) for p in self.params] + ["SAVED", "LENGTHS"])
 
     def backward_arguments(self):
-        """backward_rows / backward_sequence (then lo, hi or BLOCKS): BACKWARD_ARGS.
+        """backward_rows (then lo, hi): BACKWARD_ARGS.
 
         Only the state histories backward reads (the LSTM's C, not H)."""
         return (["D_OUT", "W_HH_PACKED"] + [_array(s) for s in self.backward_prev]
@@ -370,10 +370,9 @@ def _fill(template: str, values: dict) -> str:
 
 
 def _sequence_functions(layout: _Layout):
-    """forward_rows, forward_sequence, backward_rows and backward_sequence: the loops over time
+    """forward_rows and backward_rows: the loops over time
     of templates/sequence.py.tmpl, filled in with this cell's arrays."""
     states = [_array(s) for s in layout.states]
-    d_params = [f"D_{_array(p)}" for p in layout.params]
     out = _array(layout.spec.output)
     d_out = f"D_{out}"
 
@@ -407,7 +406,7 @@ def _sequence_functions(layout: _Layout):
         "ring_slots": [f"prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]"
                        for s, n in zip(layout.states, states)],
         "forward_step_call": ", ".join(passed for _, passed in layout.forward_step_arguments()),
-        "hold_states": [f"{n}[next_{s}, b] = {n}[prev_{s}, b]" for s, n in zip(layout.states, states)],
+        "hold_states": [f"{n}[next_{s}, b, j] = {n}[prev_{s}, b, j]" for s, n in zip(layout.states, states)],
         "backward_args": ", ".join(backward_args),
         "gradient_state_arrays": ", ".join(f"D_{n}" for n in states),
         "pre_activation_gradients": " and ".join(layout.gradient_arrays),
@@ -420,18 +419,12 @@ def _sequence_functions(layout: _Layout):
         "hidden_side_gradient": "D_GH" if layout.hidden_gradients == "in place" else f"{layout.gradient_arrays[-1]}[t, lo:hi]",
         "carry_gradients": [carry(s) for s in layout.states],
         "release_gradients": [f"D_{n}[b, j] = HELD_D_{n}[b - lo, j]" for n in states],
-        # element-wise parameter gradients are sums over rows: each block of rows sums into its
-        # own row of PARTIAL_<name>, and the blocks are added at the end
-        "partial_sums": [f"PARTIAL_{n} = np.zeros((BLOCKS, {n}.shape[0]), {n}.dtype)" for n in d_params],
-        "backward_rows_call": ", ".join(f"PARTIAL_{n}[block]" if n in d_params else n for n in backward_args),
-        "add_partial_sums": (["for block in range(BLOCKS):"] + [f"    {n} += PARTIAL_{n}[block]" for n in d_params]
-                             if d_params else []),
     }
     return _fill((TEMPLATE_DIR / "sequence.py.tmpl").read_text(), values)
 
 
 def _hidden_gradient_functions(layout: _Layout):
-    """hidden_gradient_rows / _sequence (templates/hidden_gradient.py.tmpl): d/dgx → d/dgh in
+    """hidden_gradient_rows (templates/hidden_gradient.py.tmpl): d/dgx → d/dgh in
     place over the steps of a chunk, where every block has a factor and some are not 1."""
     if layout.hidden_gradients != "in place":
         return ""
@@ -481,8 +474,8 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         # input side is done with it (hidden_gradient_rows); "own array": a second array, D_GH
         HIDDEN_GRADIENTS = {layout.hidden_gradients!r}
         # The calling convention: the arrays each function takes, in order; a state or
-        # parameter s is the array S, its gradient D_S. *_rows take lo, hi after them (a
-        # block of batch rows), *_sequence BLOCKS (that many blocks, one thread each).
+        # parameter s is the array S, its gradient D_S. *_rows take lo, hi after them: the
+        # block of batch rows they run (the driver runs several blocks at once on threads).
         FORWARD_ARGS = {tuple(layout.forward_arguments())!r}
         BACKWARD_ARGS = {tuple(layout.backward_arguments())!r}
         FORWARD_STEP_ARGS = {tuple(name for name, _ in layout.forward_step_arguments())!r}

@@ -27,10 +27,12 @@ while after each product, and spinning ones took a third of the two cores
 from whatever ran next. A small layer runs on the calling thread, its
 products too small to gain from splitting. In a large one, each batch row's
 recurrence being independent of the others, the loop over time runs on blocks
-of rows at once, one Numba thread per block, each running its own small
+of rows at once, one thread per block (as many blocks as
+``numba.get_num_threads()`` allows), each running its own small
 products (``kernel_runtime.matmul_packed``), so that the blocks never
 wait for one another inside the loop; and backward's products after it run on
-the same Numba threads, one slab of rows each. The slabs of ``dW_ih`` and
+threads too, one slab of rows each. The threads are Python's (``_on_threads``),
+each in a kernel that releases the GIL. The slabs of ``dW_ih`` and
 ``dW_hh`` are fixed in number (``PRODUCT_SLABS``), so the gradients do not depend
 on the number of threads.
 
@@ -51,6 +53,7 @@ so that a training loop reuses the same memory on every step.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
 import operator
@@ -84,6 +87,13 @@ class Workspace:
 
     def __init__(self):
         self._idle = {}   # role → 1-d buffer
+        self._full_lengths = None
+
+    def full_lengths(self, steps, batch):
+        """[batch] int64 of ``steps``, the lengths of full rows; the same array while they stay."""
+        if self._full_lengths is None or self._full_lengths[0] != (steps, batch):
+            self._full_lengths = ((steps, batch), np.full(batch, steps, np.int64))
+        return self._full_lengths[1]      # nothing writes it: the kernels only read lengths
 
     def take(self, role, shape, dtype):
         """An uninitialised array of ``shape``: an idle buffer if one is large enough."""
@@ -152,16 +162,16 @@ def row_block_count(steps, batch, gates, hidden):
 
 
 def _large(steps, batch, gates, hidden):
-    """Worth Numba's threads: the whole-sequence products then run on them as well."""
+    """Worth threads: the whole-sequence products then run on them as well."""
     return steps * batch * gates * hidden >= PARALLEL_MIN_WORK
 
 
-def products_on_numba_threads(steps, batch, gates, hidden, n_in):
-    """Whether the whole-sequence products run on Numba's threads (see the module docstring)."""
+def products_on_threads(steps, batch, gates, hidden, n_in):
+    """Whether the whole-sequence products run on threads (see the module docstring)."""
     return _large(steps, batch, gates, hidden) and n_in > 0
 
 
-# On Numba's threads, dW_ih += dGᵀX and dW_hh += dGᵀH are computed in this many slabs of
+# On threads, dW_ih += dGᵀX and dW_hh += dGᵀH are computed in this many slabs of
 # the gradient's rows, whatever the number of threads, so that the gradients do not depend
 # on the machine. Two, one per core here: four cost up to 3 % more, eight 7-11 %.
 PRODUCT_SLABS = 2
@@ -260,20 +270,50 @@ def _convention(kernels) -> _Convention:
     return convention
 
 
-def _run(serial, parallel, args, batch, blocks):
-    if blocks > 1:
-        parallel(*args, blocks)
-    else:
-        serial(*args, 0, batch)
+# Blocks of rows and slabs of products run on Python threads, each calling a kernel that
+# releases the GIL (nogil=True): the calling thread runs the first, this pool the others.
+# Numba's own parallel loops (one prange function per cell, dtype and loop) compiled in
+# 4-12 s each, 138 s for the built-in cells, against 0 here; a thread's start costs tens
+# of µs, and threads are used only above PARALLEL_MIN_WORK, about a millisecond of work.
+_pool = None
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _matmul_row_blocks(a, b, out, blocks):
-    """out = a @ b, the rows split into ``blocks`` slabs, one Numba thread (and BLAS call) each."""
-    rows = a.shape[0]
-    for block in numba.prange(blocks):
-        lo, hi = block * rows // blocks, (block + 1) * rows // blocks
-        np.dot(a[lo:hi], b, out[lo:hi])
+def _on_threads(function, calls):
+    """``function(*args)`` for every ``args`` in ``calls``, all at once; returns when all are done."""
+    global _pool
+    if len(calls) == 1:
+        function(*calls[0])
+        return
+    if _pool is None or _pool._max_workers < len(calls) - 1:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool = concurrent.futures.ThreadPoolExecutor(len(calls) - 1, thread_name_prefix="lstmkit")
+    others = [_pool.submit(function, *args) for args in calls[1:]]
+    try:
+        function(*calls[0])
+    finally:   # no buffer is handed back while another thread still writes it
+        concurrent.futures.wait(others)
+    for other in others:
+        other.result()
+
+
+def _row_blocks(batch, blocks):
+    """(lo, hi) of ``blocks`` blocks of the batch's rows."""
+    return [(block * batch // blocks, (block + 1) * batch // blocks) for block in range(blocks)]
+
+
+def _run(rows_function, args, batch, blocks):
+    """A kernel's ``*_rows`` function on the whole batch, in ``blocks`` blocks of rows at once."""
+    if blocks == 1:     # a small layer: no lists of calls to build (µs at B = 1)
+        rows_function(*args, 0, batch)
+        return
+    _on_threads(rows_function, [(*args, lo, hi) for lo, hi in _row_blocks(batch, blocks)])
+
+
+@numba.njit(cache=True, nogil=True)
+def _product_rows(a, b, out, lo, hi):
+    """out[lo:hi] = a[lo:hi] @ b (BLAS's gemm, as NumPy's dot inside @njit)."""
+    np.dot(a[lo:hi], b, out[lo:hi])
 
 
 def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params, initial_states,
@@ -293,7 +333,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     hidden = weight_hh.shape[1]
     dtype = x.dtype
     if lengths is None:
-        lengths = np.full(batch, steps, np.int64)
+        lengths = workspace.full_lengths(steps, batch)
     gates = len(kernels.GATES) * hidden
     if bias_ih is None:
         bias_ih = np.zeros(gates, dtype)
@@ -310,10 +350,12 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
                            dtype)
     if steps:
         convention = _convention(kernels)
+        # packed anew on every call, not kept in the workspace: held panels of W_ih, W_hh and
+        # backward's W_hh would add 1.5 × the weights to what a layer holds between calls
         values = [x, kernel_runtime.pack_transposed(weight_ih), kernel_runtime.pack_transposed(weight_hh),
                   bias_ih, bias_hh, *histories, *params, saved, lengths]
-        _run(kernels.forward_rows, kernels.forward_sequence, arrange(values, convention.forward_order),
-             batch, row_block_count(steps, batch, gates, hidden))
+        _run(kernels.forward_rows, arrange(values, convention.forward_order), batch,
+             row_block_count(steps, batch, gates, hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
@@ -364,7 +406,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     d_params = [np.zeros_like(p) for p in tape.params]
     output = tape.histories[tape.output_state]
     blocks = row_block_count(steps, batch, gates, hidden)
-    threaded = products_on_numba_threads(steps, batch, gates, hidden, n_in)
+    threaded = products_on_threads(steps, batch, gates, hidden, n_in)
     grads = {}    # the first chunk sets each result, the others add to it
     dx = np.empty(tape.x.shape, dtype)
     w_hh_packed = kernel_runtime.pack(tape.weight_hh) if steps else None
@@ -377,8 +419,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
             d_gh = chunk_arrays[1] if len(chunk_arrays) > 1 else None     # "own array" cells
             values = [d_output[start:stop], w_hh_packed, *(h[start:stop + 1] for h in tape.histories),
                       *tape.params, tape.saved[start:stop], lengths, *d_states, chunk_arrays[0], d_gh, *d_params]
-            _run(kernels.backward_rows, kernels.backward_sequence, arrange(values, convention.backward_order),
-                 batch, blocks)
+            _backward_rows(kernels, arrange(values, convention.backward_order), d_params, batch, blocks)
             # the input side first: for "in place" cells the array holds d/dgx until it is done
             d_pre_x = chunk_arrays[0].reshape(rows, gates)
             _add_transposed_product(grads, "weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in), threaded)
@@ -386,8 +427,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
                 _add_sum(grads, "bias_ih", d_pre_x)
             _input_gradient(d_pre_x, tape.weight_ih, dx[start:stop].reshape(rows, n_in), threaded)
             if kernels.HIDDEN_GRADIENTS == "in place":
-                _run(kernels.hidden_gradient_rows, kernels.hidden_gradient_sequence,
-                     (chunk_arrays[0], tape.saved[start:stop]), batch, blocks)
+                _run(kernels.hidden_gradient_rows, (chunk_arrays[0], tape.saved[start:stop]), batch, blocks)
             d_pre_h = chunk_arrays[-1].reshape(rows, gates)
             _add_transposed_product(grads, "weight_hh", d_pre_h, output[start:stop].reshape(rows, hidden), threaded)
             if has_bias and kernels.HIDDEN_GRADIENTS != "same":
@@ -403,10 +443,31 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     return dx, d_states, grads
 
 
+def _backward_rows(kernels, args, d_params, batch, blocks):
+    """The loop of backward over the batch in ``blocks`` blocks of rows. An element-wise
+    parameter's gradient is a sum over rows: each block sums into its own row of a partial
+    array, and the blocks are added in order at the end."""
+    if blocks == 1 or not d_params:
+        _run(kernels.backward_rows, args, batch, blocks)
+        return
+    partials = [np.zeros((blocks,) + d.shape, d.dtype) for d in d_params]
+    positions = [next(k for k, a in enumerate(args) if a is d) for d in d_params]
+    calls = []
+    for block, (lo, hi) in enumerate(_row_blocks(batch, blocks)):
+        call = list(args)
+        for position, partial in zip(positions, partials):
+            call[position] = partial[block]
+        calls.append((*call, lo, hi))
+    _on_threads(kernels.backward_rows, calls)
+    for d, partial in zip(d_params, partials):
+        for block in range(blocks):
+            d += partial[block]
+
+
 def _add_transposed_product(grads, name, a, b, threaded):
     """grads[name] += aᵀb, or = if it is not there yet (dW = dGᵀX: a is the gradient).
 
-    On Numba's threads, ``PRODUCT_SLABS`` slabs of its rows (module docstring), each
+    On threads, ``PRODUCT_SLABS`` slabs of its rows (module docstring), each
     BLAS's gemm adding to the result where it lies. Otherwise one NumPy product: at
     small sizes NumPy's BLAS is faster than SciPy's, which Numba calls.
     """
@@ -415,7 +476,9 @@ def _add_transposed_product(grads, name, a, b, threaded):
         add = out is not None
         if not add:
             out = grads[name] = np.empty((a.shape[1], b.shape[1]), a.dtype)
-        _transposed_product_slabs(a, b, out, add, PRODUCT_SLABS)
+        rows = out.shape[0]
+        _on_threads(kernel_runtime.transposed_product_rows,
+                    [(a, b, out, add, lo, hi) for lo, hi in _row_blocks(rows, PRODUCT_SLABS)])
     elif name in grads:
         grads[name] += a.T @ b
     else:
@@ -433,20 +496,14 @@ def _add_sum(grads, name, a):
 def _input_gradient(d_pre, weight_ih, out, threaded):
     """out = dG W_ih, for one chunk's rows.
 
-    On Numba's threads, in ``PRODUCT_SLABS`` slabs of rows whatever the number of threads:
+    On threads, in ``PRODUCT_SLABS`` slabs of rows whatever the number of threads:
     BLAS rounds a row differently depending on the rows around it in one call, so slabs
     that followed the thread count gave dx bits that depended on the machine.
     """
     if threaded:
-        _matmul_row_blocks(d_pre, weight_ih, out, min(PRODUCT_SLABS, d_pre.shape[0]))
+        rows = d_pre.shape[0]
+        _on_threads(_product_rows, [(d_pre, weight_ih, out, lo, hi)
+                                    for lo, hi in _row_blocks(rows, min(PRODUCT_SLABS, rows))])
     else:
         np.matmul(d_pre, weight_ih, out=out)
 
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _transposed_product_slabs(a, b, out, add, slabs):
-    """kernel_runtime.transposed_product_rows on ``slabs`` slabs of out's rows at once,
-    one Numba thread each: out (+)= aᵀb."""
-    rows = out.shape[0]
-    for slab in numba.prange(slabs):
-        kernel_runtime.transposed_product_rows(a, b, out, add, slab * rows // slabs, (slab + 1) * rows // slabs)

@@ -25,7 +25,7 @@ from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.extending import intrinsic, overload
 
 __all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh", "matmul_packed", "pack",
-           "pack_transposed", "panel_width", "transposed_product_rows"]
+           "pack_transposed", "panel_width", "empty_panels", "transposed_product_rows"]
 
 # How every kernel and every activation here is compiled; lstmkit.codegen says why.
 JIT_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
@@ -315,21 +315,38 @@ def panel_width(itemsize, columns):
 
 
 @numba.njit(cache=True, nogil=True)
-def _empty_panels(columns, depth, like):
-    """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array of like's dtype."""
-    width = panel_width(like.itemsize, columns)
-    panels = (columns + width - 1) // width
-    size = panels * depth * width
+def _aligned_empty(size, like):
+    """An uninitialised 1-d array of ``size`` elements of like's dtype, ALIGN-byte aligned."""
     buffer = np.empty(size + ALIGN // like.itemsize, like.dtype)
     offset = ((-buffer.ctypes.data) % ALIGN) // like.itemsize
-    return buffer[offset:offset + size].reshape((panels, depth, width))
+    return buffer[offset:offset + size]
+
+
+_panel_shapes = {}   # (columns, depth, itemsize) → [ceil(N/W), K, W]
+
+
+def empty_panels(columns, depth, like):
+    """An uninitialised, ALIGN-byte aligned [ceil(N/W), K, W] array of like's dtype, for N
+    columns of depth K.
+
+    Shaped in Python: inside @njit, reshape's error path (a message that formats the
+    shapes) was most of the 4.6 s of string functions compiled for a learner's first layer."""
+    key = (columns, depth, like.itemsize)
+    shape = _panel_shapes.get(key)
+    if shape is None:
+        width = panel_width(like.itemsize, columns)
+        shape = _panel_shapes[key] = (-(-columns // width), depth, width)
+    flat = _aligned_empty(shape[0] * shape[1] * shape[2], like)
+    if flat.size == 0:   # NumPy's view of no elements loses the aligned offset: set it again
+        buffer = np.empty(ALIGN // like.itemsize, like.dtype)
+        return np.ndarray(shape, like.dtype, buffer=buffer, offset=(-buffer.ctypes.data) % ALIGN)
+    return flat.reshape(shape)
 
 
 @numba.njit(cache=True, nogil=True)
-def _pack(b, transposed):
-    """b [K, N] (or b [N, K] when transposed) in panels; zero past column N."""
+def _pack_into(b, transposed, packed):
+    """b [K, N] (or b [N, K] when transposed) into the panels ``packed``; zero past column N."""
     columns, depth = (b.shape[0], b.shape[1]) if transposed else (b.shape[1], b.shape[0])
-    packed = _empty_panels(columns, depth, b)
     width = packed.shape[2]
     for p in range(packed.shape[0]):
         j0 = p * width
@@ -342,21 +359,26 @@ def _pack(b, transposed):
                     packed[p, k, c] = b[j0 + c, k]
         else:
             for k in range(depth):
-                packed[p, k, :n] = b[k, j0:j0 + n]
-        packed[p, :, n:] = 0
+                for c in range(n):
+                    packed[p, k, c] = b[k, j0 + c]
+        for k in range(depth):
+            for c in range(n, width):
+                packed[p, k, c] = 0
+
+
+def pack(b, out=None):
+    """b [K, N] in panels, for out = a @ b (backward: pack(W_hh)); into ``out`` if given
+    (from ``empty_panels`` for b's N and K)."""
+    packed = empty_panels(b.shape[1], b.shape[0], b) if out is None else out
+    _pack_into(b, False, packed)
     return packed
 
 
-@numba.njit(cache=True, nogil=True)
-def pack(b):
-    """b [K, N] in panels, for out = a @ b (backward: pack(W_hh))."""
-    return _pack(b, False)
-
-
-@numba.njit(cache=True, nogil=True)
-def pack_transposed(b):
-    """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh))."""
-    return _pack(b, True)
+def pack_transposed(b, out=None):
+    """b [N, K] in panels, for out = a @ b.T (forward: pack_transposed(W_hh)); into ``out`` if given."""
+    packed = empty_panels(b.shape[0], b.shape[1], b) if out is None else out
+    _pack_into(b, True, packed)
+    return packed
 
 
 @numba.njit(cache=True, nogil=True)

@@ -461,11 +461,6 @@ def _sequence_functions(layout: _StagedLayout, phases):
     forward_rows = (f"@numba.njit(KERNEL_OPTIONS)\ndef forward_rows({', '.join(fwd_args)}, lo, hi):\n"
                     '    """The forward phases and products over time, for the batch rows lo:hi."""\n'
                     + "".join(f"    {line}\n" for line in body))
-    forward_sequence = (
-        f"@numba.njit(KERNEL_OPTIONS, parallel=True)\ndef forward_sequence({', '.join(fwd_args)}, BLOCKS):\n"
-        '    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = X.shape[1]\n    for block in numba.prange(BLOCKS):\n"
-        f"        forward_rows({', '.join(fwd_args)}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n")
 
     bwd_args = layout.backward_arguments()
     backward_call = {
@@ -511,17 +506,7 @@ def _sequence_functions(layout: _StagedLayout, phases):
     backward_rows = (f"@numba.njit(KERNEL_OPTIONS)\ndef backward_rows({', '.join(bwd_args)}, lo, hi):\n"
                      '    """Backpropagation through time over the backward stages, for the batch rows lo:hi."""\n'
                      + "".join(f"    {line}\n" for line in body))
-    d_params = [f"D_{p.upper()}" for p in layout.params]
-    rows_call = ", ".join(f"PARTIAL_{n}[block]" if n in d_params else n for n in bwd_args)
-    backward_sequence = (
-        f"@numba.njit(KERNEL_OPTIONS, parallel=True)\ndef backward_sequence({', '.join(bwd_args)}, BLOCKS):\n"
-        '    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""\n'
-        "    batch = D_OUT.shape[1]\n"
-        + "".join(f"    PARTIAL_{n} = np.zeros((BLOCKS, {n}.shape[0]), {n}.dtype)\n" for n in d_params)
-        + "    for block in numba.prange(BLOCKS):\n"
-        f"        backward_rows({rows_call}, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)\n"
-        + "".join(f"    for block in range(BLOCKS):\n        {n} += PARTIAL_{n}[block]\n" for n in d_params))
-    return "\n\n".join([forward_rows, forward_sequence, backward_rows, backward_sequence])
+    return "\n\n".join([forward_rows, backward_rows])
 
 
 def staged_kernel_source(der: StagedDerivation, header: str, runtime_key: str, kernel_options: str,

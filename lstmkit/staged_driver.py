@@ -87,8 +87,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
             arrays["BELOW"] = below
         arrays.update({f"OPERAND_{k}": v for k, v in operands.items()})
         gates = (len(kernels.INPUT_GATES) + len(kernels.RECURRENT_GATES)) * hidden // 2
-        driver._run(kernels.forward_rows, kernels.forward_sequence, _arrange(kernels.FORWARD_ARGS, arrays),
-                    batch, row_block_count(steps, batch, max(gates, 1), hidden))
+        driver._run(kernels.forward_rows, _arrange(kernels.FORWARD_ARGS, arrays), batch, row_block_count(steps, batch, max(gates, 1), hidden))
     finals = [history[steps % history.shape[0]] for history in histories]
     output_state = kernels.STATES.index(kernels.OUTPUT)
     output = histories[output_state][1:]
@@ -152,8 +151,7 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
             if reads_below:
                 arrays.update(BELOW=tape.below[start:stop], D_BELOW=d_below[start:stop],
                               D_ABOVE=np.ascontiguousarray(d_above[start:stop]))
-            driver._run(kernels.backward_rows, kernels.backward_sequence, _arrange(kernels.BACKWARD_ARGS, arrays),
-                        batch, blocks)
+            driver._backward_rows(kernels, _arrange(kernels.BACKWARD_ARGS, arrays), d_params, batch, blocks)
             # the weight gradients: one product per chunk and product, as the driver's
             rows = count * batch
             x_rows = tape.x[start:stop].reshape(rows, n_in)

@@ -35,7 +35,7 @@ def test_generated_file_says_it_is_generated(name):
     assert module.RUNTIME_KEY == runtime_key()   # else Numba would keep code of an older kernel_runtime
     staged = getattr(module, "STAGED", False)     # lstmkit.staged: phase and stage kernels
     for function in ("forward_phase_1" if staged else "forward_step", "backward_stage_0" if staged else "backward_step",
-                     "forward_sequence", "backward_sequence"):
+                     "forward_rows", "backward_rows"):
         assert hasattr(module, function)
 
 
@@ -252,9 +252,7 @@ def test_argument_lists_are_the_signatures_of_the_generated_functions(name):
         return tuple(inspect.signature(function.py_func).parameters)
 
     assert parameters(module.forward_rows) == module.FORWARD_ARGS + ("lo", "hi")
-    assert parameters(module.forward_sequence) == module.FORWARD_ARGS + ("BLOCKS",)
     assert parameters(module.backward_rows) == module.BACKWARD_ARGS + ("lo", "hi")
-    assert parameters(module.backward_sequence) == module.BACKWARD_ARGS + ("BLOCKS",)
     if getattr(module, "STAGED", False):     # lstmkit.staged: no step kernels, no READS_STATES
         return
     assert parameters(module.forward_step) == module.FORWARD_STEP_ARGS

@@ -72,7 +72,7 @@ BELOW = 'c'
 FORWARD_ARGS = ('X', 'BELOW', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'WEIGHT_CI', 'WEIGHT_CF', 'WEIGHT_CO', 'WEIGHT_CD', 'WEIGHT_LD', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'H', 'C', 'WEIGHT_CI', 'WEIGHT_CF', 'WEIGHT_CO', 'WEIGHT_CD', 'WEIGHT_LD', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_GX', 'D_GH_0', 'BELOW', 'D_BELOW', 'D_ABOVE', 'D_WEIGHT_CI', 'D_WEIGHT_CF', 'D_WEIGHT_CO', 'D_WEIGHT_CD', 'D_WEIGHT_LD')
 SPEC_KEY = 'd4154f5dff761dbd'
-RUNTIME_KEY = 'd4f3c628b6e5e8b9'
+RUNTIME_KEY = 'd47f355a12600ea7'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -221,14 +221,6 @@ def forward_rows(X, BELOW, W_IH_T_PACKED, W_HH_T_PACKED_0, BIAS_IH, BIAS_HH, H, 
                 C[next_c, b] = C[prev_c, b]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(X, BELOW, W_IH_T_PACKED, W_HH_T_PACKED_0, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, SAVED, LENGTHS, BLOCKS):
-    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""
-    batch = X.shape[1]
-    for block in numba.prange(BLOCKS):
-        forward_rows(X, BELOW, W_IH_T_PACKED, W_HH_T_PACKED_0, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, SAVED, LENGTHS, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
-
-
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def backward_rows(D_OUT, X, W_HH_PACKED_0, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, SAVED, LENGTHS, D_H, D_C, D_GX, D_GH_0, BELOW, D_BELOW, D_ABOVE, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD, lo, hi):
     """Backpropagation through time over the backward stages, for the batch rows lo:hi."""
@@ -258,26 +250,3 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO
                 for j in range(hidden):
                     D_H[b, j] = HELD_D_H[b - lo, j]
                     D_C[b, j] = HELD_D_C[b - lo, j]
-
-
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, X, W_HH_PACKED_0, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, SAVED, LENGTHS, D_H, D_C, D_GX, D_GH_0, BELOW, D_BELOW, D_ABOVE, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD, BLOCKS):
-    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
-    batch = D_OUT.shape[1]
-    PARTIAL_D_WEIGHT_CI = np.zeros((BLOCKS, D_WEIGHT_CI.shape[0]), D_WEIGHT_CI.dtype)
-    PARTIAL_D_WEIGHT_CF = np.zeros((BLOCKS, D_WEIGHT_CF.shape[0]), D_WEIGHT_CF.dtype)
-    PARTIAL_D_WEIGHT_CO = np.zeros((BLOCKS, D_WEIGHT_CO.shape[0]), D_WEIGHT_CO.dtype)
-    PARTIAL_D_WEIGHT_CD = np.zeros((BLOCKS, D_WEIGHT_CD.shape[0]), D_WEIGHT_CD.dtype)
-    PARTIAL_D_WEIGHT_LD = np.zeros((BLOCKS, D_WEIGHT_LD.shape[0]), D_WEIGHT_LD.dtype)
-    for block in numba.prange(BLOCKS):
-        backward_rows(D_OUT, X, W_HH_PACKED_0, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, SAVED, LENGTHS, D_H, D_C, D_GX, D_GH_0, BELOW, D_BELOW, D_ABOVE, PARTIAL_D_WEIGHT_CI[block], PARTIAL_D_WEIGHT_CF[block], PARTIAL_D_WEIGHT_CO[block], PARTIAL_D_WEIGHT_CD[block], PARTIAL_D_WEIGHT_LD[block], block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
-    for block in range(BLOCKS):
-        D_WEIGHT_CI += PARTIAL_D_WEIGHT_CI[block]
-    for block in range(BLOCKS):
-        D_WEIGHT_CF += PARTIAL_D_WEIGHT_CF[block]
-    for block in range(BLOCKS):
-        D_WEIGHT_CO += PARTIAL_D_WEIGHT_CO[block]
-    for block in range(BLOCKS):
-        D_WEIGHT_CD += PARTIAL_D_WEIGHT_CD[block]
-    for block in range(BLOCKS):
-        D_WEIGHT_LD += PARTIAL_D_WEIGHT_LD[block]

@@ -82,7 +82,7 @@ BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'W_HH_T_PACKED_2', 'W_HH_T_PACKED_3', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'W_HH_PACKED_2', 'W_HH_PACKED_3', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_I_GATE', 'D_F_GATE', 'D_O_GATE', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_GH_2', 'D_GH_3')
 SPEC_KEY = '9f64508e34b764a7'
-RUNTIME_KEY = 'd4f3c628b6e5e8b9'
+RUNTIME_KEY = 'd47f355a12600ea7'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -227,14 +227,6 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACK
                 O_GATE[next_o_gate, b] = O_GATE[prev_o_gate, b]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACKED_2, W_HH_T_PACKED_3, BIAS_IH, BIAS_HH, H, C, I_GATE, F_GATE, O_GATE, SAVED, LENGTHS, BLOCKS):
-    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""
-    batch = X.shape[1]
-    for block in numba.prange(BLOCKS):
-        forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACKED_2, W_HH_T_PACKED_3, BIAS_IH, BIAS_HH, H, C, I_GATE, F_GATE, O_GATE, SAVED, LENGTHS, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
-
-
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, W_HH_PACKED_3, H, C, I_GATE, F_GATE, O_GATE, SAVED, LENGTHS, D_H, D_C, D_I_GATE, D_F_GATE, D_O_GATE, D_GX, D_GH_0, D_GH_1, D_GH_2, D_GH_3, lo, hi):
     """Backpropagation through time over the backward stages, for the batch rows lo:hi."""
@@ -288,11 +280,3 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, W_HH_PA
                     D_I_GATE[b, j] = HELD_D_I_GATE[b - lo, j]
                     D_F_GATE[b, j] = HELD_D_F_GATE[b - lo, j]
                     D_O_GATE[b, j] = HELD_D_O_GATE[b - lo, j]
-
-
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, W_HH_PACKED_3, H, C, I_GATE, F_GATE, O_GATE, SAVED, LENGTHS, D_H, D_C, D_I_GATE, D_F_GATE, D_O_GATE, D_GX, D_GH_0, D_GH_1, D_GH_2, D_GH_3, BLOCKS):
-    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
-    batch = D_OUT.shape[1]
-    for block in numba.prange(BLOCKS):
-        backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, W_HH_PACKED_3, H, C, I_GATE, F_GATE, O_GATE, SAVED, LENGTHS, D_H, D_C, D_I_GATE, D_F_GATE, D_O_GATE, D_GX, D_GH_0, D_GH_1, D_GH_2, D_GH_3, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)

@@ -61,7 +61,7 @@ BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'W_HH_T_PACKED_2', 'BIAS_IH', 'BIAS_HH', 'H', 'OPERAND_0', 'OPERAND_2', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'W_HH_PACKED_2', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_GH_2')
 SPEC_KEY = 'f412f2fbc47f642e'
-RUNTIME_KEY = 'd4f3c628b6e5e8b9'
+RUNTIME_KEY = 'd47f355a12600ea7'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
@@ -191,14 +191,6 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACK
                 H[next_h, b] = H[prev_h, b]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def forward_sequence(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACKED_2, BIAS_IH, BIAS_HH, H, OPERAND_0, OPERAND_2, SAVED, LENGTHS, BLOCKS):
-    """forward_rows on BLOCKS blocks of batch rows at once, one thread each."""
-    batch = X.shape[1]
-    for block in numba.prange(BLOCKS):
-        forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACKED_2, BIAS_IH, BIAS_HH, H, OPERAND_0, OPERAND_2, SAVED, LENGTHS, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
-
-
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
 def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, H, SAVED, LENGTHS, D_H, D_GX, D_GH_0, D_GH_1, D_GH_2, lo, hi):
     """Backpropagation through time over the backward stages, for the batch rows lo:hi."""
@@ -227,11 +219,3 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, H, SAVE
             if t >= LENGTHS[b]:
                 for j in range(hidden):
                     D_H[b, j] = HELD_D_H[b - lo, j]
-
-
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, parallel=True)
-def backward_sequence(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, H, SAVED, LENGTHS, D_H, D_GX, D_GH_0, D_GH_1, D_GH_2, BLOCKS):
-    """backward_rows on BLOCKS blocks of batch rows at once, one thread each."""
-    batch = D_OUT.shape[1]
-    for block in numba.prange(BLOCKS):
-        backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, H, SAVED, LENGTHS, D_H, D_GX, D_GH_0, D_GH_1, D_GH_2, block * batch // BLOCKS, (block + 1) * batch // BLOCKS)
