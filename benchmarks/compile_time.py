@@ -72,8 +72,8 @@ for STAGE, threaded in (("one_thread", False), ("threaded", True)):
     begin = time.perf_counter()
     for name in BUILTIN_CELLS:
         for dtype in (np.float32, np.float64):
-            layer = lstmkit.RecurrentLayer(name, 3, 4, dtype=dtype, seed=0)
-            x = rng.standard_normal((8, 16, 3) if threaded else (5, 2, 3)).astype(dtype)
+            layer = lstmkit.RecurrentLayer(name, 4, 4, dtype=dtype, seed=0)   # 4 = 4: raw-input cells (MUT1, MUT2) need it
+            x = rng.standard_normal((8, 16, 4) if threaded else (5, 2, 4)).astype(dtype)
             y, _ = layer(x)
             layer.backward(np.ones_like(y))
     stages[STAGE + "_s"] = time.perf_counter() - begin
