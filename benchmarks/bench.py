@@ -420,7 +420,7 @@ from lstmkit import driver
 from lstmkit.cells import BUILTIN_CELLS
 from lstmkit.kernels import load
 threaded = sys.argv[1] == "threaded"
-if threaded:   # the loops on blocks of rows and the products on Numba's threads
+if threaded:   # the loops on blocks of rows and the products on the driver's threads
     driver.PARALLEL_MIN_WORK = 0
 rng = np.random.default_rng(0)
 start = time.perf_counter()
