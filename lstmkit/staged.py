@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .symbolic import ACTIVATIONS, CellSpec, CellSpecError, name_activations
+from .symbolic import CellSpec, CellSpecError, name_activations, refuse_recomputed_activations
 
 __all__ = ["ProductGroup", "StagedDerivation", "derive_staged", "staged_kernel_source"]
 
@@ -179,11 +179,7 @@ def derive_staged(spec: CellSpec) -> StagedDerivation:
     for name, symbol in inputs:
         sym = sp.Symbol(name, real=True)
         raw[sym], wrt[sym] = gradient(symbol), symbol
-    for grad_sym, expr in raw.items():
-        leftover = [n for n in sp.preorder_traversal(expr) if isinstance(n, ACTIVATIONS)]
-        if leftover:
-            raise CellSpecError(f"{spec.name}: {grad_sym} would recompute {leftover[0]}; "
-                                "σ, tanh and relu have derivatives through their saved outputs")
+    refuse_recomputed_activations(spec, raw)
 
     backward = []
     for stage in sorted(by_stage, reverse=True):

@@ -93,6 +93,16 @@ class tick(sp.Function):
 ACTIVATIONS = (sigmoid, sp.tanh, relu)
 
 
+def refuse_recomputed_activations(spec, gradients):
+    """Every gradient must read σ, tanh and relu through their saved outputs (backward
+    recomputes nothing transcendental for them): a gradient still holding one is refused."""
+    for grad_sym, expr in gradients.items():
+        leftover = [n for n in sp.preorder_traversal(expr) if isinstance(n, ACTIVATIONS)]
+        if leftover:
+            raise CellSpecError(f"{spec.name}: {grad_sym} would recompute {leftover[0]}; "
+                                "σ, tanh and relu have derivatives through their saved outputs")
+
+
 class CellSpecError(ValueError):
     """A cell's equations are incomplete or inconsistent."""
 
@@ -665,11 +675,7 @@ def derive(spec: CellSpec) -> Derivation:
             [(f"d_{p}", spec.param[p]) for p in spec.param_names]:
         sym = sp.Symbol(name, real=True)
         raw[sym], wrt[sym] = gradient(symbol), symbol
-    for grad_sym, expr in raw.items():
-        leftover = [n for n in sp.preorder_traversal(expr) if isinstance(n, ACTIVATIONS)]
-        if leftover:
-            raise CellSpecError(f"{spec.name}: {grad_sym} would recompute {leftover[0]}; "
-                                "σ, tanh and relu have derivatives through their saved outputs")
+    refuse_recomputed_activations(spec, raw)
 
     # Any gate input that backward still reads must be saved too (e.g. the GRU's gh_n).
     gate_inputs = set(spec.gx.values()) | set(spec.gh.values())
