@@ -131,6 +131,14 @@ class Tape:
     used: bool = False          # backward has run
     released: bool = False      # the buffers went back to the workspace
 
+    def claim_for_backward(self):
+        """Mark the tape as read by backward; refuse an inference tape or a second backward."""
+        if self.inference:
+            raise RuntimeError("an inference forward pass (inference=True) saved nothing for backward")
+        if self.used:
+            raise RuntimeError("backward was already run for this forward pass; call forward again")
+        self.used = True
+
 
 def release(tape: Tape):
     """Give a tape's buffers back to its workspace, for the next call to reuse.
@@ -385,11 +393,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     ``(dx, d_initial_states, grads)`` with grads keyed ``weight_ih``,
     ``weight_hh``, ``bias_ih``, ``bias_hh`` and the element-wise parameter names.
     """
-    if tape.inference:
-        raise RuntimeError("an inference forward pass (inference=True) saved nothing for backward")
-    if tape.used:
-        raise RuntimeError("backward was already run for this forward pass; call forward again")
-    tape.used = True
+    tape.claim_for_backward()
     steps, batch, n_in = tape.x.shape
     hidden = tape.weight_hh.shape[1]
     gates = len(kernels.GATES) * hidden

@@ -103,11 +103,7 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
     For a cell with a ``BELOW`` state: ``d_above`` [T, B, d] is the gradient the layer above
     sends to this layer's state at each step (zeros when None), and ``grads["below"]`` the one
     this layer sends down, [T, B, d]."""
-    if tape.inference:
-        raise RuntimeError("an inference forward pass (inference=True) saved nothing for backward")
-    if tape.used:
-        raise RuntimeError("backward was already run for this forward pass; call forward again")
-    tape.used = True
+    tape.claim_for_backward()
     steps, batch, n_in = tape.x.shape
     hidden = tape.weight_hh.shape[1]
     dtype = tape.x.dtype
