@@ -47,7 +47,8 @@ def torch_agreement(layer, x, state=None, *, lengths=None, seed=0):
     torch_dtype = torch.float64 if layer.dtype == np.float64 else torch.float32
     reference = getattr(torch.nn, class_name)(
         layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
-        batch_first=layer.batch_first, bidirectional=layer.bidirectional, dtype=torch_dtype, **options)
+        batch_first=layer.batch_first, bidirectional=layer.bidirectional, dtype=torch_dtype, **options,
+        **({"proj_size": layer.proj_size} if getattr(layer, "proj_size", 0) else {}))  # GRU/RNN refuse the word
     reference.load_state_dict({name: torch.tensor(value) for name, value in layer.state_dict().items()})
 
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from . import driver, staged_driver
+from . import driver, projection, staged_driver
 from .kernels import load as load_builtin_kernels
 from .module import Module, check_float_array, check_float_dtype, check_sizes
 
@@ -61,10 +61,16 @@ class RecurrentLayer(Module):
     p and scales the rest by 1/(1 − p), as torch does, in training mode only
     (``layer.train()``, the default; ``layer.eval()`` turns it off). The masks come
     from the layer's own generator (seeded by ``seed``) and are kept for backward.
+
+    ``proj_size=p`` (0 < p < hidden_size) projects each step's output, as torch's
+    ``LSTM(..., proj_size=p)`` (Sak et al. 2014): h_t = W_hr (o_t ⊙ tanh(C_t)) with
+    ``weight_hr_l{k}`` [p, d]. h_t is p wide, in the output, the state h and the recurrent
+    product (``weight_hh_l{k}`` is [G·d, p]); the cell state C stays d wide
+    (:mod:`lstmkit.projection`).
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None, constants=None):
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None, constants=None, proj_size=0):
         # A built-in cell by name needs only its generated kernels, not SymPy: importing
         # SymPy is a large part of `import lstmkit`, so the spec is built when asked for.
         if isinstance(cell, str):
@@ -89,6 +95,9 @@ class RecurrentLayer(Module):
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
                           f"num_layers={num_layers}", UserWarning, stacklevel=3)
         self.dropout = float(dropout)
+        self.proj_size = self._check_proj_size(proj_size, kernels)
+        # the width of the output and of the state h: what the layer above and W_hh see
+        self.output_width = self.proj_size or self.hidden_size
         if getattr(kernels, "BELOW", None) is not None and bidirectional:
             raise ValueError(f"cell {kernels.CELL!r} reads the state of the layer below at the same step; "
                              "a bidirectional stack has no single layer below, so bidirectional=True is refused")
@@ -106,7 +115,7 @@ class RecurrentLayer(Module):
         # a staged cell's kernels run on their own driver (lstmkit.staged_driver); what more they
         # take is looked up once here (a missing module attribute costs a microsecond a call)
         self._staged = getattr(kernels, "STAGED", False)
-        self._driver = staged_driver if self._staged else driver
+        self._driver = staged_driver if self._staged else projection if self.proj_size else driver
         self._below = getattr(kernels, "BELOW", None)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
@@ -147,14 +156,16 @@ class RecurrentLayer(Module):
         recurrent_gates = len(getattr(self.kernels, "RECURRENT_GATES", self.kernels.GATES)) * self.hidden_size
         shapes = {}
         for layer, _, suffix in self._suffixes():
-            n_in = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            n_in = self.input_size if layer == 0 else self.output_width * self.num_directions
             shapes[f"weight_ih{suffix}"] = (input_gates, n_in)
-            shapes[f"weight_hh{suffix}"] = (recurrent_gates, self.hidden_size)
+            shapes[f"weight_hh{suffix}"] = (recurrent_gates, self.output_width)
             if self.bias:
                 shapes[f"bias_ih{suffix}"] = (input_gates,)
                 shapes[f"bias_hh{suffix}"] = (recurrent_gates,)
             for param in self.kernels.PARAMS:
                 shapes[f"{param}{suffix}"] = (self.hidden_size,)
+            if self.proj_size:
+                shapes[f"weight_hr{suffix}"] = (self.proj_size, self.hidden_size)
         return shapes
 
     def _init_params(self, rng):
@@ -226,6 +237,8 @@ class RecurrentLayer(Module):
                   "bidirectional": self.bidirectional, "num_layers": self.num_layers}
         if self.constants:      # a Clockwork RNN's periods: weights trained for others would load silently
             record["constants"] = {name: value.tolist() for name, value in self.constants.items()}
+        if self.proj_size:      # recorded only when set, so that older checkpoints keep their record
+            record["proj_size"] = self.proj_size
         return record
 
     def load_state_dict(self, state_dict, strict=True):
@@ -261,8 +274,8 @@ class RecurrentLayer(Module):
         initial = self._check_state(state, batch, unbatched, "state")
 
         tapes, masks = [], []
-        finals = [np.empty((self.num_layers * self.num_directions, batch, self.hidden_size), self.dtype)
-                  for _ in self.kernels.STATES]
+        finals = [np.empty((self.num_layers * self.num_directions, batch, self._state_width(name)), self.dtype)
+                  for name in self.kernels.STATES]
         layer_input = x
         for layer in range(self.num_layers):
             if layer and self.dropout and self.training:
@@ -274,6 +287,8 @@ class RecurrentLayer(Module):
                 slot = layer * self.num_directions + direction
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
                 extra = self._staged_arguments(layer, slot, tapes, first_step) if self._staged else {}
+                if self.proj_size:
+                    extra["weight_hr"] = self.params[f"weight_hr{suffix}"]
                 output, final_states, tape = self._driver.sequence_forward(
                     self.kernels, source, self._weight(f"weight_ih{suffix}"),
                     self._weight(f"weight_hh{suffix}"), self.params.get(f"bias_ih{suffix}"),
@@ -326,7 +341,7 @@ class RecurrentLayer(Module):
         if tapes and tapes[0].used:
             raise RuntimeError("backward was already run for this forward pass; call forward again")
         steps, batch = x_shape[0], x_shape[1]
-        expected = (steps, batch, self.hidden_size * self.num_directions)
+        expected = (steps, batch, self.output_width * self.num_directions)
         if d_output is not None:
             self._check_array(d_output, "d_output", self._external_shape(expected, unbatched))
         d_final = self._check_state(d_state, batch, unbatched, "d_state")
@@ -355,7 +370,8 @@ class RecurrentLayer(Module):
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
-                d_out = d_layer_output[:, :, direction * self.hidden_size:(direction + 1) * self.hidden_size]
+                width = self.output_width
+                d_out = d_layer_output[:, :, direction * width:(direction + 1) * width]
                 d_out = np.ascontiguousarray(d_out if direction == 0 else _reverse_rows(d_out, lengths))
                 extra = {"d_above": d_above} if reads_below else {}
                 dx, d_states, layer_grads = self._driver.sequence_backward(
@@ -392,6 +408,23 @@ class RecurrentLayer(Module):
                                  f"shape {value.shape}")
             checked[name] = value
         return checked
+
+    def _check_proj_size(self, proj_size, kernels):
+        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
+            raise TypeError(f"proj_size must be an integer, got {proj_size!r}")
+        if proj_size < 0:     # torch's messages
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size has to be smaller than hidden_size: got proj_size={proj_size}, "
+                             f"hidden_size={self.hidden_size}")
+        if proj_size and not projection.can_project(kernels):
+            raise ValueError(f"cell {kernels.CELL!r} cannot be projected (proj_size): its step reads "
+                             "h_{t−1} other than through W_hh h_{t−1}, or runs in stages")
+        return int(proj_size)
+
+    def _state_width(self, name):
+        """A state's width: the projected h is ``proj_size`` wide, every other state ``hidden_size``."""
+        return self.output_width if name == self.kernels.OUTPUT else self.hidden_size
 
     def _staged_arguments(self, layer, slot, tapes, first_step):
         """What a staged cell's driver takes besides a one-product cell's arguments."""
@@ -467,16 +500,23 @@ class RecurrentLayer(Module):
     def _check_state(self, state, batch, unbatched, what):
         names = self.kernels.STATES
         layers = self.num_layers * self.num_directions
-        shape = (layers, self.hidden_size) if unbatched else (layers, batch, self.hidden_size)
+
+        def shape(name):
+            width = self._state_width(name)
+            return (layers, width) if unbatched else (layers, batch, width)
+
         if state is None:
-            return [np.zeros((layers, batch, self.hidden_size), self.dtype) for _ in names]
+            return [np.zeros((layers, batch, self._state_width(name)), self.dtype) for name in names]
         parts = (state,) if len(names) == 1 and isinstance(state, np.ndarray) else state
         if not isinstance(parts, (tuple, list)) or len(parts) != len(names):
+            widths = {shape(name) for name in names}
+            shapes = (f"each of shape {shape(names[0])}" if len(widths) == 1
+                      else "of shapes " + ", ".join(f"{name} {shape(name)}" for name in names))
             raise TypeError(f"{what}: expected {'a tuple of ' if len(names) > 1 else ''}"
-                            f"{len(names)} array(s) {names}, each of shape {shape}")
+                            f"{len(names)} array(s) {names}, {shapes}")
         checked = []
         for name, part in zip(names, parts):
-            part = self._check_array(part, f"{what} {name}", shape)
+            part = self._check_array(part, f"{what} {name}", shape(name))
             checked.append(np.ascontiguousarray(part[:, None, :] if unbatched else part))
         return checked
 
@@ -486,6 +526,7 @@ class RecurrentLayer(Module):
         extra += ", batch_first=True" if self.batch_first else ""
         extra += ", bias=False" if not self.bias else ""
         extra += f", dropout={self.dropout}" if self.dropout else ""
+        extra += f", proj_size={self.proj_size}" if self.proj_size else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"cell={self.kernels.CELL!r}, dtype={self.dtype})")
 
@@ -520,12 +561,16 @@ class RNN(RecurrentLayer):
 
 
 class LSTM(RecurrentLayer):
-    """LSTM as ``torch.nn.LSTM``: gates i, f, g, o; state ``(h, c)``."""
+    """LSTM as ``torch.nn.LSTM``: gates i, f, g, o; state ``(h, c)``.
+
+    ``proj_size=p`` > 0: the LSTM with a projection, h_t = W_hr (o_t ⊙ tanh(C_t)) (see
+    :class:`RecurrentLayer`); h_n is then (L·D, B, p) and the output (T, B, D·p).
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, **kwargs):
+                 dropout=0.0, bidirectional=False, proj_size=0, **kwargs):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, **kwargs)
+                         dropout, bidirectional, proj_size=proj_size, **kwargs)
 
 
 class GRU(RecurrentLayer):

@@ -47,6 +47,29 @@ def test_random_configurations_agree_with_torch(**config):
     compare_with_torch(**config)
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(dtype=st.sampled_from([np.float64, np.float32]), steps=st.integers(1, 7), batch=st.integers(1, 4),
+       input_size=st.integers(1, 6), sizes=st.integers(2, 7).flatmap(
+           lambda d: st.tuples(st.just(d), st.integers(1, d - 1))),
+       num_layers=st.integers(1, 3), batch_first=st.booleans(), bias=st.booleans(),
+       bidirectional=st.booleans(), seed=st.integers(0, 2**16), use_state=st.booleans())
+def test_random_projected_lstms_agree_with_torch(dtype, steps, batch, input_size, sizes, num_layers, batch_first,
+                                                 bias, bidirectional, seed, use_state):
+    hidden_size, proj_size = sizes
+    ours = lstmkit.LSTM(input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
+                        bidirectional=bidirectional, proj_size=proj_size, dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, steps, input_size) if batch_first else (steps, batch, input_size)).astype(dtype)
+    slots = num_layers * (2 if bidirectional else 1)
+    state = (rng.standard_normal((slots, batch, proj_size)).astype(dtype),
+             rng.standard_normal((slots, batch, hidden_size)).astype(dtype)) if use_state else None
+    differences = torch_agreement(ours, x, state, seed=seed)
+    assert {f"gradient weight_hr_l{k}" for k in range(num_layers)} <= set(differences)
+    for what, error in differences.items():
+        assert error < TOLERANCE[dtype], f"proj_size={proj_size} {np.dtype(dtype).name}: {what} differs by {error:.2e}"
+
+
 @pytest.mark.parametrize("cell", sorted(PAIRS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_every_cell_and_dtype_agrees_with_torch(cell, dtype):
