@@ -513,12 +513,15 @@ def set_gate(layer, gate, weight=None, bias=None, layer_index=0):
     cell, g = _block_by_name(layer, gate)
     if not cell.summed[g]:
         raise ValueError(f"gate {gate!r} of {layer.cell.name} has separate input and hidden parts")
-    d, n = layer.hidden_size, layer.input_size if layer_index == 0 else layer.hidden_size
     suffix = f"_l{layer_index}"
+    # [h_{t−1}, x_t] is as wide as the weights' columns: h is p wide with a projection, and an
+    # upper layer's x is the layer below's output, D times as wide
+    d = layer.hidden_size
+    h_width, n = layer.params["weight_hh" + suffix].shape[1], layer.params["weight_ih" + suffix].shape[1]
     updates = {}
     if weight is not None:
-        weight = np.broadcast_to(np.asarray(weight, dtype=layer.dtype), (d, d + n))
-        updates["weight_hh" + suffix], updates["weight_ih" + suffix] = weight[:, :d], weight[:, d:]
+        weight = np.broadcast_to(np.asarray(weight, dtype=layer.dtype), (d, h_width + n))
+        updates["weight_hh" + suffix], updates["weight_ih" + suffix] = weight[:, :h_width], weight[:, h_width:]
     if bias is not None:
         if "bias_ih" + suffix not in layer.params:
             raise ValueError("the layer was built with bias=False")

@@ -177,3 +177,14 @@ def test_parameters_are_torchs_and_a_checkpoint_keeps_the_projection(tmp_path):
         load_checkpoint(path, unprojected)
     for name, value in before.items():
         np.testing.assert_array_equal(unprojected.params[name], value)
+
+
+def test_set_gate_takes_the_article_weight_on_the_projected_h():
+    from lstmkit.notation import set_gate
+
+    layer = lstmkit.LSTM(3, 6, num_layers=2, bidirectional=True, proj_size=2, dtype=np.float64, seed=0)
+    set_gate(layer, "f", weight=0.0, bias=12.0, layer_index=1)      # W_f [d, p + 2p]: h is p wide
+    x = np.random.default_rng(7).standard_normal((4, 2, 3))
+    layer(x)
+    forget = layer.gate_activations(layer=1)["forget_gate"]
+    np.testing.assert_allclose(forget, 1 / (1 + np.exp(-12.0)), rtol=1e-12)
