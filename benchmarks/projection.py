@@ -16,7 +16,7 @@ import json
 import platform
 import statistics
 import sys
-import time
+import timeit
 import warnings
 from pathlib import Path
 
@@ -32,12 +32,7 @@ CALLS, ROUNDS = 5, 9
 
 
 def _sample(call):
-    times = []
-    for _ in range(CALLS):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timeit.repeat(call, number=1, repeat=CALLS))
 
 
 def case(steps, batch, n, d):
