@@ -398,21 +398,42 @@ _product_f32, _product_f64 = _products[4], _products[8]
 _linked = []     # the cfuncs, kept alive while their symbols are registered
 
 
+def _product_tiles(a_data, rows, depth, packed_data, panels, width, out_data, columns):
+    """The tile loop of matmul_packed on C-contiguous arrays given by their first elements."""
+    a = numba.carray(a_data, (rows, depth))
+    packed = numba.carray(packed_data, (panels, depth, width))
+    out = numba.carray(out_data, (rows, columns))
+    for p in range(panels):
+        for i in range(0, rows, TILE_ROWS):
+            _tile(a, packed, out, i, min(TILE_ROWS, rows - i), p)
+
+
 def _product_entry(real):
-    """The tile loop as a C function of pointers and sizes, for arrays of ``real``."""
+    """_product_tiles as a C function for arrays of ``real``, compiled or loaded from Numba's
+    cache. A compilation raises Numba's ``numba:compile`` event as a jitted function's does
+    (a cfunc's raises none), so that lstmkit.compile_notice and benchmarks/compile_time.py see it."""
+    from numba.core import event
+    from numba.core.ccallback import CFunc
+
     pointer = types.CPointer(real)
+    signature = types.void(pointer, types.intp, types.intp, pointer, types.intp, types.intp, pointer, types.intp)
+    entry = CFunc(_product_tiles, (signature.args, signature.return_type), locals={}, options={"nogil": True})
+    entry.enable_caching()
+    uncached = entry._compile_uncached
 
-    @numba.cfunc(types.void(pointer, types.intp, types.intp, pointer, types.intp, types.intp, pointer, types.intp),
-                 cache=True, nogil=True)
-    def product(a_data, rows, depth, packed_data, panels, width, out_data, columns):
-        a = numba.carray(a_data, (rows, depth))
-        packed = numba.carray(packed_data, (panels, depth, width))
-        out = numba.carray(out_data, (rows, columns))
-        for p in range(panels):
-            for i in range(0, rows, TILE_ROWS):
-                _tile(a, packed, out, i, min(TILE_ROWS, rows - i), p)
+    def compile_uncached():
+        with event.trigger_event("numba:compile", data={"dispatcher": _EventSource, "args": signature.args,
+                                                        "return_type": signature.return_type}):
+            return uncached()
 
-    return product
+    entry._compile_uncached = compile_uncached
+    entry.compile()
+    return entry
+
+
+class _EventSource:
+    """What a ``numba:compile`` event's listeners read of the compiled function."""
+    py_func = _product_tiles
 
 
 def _link_products():
