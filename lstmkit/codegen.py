@@ -224,44 +224,25 @@ class _Layout:
                 + [f"D_{_array(s)}" for s in self.states] + self.gradient_arrays
                 + [f"D_{_array(p)}" for p in self.params])
 
-    # each step kernel's parameters, with what the loop over time passes for them: the
-    # arrays themselves, or views of a block of rows at one step, which the loop takes once
-    # into mixed-case locals (forward_views, backward_views; no array or generated local has
-    # such a name) before the step's calls, as lstmkit.staged's loops do
+    # each step kernel's parameters, with what the loop over time passes for them
     def forward_step_arguments(self):
         arguments = [("GX", "GX"), ("GH", "GH"), ("BIAS_IH", "BIAS_IH"), ("BIAS_HH", "BIAS_HH")]
-        arguments += [(f"{_array(s)}_PREV", f"{_array(s)}_prev") for s in self.states]
+        arguments += [(f"{_array(s)}_PREV", f"{_array(s)}[prev_{s}, lo:hi]") for s in self.states]
         arguments += [(_array(p), _array(p)) for p in self.params]
-        arguments += [(_array(s), f"{_array(s)}_next") for s in self.states]
-        return arguments + [("SAVED", "SAVED_t")]
-
-    def forward_views(self):
-        """The views forward_step_arguments pass, {local: view}."""
-        views = {f"{_array(s)}_prev": f"{_array(s)}[prev_{s}, lo:hi]" for s in self.states}
-        views.update({f"{_array(s)}_next": f"{_array(s)}[next_{s}, lo:hi]" for s in self.states})
-        views["SAVED_t"] = "SAVED[t % SAVED.shape[0], lo:hi]"
-        return views
+        arguments += [(_array(s), f"{_array(s)}[next_{s}, lo:hi]") for s in self.states]
+        return arguments + [("SAVED", "SAVED[t % SAVED.shape[0], lo:hi]")]
 
     def backward_step_arguments(self):
-        arguments = [("SAVED", "SAVED_t")]
-        arguments += [(f"{_array(s)}_PREV", f"{_array(s)}_prev") for s in self.backward_prev]
+        arguments = [("SAVED", "SAVED[t, lo:hi]")]
+        arguments += [(f"{_array(s)}_PREV", f"{_array(s)}[t, lo:hi]") for s in self.backward_prev]
         arguments += [(_array(p), _array(p)) for p in self.params]
-        arguments += [("D_OUT", "D_OUT_t")]
-        arguments += [(f"D_{_array(s)}", f"D_{_array(s)}_rows") for s in self.states]
-        arguments += [(g, f"{g}_t") for g in self.gradient_arrays]
+        arguments += [("D_OUT", "D_OUT[t, lo:hi]")]
+        arguments += [(f"D_{_array(s)}", f"D_{_array(s)}[lo:hi]") for s in self.states]
+        arguments += [(g, f"{g}[t, lo:hi]") for g in self.gradient_arrays]
         if self.hidden_gradients == "in place":
             arguments += [("D_GH", "D_GH")]      # this step's alone, for the recurrent product
         arguments += [(f"D_{_array(s)}_PREV",) * 2 for s in self.states if s not in self.zero_prev]
         return arguments + [(f"D_{_array(p)}",) * 2 for p in self.params]
-
-    def backward_views(self):
-        """The views backward_step_arguments pass, {local: view}: the gradients of the states
-        (the same rows at every step) before the loop, the others at each step."""
-        invariant = {f"D_{_array(s)}_rows": f"D_{_array(s)}[lo:hi]" for s in self.states}
-        per_step = {"SAVED_t": "SAVED[t, lo:hi]", "D_OUT_t": "D_OUT[t, lo:hi]"}
-        per_step.update({f"{_array(s)}_prev": f"{_array(s)}[t, lo:hi]" for s in self.backward_prev})
-        per_step.update({f"{g}_t": f"{g}[t, lo:hi]" for g in self.gradient_arrays})
-        return invariant, per_step
 
     # gradient symbols -> where they are written: (array, block, code, operator)
     def gradient_targets(self):
@@ -432,7 +413,6 @@ def _sequence_functions(layout: _Layout):
         "output_array": out,
         "ring_slots": [f"prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]"
                        for s, n in zip(layout.states, states)],
-        "forward_views": [f"{name} = {view}" for name, view in layout.forward_views().items()],
         "forward_step_call": ", ".join(passed for _, passed in layout.forward_step_arguments()),
         "hold_states": [f"{n}[next_{s}, b, j] = {n}[prev_{s}, b, j]" for s, n in zip(layout.states, states)],
         "backward_args": ", ".join(backward_args),
@@ -442,11 +422,9 @@ def _sequence_functions(layout: _Layout):
         "step_buffers": step_buffers,
         "hold_gradients": [line for n in states for line in
                            (f"HELD_D_{n}[b - lo, j] = D_{n}[b, j]", f"D_{n}[b, j] = 0")],
-        "invariant_views": [f"{name} = {view}" for name, view in layout.backward_views()[0].items()],
-        "backward_views": [f"{name} = {view}" for name, view in layout.backward_views()[1].items()],
         "backward_step_call": ", ".join(passed for _, passed in layout.backward_step_arguments()),
         "recurrent_buffers": recurrent_buffers,
-        "hidden_side_gradient": "D_GH" if layout.hidden_gradients == "in place" else f"{layout.gradient_arrays[-1]}_t",
+        "hidden_side_gradient": "D_GH" if layout.hidden_gradients == "in place" else f"{layout.gradient_arrays[-1]}[t, lo:hi]",
         "carry_gradients": [carry(s) for s in layout.states],
         "release_gradients": [f"D_{n}[b, j] = HELD_D_{n}[b - lo, j]" for n in states],
     }

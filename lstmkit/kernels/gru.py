@@ -128,12 +128,9 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LE
     GH = np.empty_like(GX)
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
-        H_prev = H[prev_h, lo:hi]
-        H_next = H[next_h, lo:hi]
-        SAVED_t = SAVED[t % SAVED.shape[0], lo:hi]
         matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
-        matmul_packed(H_prev, W_HH_T_PACKED, GH)
-        forward_step(GX, GH, BIAS_IH, BIAS_HH, H_prev, H_next, SAVED_t)
+        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED, GH)
+        forward_step(GX, GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
                 for j in range(H.shape[2]):  # not a slice copy: its error message took seconds to compile
@@ -157,18 +154,13 @@ def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
     HELD_D_H = np.empty((hi - lo, hidden), D_OUT.dtype)
     RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)
     D_GH = np.empty((hi - lo, D_GX.shape[2]), D_OUT.dtype)  # d/dgh of one step
-    D_H_rows = D_H[lo:hi]
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
                 for j in range(hidden):
                     HELD_D_H[b - lo, j] = D_H[b, j]
                     D_H[b, j] = 0
-        SAVED_t = SAVED[t, lo:hi]
-        D_OUT_t = D_OUT[t, lo:hi]
-        H_prev = H[t, lo:hi]
-        D_GX_t = D_GX[t, lo:hi]
-        backward_step(SAVED_t, H_prev, D_OUT_t, D_H_rows, D_GX_t, D_GH, D_H_PREV)
+        backward_step(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_GX[t, lo:hi], D_GH, D_H_PREV)
         matmul_packed(D_GH, W_HH_PACKED, RECURRENT)
         for b in range(lo, hi):
             for j in range(hidden):

@@ -140,14 +140,9 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED,
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
-        H_prev = H[prev_h, lo:hi]
-        C_prev = C[prev_c, lo:hi]
-        H_next = H[next_h, lo:hi]
-        C_next = C[next_c, lo:hi]
-        SAVED_t = SAVED[t % SAVED.shape[0], lo:hi]
         matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
-        matmul_packed(H_prev, W_HH_T_PACKED, GH)
-        forward_step(GX, GH, BIAS_IH, BIAS_HH, H_prev, C_prev, H_next, C_next, SAVED_t)
+        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED, GH)
+        forward_step(GX, GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
                 for j in range(H.shape[2]):  # not a slice copy: its error message took seconds to compile
@@ -172,8 +167,6 @@ def backward_rows(D_OUT, W_HH_PACKED, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi)
     D_C_PREV = np.empty((hi - lo, hidden), D_OUT.dtype)
     HELD_D_C = np.empty((hi - lo, hidden), D_OUT.dtype)
     RECURRENT = np.empty((hi - lo, hidden), D_OUT.dtype)
-    D_H_rows = D_H[lo:hi]
-    D_C_rows = D_C[lo:hi]
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
@@ -182,12 +175,8 @@ def backward_rows(D_OUT, W_HH_PACKED, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi)
                     D_H[b, j] = 0
                     HELD_D_C[b - lo, j] = D_C[b, j]
                     D_C[b, j] = 0
-        SAVED_t = SAVED[t, lo:hi]
-        D_OUT_t = D_OUT[t, lo:hi]
-        C_prev = C[t, lo:hi]
-        D_GX_t = D_GX[t, lo:hi]
-        backward_step(SAVED_t, C_prev, D_OUT_t, D_H_rows, D_C_rows, D_GX_t, D_C_PREV)
-        matmul_packed(D_GX_t, W_HH_PACKED, RECURRENT)
+        backward_step(SAVED[t, lo:hi], C[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_C_PREV)
+        matmul_packed(D_GX[t, lo:hi], W_HH_PACKED, RECURRENT)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = RECURRENT[b - lo, j]
