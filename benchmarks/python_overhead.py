@@ -12,6 +12,7 @@ counts as Python). Then cProfile lists the Python functions by their own time.
 """
 import argparse
 import cProfile
+import json
 import pstats
 import sys
 import time
@@ -87,8 +88,17 @@ def main(argv=None):
     parser.add_argument("--size", nargs=4, type=int, default=[100, 1, 16, 32], metavar=("T", "B", "n", "d"))
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--top", type=int, default=15, help="cProfile's lines to print")
+    parser.add_argument("--json", metavar="PATH", help="also write the result and cProfile's top lines to PATH")
     args = parser.parse_args(argv)
     result, profiler = measure(args.cell, tuple(args.size), args.dtype, args.calls)
+    if args.json:
+        stats = pstats.Stats(profiler)
+        calls = max(1, args.calls // 4)
+        top = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:max(args.top, 15)]
+        result.update(cell=args.cell, dtype=args.dtype, size=list(args.size), calls=args.calls,
+                      profile_own_us_per_call={f"{Path(file).name}:{line}({name})": 1e6 * own / calls
+                                               for (file, line, name), (_, _, own, _, _) in top})
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{args.cell} {args.dtype} {tuple(args.size)}, median of {args.calls} forward+backward calls: "
           f"{result['total_us']:.1f} µs, of which compiled code {result['compiled_us']:.1f} µs and "
           f"Python {result['python_us']:.1f} µs (quartiles {result['python_quartiles_us'][0]:.1f}"

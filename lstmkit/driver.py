@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import math
 import operator
 from dataclasses import dataclass
@@ -88,6 +89,26 @@ class Workspace:
     def __init__(self):
         self._idle = {}   # role → 1-d buffer
         self._full_lengths = None
+        self._panels = {}   # role → ((weight's shape, dtype, transposed), panels)
+
+    def packed(self, role, weight, transposed):
+        """``weight`` packed for the recurrent product (``kernel_runtime.pack_transposed`` if
+        ``transposed``, else ``pack``), packed anew on every call: an optimizer may have
+        changed it in place since the last. A small weight's panels are kept here and packed
+        into again, because allocating them cost more than packing: at (128, 32) float32,
+        pack_transposed took 6.8 µs and packing into kept panels 2.1 (issue 17, B = 1). A
+        large weight's are not kept (they would add 1.5 × the weights to what a layer holds
+        between calls, and at that size the allocation costs nothing next to the packing).
+        """
+        if weight.nbytes > KEEP_PANELS_BYTES:
+            return kernel_runtime.pack_transposed(weight) if transposed else kernel_runtime.pack(weight)
+        key = (weight.shape, weight.dtype, transposed)
+        kept = self._panels.get(role)
+        if kept is None or kept[0] != key:
+            columns, depth = weight.shape if transposed else weight.shape[::-1]
+            kept = self._panels[role] = (key, kernel_runtime.empty_panels(columns, depth, weight))
+        kernel_runtime._pack_into(weight, transposed, kept[1])
+        return kept[1]
 
     def full_lengths(self, steps, batch):
         """[batch] int64 of ``steps``, the lengths of full rows; the same array while they stay."""
@@ -183,6 +204,9 @@ def products_on_threads(steps, batch, gates, hidden, n_in):
 # the gradient's rows, whatever the number of threads, so that the gradients do not depend
 # on the machine. Two, one per core here: four cost up to 3 % more, eight 7-11 %.
 PRODUCT_SLABS = 2
+
+# Weights of at most this many bytes keep their packed panels in the workspace (Workspace.packed).
+KEEP_PANELS_BYTES = 1 << 20
 
 # Backward runs in chunks of time whose gradient of the pre-activations takes at most
 # this many bytes: the largest buffer backward allocates. Each chunk costs a few thread
@@ -358,9 +382,8 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
                            dtype)
     if steps:
         convention = _convention(kernels)
-        # packed anew on every call, not kept in the workspace: held panels of W_ih, W_hh and
-        # backward's W_hh would add 1.5 × the weights to what a layer holds between calls
-        values = [x, kernel_runtime.pack_transposed(weight_ih), kernel_runtime.pack_transposed(weight_hh),
+        # packed anew on every call (Workspace.packed says where the panels live)
+        values = [x, workspace.packed("W_ih", weight_ih, True), workspace.packed("W_hh", weight_hh, True),
                   bias_ih, bias_hh, *histories, *params, saved, lengths]
         _run(kernels.forward_rows, arrange(values, convention.forward_order), batch,
              row_block_count(steps, batch, gates, hidden))
@@ -386,6 +409,15 @@ def backward_chunks(steps, step_bytes):
     return [(bounds[chunk], bounds[chunk + 1]) for chunk in reversed(range(count))]
 
 
+@functools.lru_cache(maxsize=256)
+def _chunk_plan(steps, step_bytes, chunk_bytes):
+    """``backward_chunks`` and the longest chunk's steps, computed once per shape and
+    ``BACKWARD_CHUNK_BYTES`` (``chunk_bytes``, which the tests change): 5 µs of a B = 1
+    call's Python otherwise (issue 17)."""
+    chunks = tuple(backward_chunks(steps, step_bytes))
+    return chunks, max((stop - start for start, stop in chunks), default=0)
+
+
 def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     """Backpropagation through time for one direction of one layer.
 
@@ -399,8 +431,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     gates = len(kernels.GATES) * hidden
     dtype = tape.x.dtype
     arrays = 2 if kernels.HIDDEN_GRADIENTS == "own array" else 1
-    chunks = backward_chunks(steps, arrays * batch * gates * dtype.itemsize)
-    chunk_steps = max((stop - start for start, stop in chunks), default=0)
+    chunks, chunk_steps = _chunk_plan(steps, arrays * batch * gates * dtype.itemsize, BACKWARD_CHUNK_BYTES)
     tape.d_pre = tape.workspace.take("d_pre", (chunk_steps, batch, gates), dtype)
     gradient_arrays = [tape.d_pre]
     if kernels.HIDDEN_GRADIENTS == "own array":
@@ -413,7 +444,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     threaded = products_on_threads(steps, batch, gates, hidden, n_in)
     grads = {}    # the first chunk sets each result, the others add to it
     dx = np.empty(tape.x.shape, dtype)
-    w_hh_packed = kernel_runtime.pack(tape.weight_hh) if steps else None
+    w_hh_packed = tape.workspace.packed("W_hh backward", tape.weight_hh, False) if steps else None
     convention = _convention(kernels)
     with _blas_on_one_thread(batch):
         for start, stop in chunks:

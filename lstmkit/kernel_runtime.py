@@ -381,8 +381,89 @@ def pack_transposed(b, out=None):
     return packed
 
 
+# The tile loop is compiled once per dtype as a C function (a cfunc) and called by its symbol
+# name: a kernel that calls matmul_packed then holds a call, not the tile's 12 unrolled
+# variants. Numba links every function a kernel calls into that kernel's own module and
+# optimizes and compiles it there again: for the tile that was 0.2-0.35 s of every loop over
+# time that multiplies (a function calling matmul_packed compiled in 0.29-0.43 s against
+# 0.07 s for an empty one; issue 17, compile time). The symbols are registered with LLVM
+# before anything can call them: matmul_packed is handed out by this module's __getattr__,
+# which links first (_link_products), and every kernel module imports it.
+_PRODUCT_SYMBOLS = {4: "lstmkit_matmul_packed_f32", 8: "lstmkit_matmul_packed_f64"}
+_product_signature = types.void(types.voidptr, types.intp, types.intp, types.voidptr, types.intp, types.intp,
+                                types.voidptr, types.intp)
+_products = {itemsize: types.ExternalFunction(symbol, _product_signature)
+             for itemsize, symbol in _PRODUCT_SYMBOLS.items()}
+_product_f32, _product_f64 = _products[4], _products[8]
+_linked = []     # the cfuncs, kept alive while their symbols are registered
+
+
+def _product_tiles(a_data, rows, depth, packed_data, panels, width, out_data, columns):
+    """The tile loop of matmul_packed on C-contiguous arrays given by their first elements."""
+    a = numba.carray(a_data, (rows, depth))
+    packed = numba.carray(packed_data, (panels, depth, width))
+    out = numba.carray(out_data, (rows, columns))
+    for p in range(panels):
+        for i in range(0, rows, TILE_ROWS):
+            _tile(a, packed, out, i, min(TILE_ROWS, rows - i), p)
+
+
+def _product_entry(real):
+    """_product_tiles as a C function for arrays of ``real``, compiled or loaded from Numba's
+    cache. A compilation raises Numba's ``numba:compile`` event as a jitted function's does
+    (a cfunc's raises none), so that lstmkit.compile_notice and benchmarks/compile_time.py see it."""
+    from numba.core import event
+    from numba.core.ccallback import CFunc
+
+    pointer = types.CPointer(real)
+    signature = types.void(pointer, types.intp, types.intp, pointer, types.intp, types.intp, pointer, types.intp)
+    entry = CFunc(_product_tiles, (signature.args, signature.return_type), locals={}, options={"nogil": True})
+    entry.enable_caching()
+    uncached = entry._compile_uncached
+
+    def compile_uncached():
+        with event.trigger_event("numba:compile", data={"dispatcher": _EventSource, "args": signature.args,
+                                                        "return_type": signature.return_type}):
+            return uncached()
+
+    entry._compile_uncached = compile_uncached
+    entry.compile()
+    return entry
+
+
+class _EventSource:
+    """What a ``numba:compile`` event's listeners read of the compiled function."""
+    py_func = _product_tiles
+
+
+def _link_products():
+    """Compile (or load from Numba's cache) the tile loops and register their symbols, once."""
+    if not _linked:
+        import llvmlite.binding as llvm
+
+        entries = {4: _product_entry(types.float32), 8: _product_entry(types.float64)}
+        for itemsize, entry in entries.items():
+            llvm.add_symbol(_PRODUCT_SYMBOLS[itemsize], entry.address)
+        _linked.append(entries)
+
+
+def _check_layouts(a, packed, out):
+    """Nothing at run time: typing fails unless the tile can read the arrays through their
+    pointers (C-contiguous, the same float dtype, 2, 3 and 2 dimensions), as _tile's did."""
+
+
+@overload(_check_layouts)
+def _check_layouts_typed(a, packed, out):
+    arrays = (a, packed, out)
+    if (all(isinstance(x, types.Array) and x.layout == "C" for x in arrays)
+            and (a.ndim, packed.ndim, out.ndim) == (2, 3, 2)
+            and isinstance(a.dtype, types.Float) and a.dtype == packed.dtype == out.dtype):
+        return lambda a, packed, out: None
+    return None
+
+
 @numba.njit(cache=True, nogil=True)
-def matmul_packed(a, packed, out):
+def _matmul_packed(a, packed, out):
     """out = a @ B for C-contiguous a [M, K], packed = pack(B) and out [M, N].
 
     With packed = pack_transposed(b), out = a @ b.T. Each out[i, j] is the
@@ -394,9 +475,20 @@ def matmul_packed(a, packed, out):
     if (out.shape[0] != rows or packed_depth != depth or width != panel_width(a.itemsize, columns)
             or panels * width < columns or (panels - 1) * width >= max(columns, 1)):
         raise ValueError("matmul_packed: expected a [M, K], packed [ceil(N/W), K, W] and out [M, N]")
-    for p in range(panels):
-        for i in range(0, rows, TILE_ROWS):
-            _tile(a, packed, out, i, min(TILE_ROWS, rows - i), p)
+    _check_layouts(a, packed, out)
+    if a.itemsize == 4:
+        _product_f32(_address(a), rows, depth, _address(packed), panels, width, _address(out), columns)
+    else:
+        _product_f64(_address(a), rows, depth, _address(packed), panels, width, _address(out), columns)
+
+
+def __getattr__(name):
+    """``matmul_packed``, linked first (see _link_products)."""
+    if name == "matmul_packed":
+        _link_products()
+        globals()["matmul_packed"] = _matmul_packed
+        return _matmul_packed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- BLAS's gemm with beta = 1 -------------------------------------------------------

@@ -6,6 +6,7 @@ around them) both import from here; nothing here imports from lstmkit.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -45,9 +46,26 @@ def check_float_array(array, what, dtype, shape=None, *, dtype_source=None):
                         f"convert with .astype(np.{dtype})")
     if shape is not None and array.shape != tuple(shape):
         raise ValueError(f"{what}: expected shape {tuple(shape)}, got {array.shape}")
-    if not np.all(np.isfinite(array)):
+    if not _all_finite(array):
         raise ValueError(f"{what}: contains NaN or inf")
     return array
+
+
+# Up to this many elements, finiteness is first tested on the dot product of the values with
+# themselves: NaN and ±inf make it NaN or inf, so a finite result proves every value finite,
+# and only an infinite one (NaN, inf or a mere overflow) asks the exact test. At (100, 1, 16)
+# float32 that took 1.2 µs against 3.7 for np.all(np.isfinite(x)) (issue 17, B = 1). Larger
+# arrays take the exact test alone: BLAS may run a long dot product on its own threads.
+_DOT_TEST_MAX = 1 << 14
+
+
+def _all_finite(array):
+    """Whether every value of a float array is finite."""
+    if array.size <= _DOT_TEST_MAX:
+        flat = array.ravel()
+        if math.isfinite(flat @ flat):
+            return True
+    return bool(np.isfinite(array).all())
 
 
 def check_state_dict(params, state_dict, strict, owner):

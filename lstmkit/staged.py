@@ -33,6 +33,7 @@ loop (each group's operands are kept from forward).
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 
@@ -417,18 +418,35 @@ def _backward_kernel(layout: _StagedLayout, stage, subexprs, gradients):
     )
 
 
+def _views(views, lines):
+    """``name = view`` for each of ``views`` that ``lines`` use, in the order of ``views``."""
+    used = set(re.findall(r"\w+", " ".join(lines)))
+    return [f"{name} = {view}" for name, view in views.items() if name in used]
+
+
 def _sequence_functions(layout: _StagedLayout, phases):
     spec, der = layout.spec, layout.der
     states = [s.upper() for s in layout.states]
     out = spec.output.upper()
     fwd_args = layout.forward_arguments()
+    # Each step's views of the arrays (a block of rows at step t) are taken once, into locals
+    # named in mixed case (no array or generated local is), and passed to every phase and
+    # product: lowering each slice where it is used made forward_rows and backward_rows the
+    # largest functions LLVM optimizes (issue 17, compile time).
+    forward_views = {
+        "X_t": "X[t, lo:hi]", "BELOW_t": "BELOW[t, lo:hi]", "SAVED_t": "SAVED[saved, lo:hi]",
+        **{f"{n}_prev": f"{n}[prev_{s}, lo:hi]" for s, n in zip(layout.states, states)},
+        **{f"{n}_next": f"{n}[next_{s}, lo:hi]" for s, n in zip(layout.states, states)},
+        **{f"OPERAND_{g.index}_t": f"OPERAND_{g.index}[t % OPERAND_{g.index}.shape[0], lo:hi]"
+           for g in layout.computed},
+    }
     forward_call = {
-        "X_T": "X[t, lo:hi]", "BELOW_T": "BELOW[t, lo:hi]", "GX": "GX", "BIAS_IH": "BIAS_IH", "BIAS_HH": "BIAS_HH", "SAVED": "SAVED[saved, lo:hi]",
+        "X_T": "X_t", "BELOW_T": "BELOW_t", "GX": "GX", "BIAS_IH": "BIAS_IH", "BIAS_HH": "BIAS_HH", "SAVED": "SAVED_t",
         **{f"GH_{g.index}": f"GH_{g.index}" for g in der.groups},
-        **{f"{n}_PREV": f"{n}[prev_{s}, lo:hi]" for s, n in zip(layout.states, states)},
-        **{n: f"{n}[next_{s}, lo:hi]" for s, n in zip(layout.states, states)},
+        **{f"{n}_PREV": f"{n}_prev" for n in states},
+        **{n: f"{n}_next" for n in states},
         **{p.upper(): p.upper() for p in layout.params}, **{c.upper(): c.upper() for c in layout.constants},
-        **{f"OPERAND_{g.index}": f"OPERAND_{g.index}[t % OPERAND_{g.index}.shape[0], lo:hi]" for g in layout.computed},
+        **{f"OPERAND_{g.index}": f"OPERAND_{g.index}_t" for g in layout.computed},
         "STEP": "T0 + t",    # the step number: T0 steps ran before this call
     }
     call = ", ".join(forward_call[n] for n in layout.forward_kernel_arguments())
@@ -439,36 +457,45 @@ def _sequence_functions(layout: _StagedLayout, phases):
     body.append("for t in range(steps):")
     loop = [f"prev_{s}, next_{s} = t % {n}.shape[0], (t + 1) % {n}.shape[0]" for s, n in zip(layout.states, states)]
     loop.append("saved = t % SAVED.shape[0]")
+    steps_loop = []
     for phase in range(der.phases + 1):
         if phase in phases:
-            loop.append(f"forward_phase_{phase}({call})")
+            steps_loop.append(f"forward_phase_{phase}({call})")
         stage = phase           # the products of this stage follow this phase
         if stage == 0 and spec.input_gates:
-            loop.append("matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)")
+            steps_loop.append("matmul_packed(X_t, W_IH_T_PACKED, GX)")
         for g in der.groups:
             if g.stage == stage:
-                operand = (f"{g.state.upper()}[prev_{g.state}, lo:hi]" if g.state is not None
-                           else f"OPERAND_{g.index}[t % OPERAND_{g.index}.shape[0], lo:hi]")
-                loop.append(f"matmul_packed({operand}, W_HH_T_PACKED_{g.index}, GH_{g.index})")
+                operand = f"{g.state.upper()}_prev" if g.state is not None else f"OPERAND_{g.index}_t"
+                steps_loop.append(f"matmul_packed({operand}, W_HH_T_PACKED_{g.index}, GH_{g.index})")
+    loop += _views(forward_views, steps_loop) + steps_loop
     loop.append("for b in range(lo, hi):")
     loop.append("    if t >= LENGTHS[b]:  # past its length a row keeps its state")
-    loop += [f"        {n}[next_{s}, b] = {n}[prev_{s}, b]" for s, n in zip(layout.states, states)]
+    # element by element, not a slice copy: its error message took seconds to compile (issue 17)
+    loop.append("        for j in range(hidden):")
+    loop += [f"            {n}[next_{s}, b, j] = {n}[prev_{s}, b, j]" for s, n in zip(layout.states, states)]
     body += ["    " + line for line in loop]
     forward_rows = (f"@numba.njit(KERNEL_OPTIONS)\ndef forward_rows({', '.join(fwd_args)}, lo, hi):\n"
                     '    """The forward phases and products over time, for the batch rows lo:hi."""\n'
                     + "".join(f"    {line}\n" for line in body))
 
     bwd_args = layout.backward_arguments()
+    backward_views = {      # as forward_views
+        "SAVED_t": "SAVED[t, lo:hi]", "X_t": "X[t, lo:hi]", "D_OUT_t": "D_OUT[t, lo:hi]", "D_GX_t": "D_GX[t, lo:hi]",
+        "D_X_IN_t": "D_X_IN[t, lo:hi]", "BELOW_t": "BELOW[t, lo:hi]", "D_BELOW_t": "D_BELOW[t, lo:hi]",
+        "D_ABOVE_t": "D_ABOVE[t, lo:hi]",
+        **{f"{n}_prev": f"{n}[t, lo:hi]" for n in states},
+        **{f"D_GH_{g.index}_t": f"D_GH_{g.index}[t, lo:hi]" for g in der.groups},
+    }
     backward_call = {
-        "SAVED": "SAVED[t, lo:hi]", "X_T": "X[t, lo:hi]", "D_OUT": "D_OUT[t, lo:hi]", "D_GX": "D_GX[t, lo:hi]",
-        "D_X_IN": "D_X_IN[t, lo:hi]", "BELOW_T": "BELOW[t, lo:hi]", "D_BELOW": "D_BELOW[t, lo:hi]",
-        "D_ABOVE": "D_ABOVE[t, lo:hi]",
-        **{f"{n}_PREV": f"{n}[t, lo:hi]" for n in states},
+        "SAVED": "SAVED_t", "X_T": "X_t", "D_OUT": "D_OUT_t", "D_GX": "D_GX_t",
+        "D_X_IN": "D_X_IN_t", "BELOW_T": "BELOW_t", "D_BELOW": "D_BELOW_t", "D_ABOVE": "D_ABOVE_t",
+        **{f"{n}_PREV": f"{n}_prev" for n in states},
         **{p.upper(): p.upper() for p in layout.params}, **{c.upper(): c.upper() for c in layout.constants},
         "STEP": "T0 + t",    # a chunk's steps start at T0
-        **{f"D_{n}": f"D_{n}[lo:hi]" for n in states},
+        **{f"D_{n}": f"D_{n}_rows" for n in states},
         **{f"D_OPERAND_{g.index}": f"D_OPERAND_{g.index}" for g in layout.computed},
-        **{f"D_GH_{g.index}": f"D_GH_{g.index}[t, lo:hi]" for g in der.groups},
+        **{f"D_GH_{g.index}": f"D_GH_{g.index}_t" for g in der.groups},
         **{f"D_{n}_PREV": f"D_{n}_PREV" for n in states},
         **{f"D_{p.upper()}": f"D_{p.upper()}" for p in layout.params},
     }
@@ -478,20 +505,23 @@ def _sequence_functions(layout: _StagedLayout, phases):
     body += [f"HELD_D_{n} = np.empty((rows, hidden), D_OUT.dtype)" for n in states]
     body += [f"D_OPERAND_{g.index} = np.empty((rows, hidden), D_OUT.dtype)" for g in layout.computed]
     body += [f"RECURRENT_{g.index} = np.empty((rows, hidden), D_OUT.dtype)" for g in der.groups if g.state]
+    body += [f"D_{n}_rows = D_{n}[lo:hi]" for n in states if f"D_{n}_rows" in call]
     body.append("for t in range(steps - 1, -1, -1):")
     loop = ["for b in range(lo, hi):",
             "    if t >= LENGTHS[b]:  # finished row: its gradient passes through this step",
             "        for j in range(hidden):"]
     loop += [f"            {line}" for n in states for line in (f"HELD_D_{n}[b - lo, j] = D_{n}[b, j]", f"D_{n}[b, j] = 0")]
+    steps_loop = []
     for stage, _, _ in der.backward:
         if stage == "inputs":
-            loop.append(f"backward_inputs({call})")
+            steps_loop.append(f"backward_inputs({call})")
             continue
-        loop.append(f"backward_stage_{stage}({call})")
+        steps_loop.append(f"backward_stage_{stage}({call})")
         for g in der.groups:
             if g.stage == stage:
                 target = f"RECURRENT_{g.index}" if g.state else f"D_OPERAND_{g.index}"
-                loop.append(f"matmul_packed(D_GH_{g.index}[t, lo:hi], W_HH_PACKED_{g.index}, {target})")
+                steps_loop.append(f"matmul_packed(D_GH_{g.index}_t, W_HH_PACKED_{g.index}, {target})")
+    loop += _views(backward_views, steps_loop) + steps_loop
     loop += ["for b in range(lo, hi):", "    for j in range(hidden):"]
     for s, n in zip(layout.states, states):
         parts = [f"D_{n}_PREV[b - lo, j]"] + [f"RECURRENT_{g.index}[b - lo, j]" for g in der.groups if g.state == s]

@@ -72,10 +72,10 @@ BELOW = 'c'
 FORWARD_ARGS = ('X', 'BELOW', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'WEIGHT_CI', 'WEIGHT_CF', 'WEIGHT_CO', 'WEIGHT_CD', 'WEIGHT_LD', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'H', 'C', 'WEIGHT_CI', 'WEIGHT_CF', 'WEIGHT_CO', 'WEIGHT_CD', 'WEIGHT_LD', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_GX', 'D_GH_0', 'BELOW', 'D_BELOW', 'D_ABOVE', 'D_WEIGHT_CI', 'D_WEIGHT_CF', 'D_WEIGHT_CO', 'D_WEIGHT_CD', 'D_WEIGHT_LD')
 SPEC_KEY = 'd4154f5dff761dbd'
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def forward_phase_1(BELOW_T, GX, GH_0, BIAS_IH, BIAS_HH, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, H, C, SAVED):
     """Forward phase 1: the statements that need the products of stages below 1."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -117,7 +117,7 @@ def forward_phase_1(BELOW_T, GX, GH_0, BIAS_IH, BIAS_HH, H_PREV, C_PREV, WEIGHT_
             SAVED[b, 5 * hidden + j] = tanh_cell
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_stage_0(SAVED, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, BELOW_T, D_ABOVE, D_OUT, D_H, D_C, D_GX, D_GH_0, D_H_PREV, D_C_PREV, D_BELOW, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD):
     """One step back: the gradients of the stage-0 products."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -153,7 +153,7 @@ def backward_stage_0(SAVED, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEI
             D_GH_0[b, 3 * hidden + j] = tmp6
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_inputs(SAVED, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, BELOW_T, D_ABOVE, D_OUT, D_H, D_C, D_GX, D_GH_0, D_H_PREV, D_C_PREV, D_BELOW, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD):
     """One step back: the gradients of the previous states, the raw input and the parameters (+=)."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -200,7 +200,7 @@ def backward_inputs(SAVED, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIG
             D_WEIGHT_LD[j] += below_in * below_in*depth_gate*tmp0*tmp13
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, BELOW, W_IH_T_PACKED, W_HH_T_PACKED_0, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, SAVED, LENGTHS, lo, hi):
     """The forward phases and products over time, for the batch rows lo:hi."""
     steps = X.shape[0]
@@ -212,16 +212,24 @@ def forward_rows(X, BELOW, W_IH_T_PACKED, W_HH_T_PACKED_0, BIAS_IH, BIAS_HH, H, 
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
         saved = t % SAVED.shape[0]
-        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
-        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED_0, GH_0)
-        forward_phase_1(BELOW[t, lo:hi], GX, GH_0, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, H[next_h, lo:hi], C[next_c, lo:hi], SAVED[saved, lo:hi])
+        X_t = X[t, lo:hi]
+        BELOW_t = BELOW[t, lo:hi]
+        SAVED_t = SAVED[saved, lo:hi]
+        H_prev = H[prev_h, lo:hi]
+        C_prev = C[prev_c, lo:hi]
+        H_next = H[next_h, lo:hi]
+        C_next = C[next_c, lo:hi]
+        matmul_packed(X_t, W_IH_T_PACKED, GX)
+        matmul_packed(H_prev, W_HH_T_PACKED_0, GH_0)
+        forward_phase_1(BELOW_t, GX, GH_0, BIAS_IH, BIAS_HH, H_prev, C_prev, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, H_next, C_next, SAVED_t)
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # past its length a row keeps its state
-                H[next_h, b] = H[prev_h, b]
-                C[next_c, b] = C[prev_c, b]
+                for j in range(hidden):
+                    H[next_h, b, j] = H[prev_h, b, j]
+                    C[next_c, b, j] = C[prev_c, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, X, W_HH_PACKED_0, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, SAVED, LENGTHS, D_H, D_C, D_GX, D_GH_0, BELOW, D_BELOW, D_ABOVE, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD, lo, hi):
     """Backpropagation through time over the backward stages, for the batch rows lo:hi."""
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
@@ -231,6 +239,8 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO
     HELD_D_H = np.empty((rows, hidden), D_OUT.dtype)
     HELD_D_C = np.empty((rows, hidden), D_OUT.dtype)
     RECURRENT_0 = np.empty((rows, hidden), D_OUT.dtype)
+    D_H_rows = D_H[lo:hi]
+    D_C_rows = D_C[lo:hi]
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
@@ -239,9 +249,18 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO
                     D_H[b, j] = 0
                     HELD_D_C[b - lo, j] = D_C[b, j]
                     D_C[b, j] = 0
-        backward_stage_0(SAVED[t, lo:hi], H[t, lo:hi], C[t, lo:hi], WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, BELOW[t, lo:hi], D_ABOVE[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_H_PREV, D_C_PREV, D_BELOW[t, lo:hi], D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD)
-        matmul_packed(D_GH_0[t, lo:hi], W_HH_PACKED_0, RECURRENT_0)
-        backward_inputs(SAVED[t, lo:hi], H[t, lo:hi], C[t, lo:hi], WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, BELOW[t, lo:hi], D_ABOVE[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_H_PREV, D_C_PREV, D_BELOW[t, lo:hi], D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD)
+        SAVED_t = SAVED[t, lo:hi]
+        D_OUT_t = D_OUT[t, lo:hi]
+        D_GX_t = D_GX[t, lo:hi]
+        BELOW_t = BELOW[t, lo:hi]
+        D_BELOW_t = D_BELOW[t, lo:hi]
+        D_ABOVE_t = D_ABOVE[t, lo:hi]
+        H_prev = H[t, lo:hi]
+        C_prev = C[t, lo:hi]
+        D_GH_0_t = D_GH_0[t, lo:hi]
+        backward_stage_0(SAVED_t, H_prev, C_prev, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, BELOW_t, D_ABOVE_t, D_OUT_t, D_H_rows, D_C_rows, D_GX_t, D_GH_0_t, D_H_PREV, D_C_PREV, D_BELOW_t, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD)
+        matmul_packed(D_GH_0_t, W_HH_PACKED_0, RECURRENT_0)
+        backward_inputs(SAVED_t, H_prev, C_prev, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, WEIGHT_CD, WEIGHT_LD, BELOW_t, D_ABOVE_t, D_OUT_t, D_H_rows, D_C_rows, D_GX_t, D_GH_0_t, D_H_PREV, D_C_PREV, D_BELOW_t, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, D_WEIGHT_CD, D_WEIGHT_LD)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT_0[b - lo, j]

@@ -50,10 +50,10 @@ BACKWARD_STEP_ARGS = ('SAVED', 'H_PREV', 'D_OUT', 'D_H', 'D_GX', 'D_GH', 'D_H_PR
 SPEC_KEY = 'e0c2ca062f060b39'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, H, SAVED):
     """One step, element-wise: new states and the values backward needs (SAVED).
 
@@ -81,7 +81,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, H, SAVED):
             SAVED[b, 3 * hidden + j] = gh_n
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, H_PREV, D_OUT, D_H, D_GX, D_GH, D_H_PREV):
     """One step back: gradients of the pre-activations and of the previous states.
 
@@ -110,7 +110,7 @@ def backward_step(SAVED, H_PREV, D_OUT, D_H, D_GX, D_GH, D_H_PREV):
             D_H_PREV[b, j] = tmp2
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
@@ -137,7 +137,7 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LE
                     H[next_h, b, j] = H[prev_h, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
@@ -171,7 +171,7 @@ def backward_rows(D_OUT, W_HH_PACKED, H, SAVED, LENGTHS, D_H, D_GX, lo, hi):
 
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def hidden_gradient_rows(D_G, SAVED, lo, hi):
     """Turn D_G, [T, B, G·hidden], from d/dgx into d/dgh in place, for the batch rows lo:hi.
 

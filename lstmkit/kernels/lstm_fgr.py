@@ -82,10 +82,10 @@ BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'W_HH_T_PACKED_2', 'W_HH_T_PACKED_3', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'W_HH_PACKED_2', 'W_HH_PACKED_3', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_I_GATE', 'D_F_GATE', 'D_O_GATE', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_GH_2', 'D_GH_3')
 SPEC_KEY = '9f64508e34b764a7'
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def forward_phase_1(GX, GH_0, GH_1, GH_2, GH_3, BIAS_IH, BIAS_HH, H_PREV, C_PREV, I_GATE_PREV, F_GATE_PREV, O_GATE_PREV, H, C, I_GATE, F_GATE, O_GATE, SAVED):
     """Forward phase 1: the statements that need the products of stages below 1."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -133,7 +133,7 @@ def forward_phase_1(GX, GH_0, GH_1, GH_2, GH_3, BIAS_IH, BIAS_HH, H_PREV, C_PREV
             SAVED[b, 4 * hidden + j] = tanh_cell
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_stage_0(SAVED, H_PREV, C_PREV, I_GATE_PREV, F_GATE_PREV, O_GATE_PREV, D_OUT, D_H, D_C, D_I_GATE, D_F_GATE, D_O_GATE, D_GX, D_GH_0, D_GH_1, D_GH_2, D_GH_3, D_H_PREV, D_C_PREV, D_I_GATE_PREV, D_F_GATE_PREV, D_O_GATE_PREV):
     """One step back: the gradients of the stage-0 products."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -175,7 +175,7 @@ def backward_stage_0(SAVED, H_PREV, C_PREV, I_GATE_PREV, F_GATE_PREV, O_GATE_PRE
             D_GH_3[b, 2 * hidden + j] = tmp4
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_inputs(SAVED, H_PREV, C_PREV, I_GATE_PREV, F_GATE_PREV, O_GATE_PREV, D_OUT, D_H, D_C, D_I_GATE, D_F_GATE, D_O_GATE, D_GX, D_GH_0, D_GH_1, D_GH_2, D_GH_3, D_H_PREV, D_C_PREV, D_I_GATE_PREV, D_F_GATE_PREV, D_O_GATE_PREV):
     """One step back: the gradients of the previous states, the raw input and the parameters (+=)."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -194,7 +194,7 @@ def backward_inputs(SAVED, H_PREV, C_PREV, I_GATE_PREV, F_GATE_PREV, O_GATE_PREV
             D_O_GATE_PREV[b, j] = real(0)
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACKED_2, W_HH_T_PACKED_3, BIAS_IH, BIAS_HH, H, C, I_GATE, F_GATE, O_GATE, SAVED, LENGTHS, lo, hi):
     """The forward phases and products over time, for the batch rows lo:hi."""
     steps = X.shape[0]
@@ -212,22 +212,35 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACK
         prev_f_gate, next_f_gate = t % F_GATE.shape[0], (t + 1) % F_GATE.shape[0]
         prev_o_gate, next_o_gate = t % O_GATE.shape[0], (t + 1) % O_GATE.shape[0]
         saved = t % SAVED.shape[0]
-        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
-        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED_0, GH_0)
-        matmul_packed(I_GATE[prev_i_gate, lo:hi], W_HH_T_PACKED_1, GH_1)
-        matmul_packed(F_GATE[prev_f_gate, lo:hi], W_HH_T_PACKED_2, GH_2)
-        matmul_packed(O_GATE[prev_o_gate, lo:hi], W_HH_T_PACKED_3, GH_3)
-        forward_phase_1(GX, GH_0, GH_1, GH_2, GH_3, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], I_GATE[prev_i_gate, lo:hi], F_GATE[prev_f_gate, lo:hi], O_GATE[prev_o_gate, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], I_GATE[next_i_gate, lo:hi], F_GATE[next_f_gate, lo:hi], O_GATE[next_o_gate, lo:hi], SAVED[saved, lo:hi])
+        X_t = X[t, lo:hi]
+        SAVED_t = SAVED[saved, lo:hi]
+        H_prev = H[prev_h, lo:hi]
+        C_prev = C[prev_c, lo:hi]
+        I_GATE_prev = I_GATE[prev_i_gate, lo:hi]
+        F_GATE_prev = F_GATE[prev_f_gate, lo:hi]
+        O_GATE_prev = O_GATE[prev_o_gate, lo:hi]
+        H_next = H[next_h, lo:hi]
+        C_next = C[next_c, lo:hi]
+        I_GATE_next = I_GATE[next_i_gate, lo:hi]
+        F_GATE_next = F_GATE[next_f_gate, lo:hi]
+        O_GATE_next = O_GATE[next_o_gate, lo:hi]
+        matmul_packed(X_t, W_IH_T_PACKED, GX)
+        matmul_packed(H_prev, W_HH_T_PACKED_0, GH_0)
+        matmul_packed(I_GATE_prev, W_HH_T_PACKED_1, GH_1)
+        matmul_packed(F_GATE_prev, W_HH_T_PACKED_2, GH_2)
+        matmul_packed(O_GATE_prev, W_HH_T_PACKED_3, GH_3)
+        forward_phase_1(GX, GH_0, GH_1, GH_2, GH_3, BIAS_IH, BIAS_HH, H_prev, C_prev, I_GATE_prev, F_GATE_prev, O_GATE_prev, H_next, C_next, I_GATE_next, F_GATE_next, O_GATE_next, SAVED_t)
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # past its length a row keeps its state
-                H[next_h, b] = H[prev_h, b]
-                C[next_c, b] = C[prev_c, b]
-                I_GATE[next_i_gate, b] = I_GATE[prev_i_gate, b]
-                F_GATE[next_f_gate, b] = F_GATE[prev_f_gate, b]
-                O_GATE[next_o_gate, b] = O_GATE[prev_o_gate, b]
+                for j in range(hidden):
+                    H[next_h, b, j] = H[prev_h, b, j]
+                    C[next_c, b, j] = C[prev_c, b, j]
+                    I_GATE[next_i_gate, b, j] = I_GATE[prev_i_gate, b, j]
+                    F_GATE[next_f_gate, b, j] = F_GATE[prev_f_gate, b, j]
+                    O_GATE[next_o_gate, b, j] = O_GATE[prev_o_gate, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, W_HH_PACKED_3, H, C, I_GATE, F_GATE, O_GATE, SAVED, LENGTHS, D_H, D_C, D_I_GATE, D_F_GATE, D_O_GATE, D_GX, D_GH_0, D_GH_1, D_GH_2, D_GH_3, lo, hi):
     """Backpropagation through time over the backward stages, for the batch rows lo:hi."""
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
@@ -246,6 +259,11 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, W_HH_PA
     RECURRENT_1 = np.empty((rows, hidden), D_OUT.dtype)
     RECURRENT_2 = np.empty((rows, hidden), D_OUT.dtype)
     RECURRENT_3 = np.empty((rows, hidden), D_OUT.dtype)
+    D_H_rows = D_H[lo:hi]
+    D_C_rows = D_C[lo:hi]
+    D_I_GATE_rows = D_I_GATE[lo:hi]
+    D_F_GATE_rows = D_F_GATE[lo:hi]
+    D_O_GATE_rows = D_O_GATE[lo:hi]
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
@@ -260,12 +278,24 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, W_HH_PA
                     D_F_GATE[b, j] = 0
                     HELD_D_O_GATE[b - lo, j] = D_O_GATE[b, j]
                     D_O_GATE[b, j] = 0
-        backward_stage_0(SAVED[t, lo:hi], H[t, lo:hi], C[t, lo:hi], I_GATE[t, lo:hi], F_GATE[t, lo:hi], O_GATE[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_I_GATE[lo:hi], D_F_GATE[lo:hi], D_O_GATE[lo:hi], D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_GH_2[t, lo:hi], D_GH_3[t, lo:hi], D_H_PREV, D_C_PREV, D_I_GATE_PREV, D_F_GATE_PREV, D_O_GATE_PREV)
-        matmul_packed(D_GH_0[t, lo:hi], W_HH_PACKED_0, RECURRENT_0)
-        matmul_packed(D_GH_1[t, lo:hi], W_HH_PACKED_1, RECURRENT_1)
-        matmul_packed(D_GH_2[t, lo:hi], W_HH_PACKED_2, RECURRENT_2)
-        matmul_packed(D_GH_3[t, lo:hi], W_HH_PACKED_3, RECURRENT_3)
-        backward_inputs(SAVED[t, lo:hi], H[t, lo:hi], C[t, lo:hi], I_GATE[t, lo:hi], F_GATE[t, lo:hi], O_GATE[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_C[lo:hi], D_I_GATE[lo:hi], D_F_GATE[lo:hi], D_O_GATE[lo:hi], D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_GH_2[t, lo:hi], D_GH_3[t, lo:hi], D_H_PREV, D_C_PREV, D_I_GATE_PREV, D_F_GATE_PREV, D_O_GATE_PREV)
+        SAVED_t = SAVED[t, lo:hi]
+        D_OUT_t = D_OUT[t, lo:hi]
+        D_GX_t = D_GX[t, lo:hi]
+        H_prev = H[t, lo:hi]
+        C_prev = C[t, lo:hi]
+        I_GATE_prev = I_GATE[t, lo:hi]
+        F_GATE_prev = F_GATE[t, lo:hi]
+        O_GATE_prev = O_GATE[t, lo:hi]
+        D_GH_0_t = D_GH_0[t, lo:hi]
+        D_GH_1_t = D_GH_1[t, lo:hi]
+        D_GH_2_t = D_GH_2[t, lo:hi]
+        D_GH_3_t = D_GH_3[t, lo:hi]
+        backward_stage_0(SAVED_t, H_prev, C_prev, I_GATE_prev, F_GATE_prev, O_GATE_prev, D_OUT_t, D_H_rows, D_C_rows, D_I_GATE_rows, D_F_GATE_rows, D_O_GATE_rows, D_GX_t, D_GH_0_t, D_GH_1_t, D_GH_2_t, D_GH_3_t, D_H_PREV, D_C_PREV, D_I_GATE_PREV, D_F_GATE_PREV, D_O_GATE_PREV)
+        matmul_packed(D_GH_0_t, W_HH_PACKED_0, RECURRENT_0)
+        matmul_packed(D_GH_1_t, W_HH_PACKED_1, RECURRENT_1)
+        matmul_packed(D_GH_2_t, W_HH_PACKED_2, RECURRENT_2)
+        matmul_packed(D_GH_3_t, W_HH_PACKED_3, RECURRENT_3)
+        backward_inputs(SAVED_t, H_prev, C_prev, I_GATE_prev, F_GATE_prev, O_GATE_prev, D_OUT_t, D_H_rows, D_C_rows, D_I_GATE_rows, D_F_GATE_rows, D_O_GATE_rows, D_GX_t, D_GH_0_t, D_GH_1_t, D_GH_2_t, D_GH_3_t, D_H_PREV, D_C_PREV, D_I_GATE_PREV, D_F_GATE_PREV, D_O_GATE_PREV)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT_0[b - lo, j]

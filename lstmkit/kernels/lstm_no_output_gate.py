@@ -51,10 +51,10 @@ BACKWARD_STEP_ARGS = ('SAVED', 'C_PREV', 'D_OUT', 'D_H', 'D_C', 'D_GX', 'D_C_PRE
 SPEC_KEY = '92bf926c7c27d626'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
     """One step, element-wise: new states and the values backward needs (SAVED).
 
@@ -86,7 +86,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, H, C, SAVED):
             SAVED[b, 3 * hidden + j] = tanh_cell
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_C_PREV):
     """One step back: gradients of the pre-activations and of the previous states.
 
@@ -113,7 +113,7 @@ def backward_step(SAVED, C_PREV, D_OUT, D_H, D_C, D_GX, D_C_PREV):
             D_C_PREV[b, j] = forget_gate*tmp0
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
@@ -142,7 +142,7 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED,
                     C[next_c, b, j] = C[prev_c, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, W_HH_PACKED, C, SAVED, LENGTHS, D_H, D_C, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 

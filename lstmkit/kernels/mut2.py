@@ -59,10 +59,10 @@ BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'BIAS_IH', 'BIAS_HH', 'H', 'OPERAND_1', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_X_IN')
 SPEC_KEY = '4a90e42bb0efc23b'
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def forward_phase_1(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVED):
     """Forward phase 1: the statements that need the products of stages below 1."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -82,7 +82,7 @@ def forward_phase_1(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1,
             SAVED[b, hidden + j] = reset_gate
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def forward_phase_2(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1, SAVED):
     """Forward phase 2: the statements that need the products of stages below 2."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -99,7 +99,7 @@ def forward_phase_2(X_T, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_1,
             SAVED[b, 2 * hidden + j] = candidate
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_stage_1(SAVED, H_PREV, X_T, D_OUT, D_H, D_OPERAND_1, D_GX, D_GH_0, D_GH_1, D_H_PREV, D_X_IN):
     """One step back: the gradients of the stage-1 products."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -112,7 +112,7 @@ def backward_stage_1(SAVED, H_PREV, X_T, D_OUT, D_H, D_OPERAND_1, D_GX, D_GH_0, 
             D_GH_1[b, j] = -d_h*update_gate*(candidate * candidate - real(1))
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_stage_0(SAVED, H_PREV, X_T, D_OUT, D_H, D_OPERAND_1, D_GX, D_GH_0, D_GH_1, D_H_PREV, D_X_IN):
     """One step back: the gradients of the stage-0 products."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -133,7 +133,7 @@ def backward_stage_0(SAVED, H_PREV, X_T, D_OUT, D_H, D_OPERAND_1, D_GX, D_GH_0, 
             D_GH_0[b, hidden + j] = -d_operand_1*h_prev*reset_gate*(reset_gate - real(1))
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_inputs(SAVED, H_PREV, X_T, D_OUT, D_H, D_OPERAND_1, D_GX, D_GH_0, D_GH_1, D_H_PREV, D_X_IN):
     """One step back: the gradients of the previous states, the raw input and the parameters (+=)."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -149,7 +149,7 @@ def backward_inputs(SAVED, H_PREV, X_T, D_OUT, D_H, D_OPERAND_1, D_GX, D_GH_0, D
             D_X_IN[b, j] = -d_operand_1*h_prev*reset_gate*(reset_gate - real(1))
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, BIAS_IH, BIAS_HH, H, OPERAND_1, SAVED, LENGTHS, lo, hi):
     """The forward phases and products over time, for the batch rows lo:hi."""
     steps = X.shape[0]
@@ -161,17 +161,23 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, BIAS_IH, BI
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         saved = t % SAVED.shape[0]
-        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
-        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED_0, GH_0)
-        forward_phase_1(X[t, lo:hi], GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], OPERAND_1[t % OPERAND_1.shape[0], lo:hi], SAVED[saved, lo:hi])
-        matmul_packed(OPERAND_1[t % OPERAND_1.shape[0], lo:hi], W_HH_T_PACKED_1, GH_1)
-        forward_phase_2(X[t, lo:hi], GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], OPERAND_1[t % OPERAND_1.shape[0], lo:hi], SAVED[saved, lo:hi])
+        X_t = X[t, lo:hi]
+        SAVED_t = SAVED[saved, lo:hi]
+        H_prev = H[prev_h, lo:hi]
+        H_next = H[next_h, lo:hi]
+        OPERAND_1_t = OPERAND_1[t % OPERAND_1.shape[0], lo:hi]
+        matmul_packed(X_t, W_IH_T_PACKED, GX)
+        matmul_packed(H_prev, W_HH_T_PACKED_0, GH_0)
+        forward_phase_1(X_t, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_prev, H_next, OPERAND_1_t, SAVED_t)
+        matmul_packed(OPERAND_1_t, W_HH_T_PACKED_1, GH_1)
+        forward_phase_2(X_t, GX, GH_0, GH_1, BIAS_IH, BIAS_HH, H_prev, H_next, OPERAND_1_t, SAVED_t)
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # past its length a row keeps its state
-                H[next_h, b] = H[prev_h, b]
+                for j in range(hidden):
+                    H[next_h, b, j] = H[prev_h, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, H, SAVED, LENGTHS, D_H, D_GX, D_GH_0, D_GH_1, D_X_IN, lo, hi):
     """Backpropagation through time over the backward stages, for the batch rows lo:hi."""
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
@@ -180,17 +186,26 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, H, SAVED, LENGTHS, D_H
     HELD_D_H = np.empty((rows, hidden), D_OUT.dtype)
     D_OPERAND_1 = np.empty((rows, hidden), D_OUT.dtype)
     RECURRENT_0 = np.empty((rows, hidden), D_OUT.dtype)
+    D_H_rows = D_H[lo:hi]
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
                 for j in range(hidden):
                     HELD_D_H[b - lo, j] = D_H[b, j]
                     D_H[b, j] = 0
-        backward_stage_1(SAVED[t, lo:hi], H[t, lo:hi], X[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_OPERAND_1, D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_H_PREV, D_X_IN[t, lo:hi])
-        matmul_packed(D_GH_1[t, lo:hi], W_HH_PACKED_1, D_OPERAND_1)
-        backward_stage_0(SAVED[t, lo:hi], H[t, lo:hi], X[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_OPERAND_1, D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_H_PREV, D_X_IN[t, lo:hi])
-        matmul_packed(D_GH_0[t, lo:hi], W_HH_PACKED_0, RECURRENT_0)
-        backward_inputs(SAVED[t, lo:hi], H[t, lo:hi], X[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_OPERAND_1, D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_H_PREV, D_X_IN[t, lo:hi])
+        SAVED_t = SAVED[t, lo:hi]
+        X_t = X[t, lo:hi]
+        D_OUT_t = D_OUT[t, lo:hi]
+        D_GX_t = D_GX[t, lo:hi]
+        D_X_IN_t = D_X_IN[t, lo:hi]
+        H_prev = H[t, lo:hi]
+        D_GH_0_t = D_GH_0[t, lo:hi]
+        D_GH_1_t = D_GH_1[t, lo:hi]
+        backward_stage_1(SAVED_t, H_prev, X_t, D_OUT_t, D_H_rows, D_OPERAND_1, D_GX_t, D_GH_0_t, D_GH_1_t, D_H_PREV, D_X_IN_t)
+        matmul_packed(D_GH_1_t, W_HH_PACKED_1, D_OPERAND_1)
+        backward_stage_0(SAVED_t, H_prev, X_t, D_OUT_t, D_H_rows, D_OPERAND_1, D_GX_t, D_GH_0_t, D_GH_1_t, D_H_PREV, D_X_IN_t)
+        matmul_packed(D_GH_0_t, W_HH_PACKED_0, RECURRENT_0)
+        backward_inputs(SAVED_t, H_prev, X_t, D_OUT_t, D_H_rows, D_OPERAND_1, D_GX_t, D_GH_0_t, D_GH_1_t, D_H_PREV, D_X_IN_t)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT_0[b - lo, j]

@@ -61,10 +61,10 @@ BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'W_HH_T_PACKED_2', 'BIAS_IH', 'BIAS_HH', 'H', 'OPERAND_0', 'OPERAND_2', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'W_HH_PACKED_2', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_GH_2')
 SPEC_KEY = 'f412f2fbc47f642e'
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def forward_phase_0(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_0, OPERAND_2, SAVED):
     """Forward phase 0: the statements that need no product of the step."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -77,7 +77,7 @@ def forward_phase_0(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_0
             SAVED[b, 3 * hidden + j] = operand_0
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def forward_phase_1(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_0, OPERAND_2, SAVED):
     """Forward phase 1: the statements that need the products of stages below 1."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -97,7 +97,7 @@ def forward_phase_1(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_0
             SAVED[b, hidden + j] = reset_gate
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def forward_phase_2(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_0, OPERAND_2, SAVED):
     """Forward phase 2: the statements that need the products of stages below 2."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -114,7 +114,7 @@ def forward_phase_2(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_PREV, H, OPERAND_0
             SAVED[b, 2 * hidden + j] = candidate
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_stage_1(SAVED, H_PREV, D_OUT, D_H, D_OPERAND_0, D_OPERAND_2, D_GX, D_GH_0, D_GH_1, D_GH_2, D_H_PREV):
     """One step back: the gradients of the stage-1 products."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -127,7 +127,7 @@ def backward_stage_1(SAVED, H_PREV, D_OUT, D_H, D_OPERAND_0, D_OPERAND_2, D_GX, 
             D_GH_2[b, j] = -d_h*update_gate*(candidate * candidate - real(1))
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_stage_0(SAVED, H_PREV, D_OUT, D_H, D_OPERAND_0, D_OPERAND_2, D_GX, D_GH_0, D_GH_1, D_GH_2, D_H_PREV):
     """One step back: the gradients of the stage-0 products."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -150,7 +150,7 @@ def backward_stage_0(SAVED, H_PREV, D_OUT, D_H, D_OPERAND_0, D_OPERAND_2, D_GX, 
             D_GH_1[b, j] = tmp2
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
 def backward_inputs(SAVED, H_PREV, D_OUT, D_H, D_OPERAND_0, D_OPERAND_2, D_GX, D_GH_0, D_GH_1, D_GH_2, D_H_PREV):
     """One step back: the gradients of the previous states, the raw input and the parameters (+=)."""
     real = SAVED.dtype.type  # numbers in the arrays' precision
@@ -166,7 +166,7 @@ def backward_inputs(SAVED, H_PREV, D_OUT, D_H, D_OPERAND_0, D_OPERAND_2, D_GX, D
             D_H_PREV[b, j] = -d_h*(update_gate - real(1)) - d_operand_0*(operand_0 * operand_0 - real(1)) + d_operand_2*reset_gate
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACKED_2, BIAS_IH, BIAS_HH, H, OPERAND_0, OPERAND_2, SAVED, LENGTHS, lo, hi):
     """The forward phases and products over time, for the batch rows lo:hi."""
     steps = X.shape[0]
@@ -179,19 +179,26 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED_0, W_HH_T_PACKED_1, W_HH_T_PACK
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         saved = t % SAVED.shape[0]
-        forward_phase_0(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], OPERAND_0[t % OPERAND_0.shape[0], lo:hi], OPERAND_2[t % OPERAND_2.shape[0], lo:hi], SAVED[saved, lo:hi])
-        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
-        matmul_packed(OPERAND_0[t % OPERAND_0.shape[0], lo:hi], W_HH_T_PACKED_0, GH_0)
-        matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED_1, GH_1)
-        forward_phase_1(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], OPERAND_0[t % OPERAND_0.shape[0], lo:hi], OPERAND_2[t % OPERAND_2.shape[0], lo:hi], SAVED[saved, lo:hi])
-        matmul_packed(OPERAND_2[t % OPERAND_2.shape[0], lo:hi], W_HH_T_PACKED_2, GH_2)
-        forward_phase_2(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], H[next_h, lo:hi], OPERAND_0[t % OPERAND_0.shape[0], lo:hi], OPERAND_2[t % OPERAND_2.shape[0], lo:hi], SAVED[saved, lo:hi])
+        X_t = X[t, lo:hi]
+        SAVED_t = SAVED[saved, lo:hi]
+        H_prev = H[prev_h, lo:hi]
+        H_next = H[next_h, lo:hi]
+        OPERAND_0_t = OPERAND_0[t % OPERAND_0.shape[0], lo:hi]
+        OPERAND_2_t = OPERAND_2[t % OPERAND_2.shape[0], lo:hi]
+        forward_phase_0(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_prev, H_next, OPERAND_0_t, OPERAND_2_t, SAVED_t)
+        matmul_packed(X_t, W_IH_T_PACKED, GX)
+        matmul_packed(OPERAND_0_t, W_HH_T_PACKED_0, GH_0)
+        matmul_packed(H_prev, W_HH_T_PACKED_1, GH_1)
+        forward_phase_1(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_prev, H_next, OPERAND_0_t, OPERAND_2_t, SAVED_t)
+        matmul_packed(OPERAND_2_t, W_HH_T_PACKED_2, GH_2)
+        forward_phase_2(GX, GH_0, GH_1, GH_2, BIAS_IH, BIAS_HH, H_prev, H_next, OPERAND_0_t, OPERAND_2_t, SAVED_t)
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # past its length a row keeps its state
-                H[next_h, b] = H[prev_h, b]
+                for j in range(hidden):
+                    H[next_h, b, j] = H[prev_h, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, H, SAVED, LENGTHS, D_H, D_GX, D_GH_0, D_GH_1, D_GH_2, lo, hi):
     """Backpropagation through time over the backward stages, for the batch rows lo:hi."""
     steps, hidden = D_OUT.shape[0], D_OUT.shape[2]
@@ -201,18 +208,26 @@ def backward_rows(D_OUT, X, W_HH_PACKED_0, W_HH_PACKED_1, W_HH_PACKED_2, H, SAVE
     D_OPERAND_0 = np.empty((rows, hidden), D_OUT.dtype)
     D_OPERAND_2 = np.empty((rows, hidden), D_OUT.dtype)
     RECURRENT_1 = np.empty((rows, hidden), D_OUT.dtype)
+    D_H_rows = D_H[lo:hi]
     for t in range(steps - 1, -1, -1):
         for b in range(lo, hi):
             if t >= LENGTHS[b]:  # finished row: its gradient passes through this step
                 for j in range(hidden):
                     HELD_D_H[b - lo, j] = D_H[b, j]
                     D_H[b, j] = 0
-        backward_stage_1(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_OPERAND_0, D_OPERAND_2, D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_GH_2[t, lo:hi], D_H_PREV)
-        matmul_packed(D_GH_2[t, lo:hi], W_HH_PACKED_2, D_OPERAND_2)
-        backward_stage_0(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_OPERAND_0, D_OPERAND_2, D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_GH_2[t, lo:hi], D_H_PREV)
-        matmul_packed(D_GH_0[t, lo:hi], W_HH_PACKED_0, D_OPERAND_0)
-        matmul_packed(D_GH_1[t, lo:hi], W_HH_PACKED_1, RECURRENT_1)
-        backward_inputs(SAVED[t, lo:hi], H[t, lo:hi], D_OUT[t, lo:hi], D_H[lo:hi], D_OPERAND_0, D_OPERAND_2, D_GX[t, lo:hi], D_GH_0[t, lo:hi], D_GH_1[t, lo:hi], D_GH_2[t, lo:hi], D_H_PREV)
+        SAVED_t = SAVED[t, lo:hi]
+        D_OUT_t = D_OUT[t, lo:hi]
+        D_GX_t = D_GX[t, lo:hi]
+        H_prev = H[t, lo:hi]
+        D_GH_0_t = D_GH_0[t, lo:hi]
+        D_GH_1_t = D_GH_1[t, lo:hi]
+        D_GH_2_t = D_GH_2[t, lo:hi]
+        backward_stage_1(SAVED_t, H_prev, D_OUT_t, D_H_rows, D_OPERAND_0, D_OPERAND_2, D_GX_t, D_GH_0_t, D_GH_1_t, D_GH_2_t, D_H_PREV)
+        matmul_packed(D_GH_2_t, W_HH_PACKED_2, D_OPERAND_2)
+        backward_stage_0(SAVED_t, H_prev, D_OUT_t, D_H_rows, D_OPERAND_0, D_OPERAND_2, D_GX_t, D_GH_0_t, D_GH_1_t, D_GH_2_t, D_H_PREV)
+        matmul_packed(D_GH_0_t, W_HH_PACKED_0, D_OPERAND_0)
+        matmul_packed(D_GH_1_t, W_HH_PACKED_1, RECURRENT_1)
+        backward_inputs(SAVED_t, H_prev, D_OUT_t, D_H_rows, D_OPERAND_0, D_OPERAND_2, D_GX_t, D_GH_0_t, D_GH_1_t, D_GH_2_t, D_H_PREV)
         for b in range(lo, hi):
             for j in range(hidden):
                 D_H[b, j] = D_H_PREV[b - lo, j] + RECURRENT_1[b - lo, j]

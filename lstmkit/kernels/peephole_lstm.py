@@ -56,10 +56,10 @@ BACKWARD_STEP_ARGS = ('SAVED', 'C_PREV', 'WEIGHT_CI', 'WEIGHT_CF', 'WEIGHT_CO', 
 SPEC_KEY = '23feec581f229b90'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, H, C, SAVED):
     """One step, element-wise: new states and the values backward needs (SAVED).
 
@@ -98,7 +98,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, C_PREV, WEIGHT_CI, WEIGHT_CF,
             SAVED[b, 4 * hidden + j] = tanh_cell
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, D_OUT, D_H, D_C, D_GX, D_C_PREV, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO):
     """One step back: gradients of the pre-activations and of the previous states.
 
@@ -142,7 +142,7 @@ def backward_step(SAVED, C_PREV, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, D_OUT, D_H, D_
             D_WEIGHT_CO[j] += -tmp10*(tmp3 + tmp7)
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
@@ -171,7 +171,7 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, WEIGHT
                     C[next_c, b, j] = C[prev_c, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, W_HH_PACKED, C, WEIGHT_CI, WEIGHT_CF, WEIGHT_CO, SAVED, LENGTHS, D_H, D_C, D_GX, D_WEIGHT_CI, D_WEIGHT_CF, D_WEIGHT_CO, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 

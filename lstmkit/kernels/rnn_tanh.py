@@ -43,10 +43,10 @@ BACKWARD_STEP_ARGS = ('SAVED', 'D_OUT', 'D_H', 'D_GX')
 SPEC_KEY = '808a993b1e4153ea'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = 'd47f355a12600ea7'
+RUNTIME_KEY = '18937e061c53f01f'
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, H, SAVED):
     """One step, element-wise: new states and the values backward needs (SAVED).
 
@@ -64,7 +64,7 @@ def forward_step(GX, GH, BIAS_IH, BIAS_HH, H_PREV, H, SAVED):
             SAVED[b, j] = tanh_0
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, pipeline_class=NoOverlapCompiler)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
 def backward_step(SAVED, D_OUT, D_H, D_GX):
     """One step back: gradients of the pre-activations and of the previous states.
 
@@ -80,7 +80,7 @@ def backward_step(SAVED, D_OUT, D_H, D_GX):
             D_GX[b, j] = -d_h*(tanh_0 * tanh_0 - real(1))
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LENGTHS, lo, hi):
     """Run forward_step over time for the batch rows lo:hi.
 
@@ -107,7 +107,7 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LE
                     H[next_h, b, j] = H[prev_h, b, j]
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True)
 def backward_rows(D_OUT, W_HH_PACKED, SAVED, LENGTHS, D_H, D_GX, lo, hi):
     """Backpropagation through time over backward_step, for the batch rows lo:hi.
 
