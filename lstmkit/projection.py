@@ -118,24 +118,27 @@ def sequence_backward(kernels, tape: ProjectedTape, d_output, d_final_states, ha
     d_unprojected = np.empty((batch, hidden), dtype)
     no_later_h = np.zeros((batch, hidden), dtype)         # δh from later steps arrives through δh_t
     d_prev = {name: np.empty((batch, hidden), dtype) for name in kernels.STATES if name != "h"}
+    d_later = {name: np.empty((batch, hidden), dtype) for name in d_prev}
+    through_product = np.empty((batch, proj), dtype)
     arrays = {"D_OUT": d_unprojected, "D_H": no_later_h, **driver._named(kernels.PARAMS, tape.params),
               **driver._named(kernels.PARAMS, d_params, "D_")}
+    for name in d_prev:
+        arrays[f"D_{name.upper()}"], arrays[f"D_{name.upper()}_PREV"] = d_later[name], d_prev[name]
     for t in reversed(range(steps)):
-        running = t < tape.lengths                 # rows whose step t ran; the others pass δ through
+        running = (t < tape.lengths)[:, None]      # rows whose step t ran; the others pass δ through
         d_h = d_h_all[t]
         np.add(d_output[t], d_states["h"], out=d_h)
-        d_h[~running] = 0.0
+        d_h *= running
         np.matmul(d_h, tape.weight_hr, out=d_unprojected)
         arrays.update(SAVED=tape.saved[t], D_GX=d_pre[t])
         for name in d_prev:
-            d_later = d_states[name] * running[:, None]
             arrays[f"{name.upper()}_PREV"] = states[name][t]
-            arrays[f"D_{name.upper()}"], arrays[f"D_{name.upper()}_PREV"] = d_later, d_prev[name]
+            np.multiply(d_states[name], running, out=d_later[name])
         kernels.backward_step(*(arrays[name] for name in kernels.BACKWARD_STEP_ARGS))
-        through_product = d_pre[t] @ tape.weight_hh
-        d_states["h"] = np.where(running[:, None], through_product, d_states["h"])
+        np.matmul(d_pre[t], tape.weight_hh, out=through_product)
+        np.copyto(d_states["h"], through_product, where=running)
         for name in d_prev:
-            d_states[name] = np.where(running[:, None], d_prev[name], d_states[name])
+            np.copyto(d_states[name], d_prev[name], where=running)
     rows = steps * batch
     d_pre_flat = d_pre.reshape(rows, gates)
     grads = {"weight_ih": d_pre_flat.T @ tape.x.reshape(rows, n_in),
