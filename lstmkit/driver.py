@@ -90,6 +90,7 @@ class Workspace:
         self._idle = {}   # role → 1-d buffer
         self._full_lengths = None
         self._panels = {}   # role → ((weight's shape, dtype, transposed), panels)
+        self._plans = {}    # a call's shape → its _Plan
 
     def packed(self, role, weight, transposed):
         """``weight`` packed for the recurrent product (``kernel_runtime.pack_transposed`` if
@@ -118,18 +119,65 @@ class Workspace:
 
     def take(self, role, shape, dtype):
         """An uninitialised array of ``shape``: an idle buffer if one is large enough."""
-        size = math.prod(shape)
-        buffer = self._idle.pop(role, None)
-        if buffer is None or buffer.dtype != dtype or buffer.size < size:
-            buffer = np.empty(size, dtype)
-        return buffer[:size].reshape(shape)
+        idle = self._idle.pop(role, None)
+        if idle is not None:
+            if idle.shape == shape and idle.dtype == dtype:     # as the last call: most calls
+                return idle
+            buffer = idle if idle.base is None else idle.base
+            size = math.prod(shape)
+            if buffer.dtype == dtype and buffer.size >= size:
+                return buffer[:size].reshape(shape)
+        return np.empty(math.prod(shape), dtype).reshape(shape)
 
     def give(self, role, array):
         """Take back an array that ``take`` lent; nothing else may still use it."""
-        buffer = array if array.base is None else array.base
         idle = self._idle.get(role)
-        if idle is None or idle.dtype != buffer.dtype or idle.size < buffer.size:
-            self._idle[role] = buffer
+        if idle is not None:
+            size = array.size if array.base is None else array.base.size
+            if idle.dtype == array.dtype and (idle.size if idle.base is None else idle.base.size) >= size:
+                return
+        self._idle[role] = array      # as lent: the next call of the same shape takes it as it is
+
+    def plan(self, kernels, x, hidden, inference):
+        """The :class:`_Plan` of a call on ``x`` (one per shape, kept here)."""
+        key = (kernels, x.shape, hidden, x.dtype, inference, PARALLEL_MIN_WORK)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan(kernels, *x.shape, hidden, x.dtype, inference)
+        return plan
+
+
+class _Plan:
+    """What a call of one shape needs besides its arrays, worked out once per shape: the
+    buffers' shapes, the calling convention's order, whether threads are worth it, the
+    lengths of full rows and zero biases. Redoing it on every call took about 15 µs of
+    the Python of a forward+backward at (100, 1, 16, 32) (issue 17)."""
+
+    def __init__(self, kernels, steps, batch, n_in, hidden, dtype, inference):
+        self.steps, self.batch, self.n_in, self.hidden = steps, batch, n_in, hidden
+        self.gates = gates = len(kernels.GATES) * hidden
+        self.histories = [(_history_role(k), (steps + 1 if not inference or name == kernels.OUTPUT else 2,
+                                              batch, hidden))
+                          for k, name in enumerate(kernels.STATES)]
+        self.saved_shape = (min(steps, 1) if inference else steps, batch, len(kernels.SAVED) * hidden)
+        self.output_state = kernels.STATES.index(kernels.OUTPUT)
+        self.large = _large(steps, batch, gates, hidden)      # threads: blocks are counted per call
+        self.threaded = products_on_threads(steps, batch, gates, hidden, n_in)
+        convention = _convention(kernels)
+        self.forward_order, self.backward_order = convention.forward_order, convention.backward_order
+        self.full_lengths = np.full(batch, steps, np.int64)       # nothing writes these:
+        self.zero_bias = np.zeros(gates, dtype)                  # the kernels only read them
+        self.own_array = kernels.HIDDEN_GRADIENTS == "own array"
+        self.step_bytes = (2 if self.own_array else 1) * batch * gates * dtype.itemsize
+
+    def blocks(self):
+        """``row_block_count`` of the shape: 1 below the threshold, else as many as threads allow."""
+        return row_block_count(self.steps, self.batch, self.gates, self.hidden) if self.large else 1
+
+
+@functools.lru_cache(maxsize=None)
+def _history_role(k):
+    return f"history {k}"
 
 
 @dataclass
@@ -151,6 +199,7 @@ class Tape:
     output_lent: bool = False   # the output history is the caller's y: never given back
     used: bool = False          # backward has run
     released: bool = False      # the buffers went back to the workspace
+    plan: "_Plan" = None        # the call's shape, as sequence_forward worked it out
 
     def claim_for_backward(self):
         """Mark the tape as read by backward; refuse an inference tape or a second backward."""
@@ -171,15 +220,16 @@ def release(tape: Tape):
     if tape.released:
         return
     tape.released = True
-    workspace = tape.workspace
+    give = tape.workspace.give
     if tape.saved is not None:
-        workspace.give("saved", tape.saved)
-    for role in ("d_pre", "d_pre_h"):
-        if getattr(tape, role) is not None:
-            workspace.give(role, getattr(tape, role))
+        give("saved", tape.saved)
+    if tape.d_pre is not None:
+        give("d_pre", tape.d_pre)
+    if tape.d_pre_h is not None:
+        give("d_pre_h", tape.d_pre_h)
     for k, history in enumerate(tape.histories):
         if not (tape.output_lent and k == tape.output_state):
-            workspace.give(f"history {k}", history)
+            give(_history_role(k), history)
     tape.d_pre = tape.saved = tape.d_pre_h = tape.histories = None
 
 
@@ -246,7 +296,10 @@ def _blas_on_one_thread(batch):
     A single row is left alone: its products are matrix-vector ones, which BLAS
     keeps on one thread anyway, and switching costs a noticeable part of such a call.
     """
-    return _one_blas_thread() if batch > 1 else contextlib.nullcontext()
+    return _one_blas_thread() if batch > 1 else _NO_CONTEXT
+
+
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 def _named(names, arrays, prefix=""):
@@ -361,37 +414,30 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     """
     if workspace is None:
         workspace = Workspace()
-    steps, batch, n_in = x.shape
-    hidden = weight_hh.shape[1]
-    dtype = x.dtype
-    if lengths is None:
-        lengths = workspace.full_lengths(steps, batch)
-    gates = len(kernels.GATES) * hidden
-    if bias_ih is None:
-        bias_ih = np.zeros(gates, dtype)
-    if bias_hh is None:
-        bias_hh = np.zeros(gates, dtype)
     x = np.ascontiguousarray(x)
+    plan = workspace.plan(kernels, x, weight_hh.shape[1], inference)
+    dtype, steps = x.dtype, plan.steps
+    if lengths is None:
+        lengths = plan.full_lengths
+    if bias_ih is None:
+        bias_ih = plan.zero_bias
+    if bias_hh is None:
+        bias_hh = plan.zero_bias
     histories = []
-    for k, (name, state) in enumerate(zip(kernels.STATES, initial_states)):
-        slots = steps + 1 if not inference or name == kernels.OUTPUT else 2
-        history = workspace.take(f"history {k}", (slots, batch, hidden), dtype)
+    for (role, shape), state in zip(plan.histories, initial_states):
+        history = workspace.take(role, shape, dtype)
         history[0] = state
         histories.append(history)
-    saved = workspace.take("saved", (min(steps, 1) if inference else steps, batch, len(kernels.SAVED) * hidden),
-                           dtype)
+    saved = workspace.take("saved", plan.saved_shape, dtype)
     if steps:
-        convention = _convention(kernels)
         # packed anew on every call (Workspace.packed says where the panels live)
         values = [x, workspace.packed("W_ih", weight_ih, True), workspace.packed("W_hh", weight_hh, True),
                   bias_ih, bias_hh, *histories, *params, saved, lengths]
-        _run(kernels.forward_rows, arrange(values, convention.forward_order), batch,
-             row_block_count(steps, batch, gates, hidden))
+        _run(kernels.forward_rows, arrange(values, plan.forward_order), plan.batch, plan.blocks())
     finals = [history[steps % history.shape[0]] for history in histories]
-    output_state = kernels.STATES.index(kernels.OUTPUT)
-    output = histories[output_state][1:]
+    output = histories[plan.output_state][1:]
     tape = Tape(x, tuple(histories), saved, lengths, weight_ih, weight_hh, tuple(params), inference,
-                output_state, workspace)
+                plan.output_state, workspace, plan=plan)
     return output, finals, tape
 
 
@@ -426,35 +472,36 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     ``weight_hh``, ``bias_ih``, ``bias_hh`` and the element-wise parameter names.
     """
     tape.claim_for_backward()
-    steps, batch, n_in = tape.x.shape
-    hidden = tape.weight_hh.shape[1]
-    gates = len(kernels.GATES) * hidden
+    plan, workspace = tape.plan, tape.workspace
+    steps, batch, n_in, hidden, gates = plan.steps, plan.batch, plan.n_in, plan.hidden, plan.gates
     dtype = tape.x.dtype
-    arrays = 2 if kernels.HIDDEN_GRADIENTS == "own array" else 1
-    chunks, chunk_steps = _chunk_plan(steps, arrays * batch * gates * dtype.itemsize, BACKWARD_CHUNK_BYTES)
-    tape.d_pre = tape.workspace.take("d_pre", (chunk_steps, batch, gates), dtype)
+    chunks, chunk_steps = _chunk_plan(steps, plan.step_bytes, BACKWARD_CHUNK_BYTES)
+    tape.d_pre = workspace.take("d_pre", (chunk_steps, batch, gates), dtype)
     gradient_arrays = [tape.d_pre]
-    if kernels.HIDDEN_GRADIENTS == "own array":
-        tape.d_pre_h = tape.workspace.take("d_pre_h", tape.d_pre.shape, dtype)
+    if plan.own_array:
+        tape.d_pre_h = workspace.take("d_pre_h", tape.d_pre.shape, dtype)
         gradient_arrays.append(tape.d_pre_h)
     d_states = [np.array(d, dtype=dtype, order="C", copy=True) for d in d_final_states]
     d_params = [np.zeros_like(p) for p in tape.params]
     output = tape.histories[tape.output_state]
-    blocks = row_block_count(steps, batch, gates, hidden)
-    threaded = products_on_threads(steps, batch, gates, hidden, n_in)
+    blocks, threaded = plan.blocks(), plan.threaded
     grads = {}    # the first chunk sets each result, the others add to it
     dx = np.empty(tape.x.shape, dtype)
-    w_hh_packed = tape.workspace.packed("W_hh backward", tape.weight_hh, False) if steps else None
-    convention = _convention(kernels)
+    w_hh_packed = workspace.packed("W_hh backward", tape.weight_hh, False) if steps else None
     with _blas_on_one_thread(batch):
         for start, stop in chunks:
             rows = (stop - start) * batch
-            chunk_arrays = [array[:stop - start] for array in gradient_arrays]
-            lengths = tape.lengths - start if start else tape.lengths
+            if stop - start == steps:       # one chunk, the whole sequence: no views to take
+                chunk_arrays, lengths = gradient_arrays, tape.lengths
+                values = [d_output, w_hh_packed, *tape.histories, *tape.params, tape.saved]
+            else:
+                chunk_arrays = [array[:stop - start] for array in gradient_arrays]
+                lengths = tape.lengths - start if start else tape.lengths
+                values = [d_output[start:stop], w_hh_packed, *[h[start:stop + 1] for h in tape.histories],
+                          *tape.params, tape.saved[start:stop]]
             d_gh = chunk_arrays[1] if len(chunk_arrays) > 1 else None     # "own array" cells
-            values = [d_output[start:stop], w_hh_packed, *(h[start:stop + 1] for h in tape.histories),
-                      *tape.params, tape.saved[start:stop], lengths, *d_states, chunk_arrays[0], d_gh, *d_params]
-            _backward_rows(kernels, arrange(values, convention.backward_order), d_params, batch, blocks)
+            values += [lengths, *d_states, chunk_arrays[0], d_gh, *d_params]
+            _backward_rows(kernels, arrange(values, plan.backward_order), d_params, batch, blocks)
             # the input side first: for "in place" cells the array holds d/dgx until it is done
             d_pre_x = chunk_arrays[0].reshape(rows, gates)
             _add_transposed_product(grads, "weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in), threaded)
@@ -473,7 +520,8 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
             grads["bias_ih"], grads["bias_hh"] = np.zeros(gates, dtype), np.zeros(gates, dtype)
     elif has_bias and kernels.HIDDEN_GRADIENTS == "same":
         grads["bias_hh"] = grads["bias_ih"].copy()
-    grads.update(zip(kernels.PARAMS, d_params))
+    if d_params:
+        grads.update(zip(kernels.PARAMS, d_params))
     release(tape)
     return dx, d_states, grads
 

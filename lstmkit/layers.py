@@ -133,6 +133,11 @@ class RecurrentLayer(Module):
         self._tape = None
         # per layer and direction: the buffers each call lends its tape (driver.Workspace)
         self._workspaces = [driver.Workspace() for _ in range(self.num_layers * self.num_directions)]
+        # per layer and direction, its parameters' names (worked out once: f-strings on every
+        # call were a few µs of a call at B = 1, issue 17); and zero states by batch size
+        self._slot_names = [_SlotNames(f"_l{layer}" + ("_reverse" if direction else ""), kernels.PARAMS)
+                            for layer in range(self.num_layers) for direction in range(self.num_directions)]
+        self._zero_states = {}
 
     @property
     def cell(self):
@@ -274,8 +279,9 @@ class RecurrentLayer(Module):
         initial = self._check_state(state, batch, unbatched, "state")
 
         tapes, masks = [], []
-        finals = [np.empty((self.num_layers * self.num_directions, batch, self._state_width(name)), self.dtype)
-                  for name in self.kernels.STATES]
+        finals = None if len(self._slot_names) == 1 else [
+            np.empty((len(self._slot_names), batch, self._state_width(name)), self.dtype)
+            for name in self.kernels.STATES]
         layer_input = x
         for layer in range(self.num_layers):
             if layer and self.dropout and self.training:
@@ -283,22 +289,24 @@ class RecurrentLayer(Module):
                 layer_input = layer_input * masks[-1]
             outputs = []
             for direction in range(self.num_directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
+                names = self._slot_names[slot]
                 source = layer_input if direction == 0 else _reverse_rows(layer_input, lengths)
                 extra = self._staged_arguments(layer, slot, tapes, first_step) if self._staged else {}
                 if self.proj_size:
-                    extra["weight_hr"] = self.params[f"weight_hr{suffix}"]
+                    extra["weight_hr"] = self.params[names.weight_hr]
                 output, final_states, tape = self._driver.sequence_forward(
-                    self.kernels, source, self._weight(f"weight_ih{suffix}"),
-                    self._weight(f"weight_hh{suffix}"), self.params.get(f"bias_ih{suffix}"),
-                    self.params.get(f"bias_hh{suffix}"),
-                    [self.params[f"{p}{suffix}"] for p in self.kernels.PARAMS],
+                    self.kernels, source, self._weight(names.weight_ih), self._weight(names.weight_hh),
+                    self.params.get(names.bias_ih), self.params.get(names.bias_hh),
+                    [self.params[name] for name in names.params],
                     [s[slot] for s in initial], lengths, inference=inference,
                     workspace=self._workspaces[slot], **extra)
                 tapes.append(tape)
-                for final, final_state in zip(finals, final_states):
-                    final[slot] = final_state
+                if finals is None:          # one layer, one direction: each final state is a copy
+                    finals = [final_state[None].copy() for final_state in final_states]
+                else:
+                    for final, final_state in zip(finals, final_states):
+                        final[slot] = final_state
                 output = output if direction == 0 else _reverse_rows(output, lengths)
                 outputs.append(output)
             layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
@@ -361,26 +369,33 @@ class RecurrentLayer(Module):
         if lengths is not None and steps:
             dy[np.arange(steps)[:, None] >= lengths[None, :]] = 0.0
         grads = {}
-        d_initial = [np.empty_like(d) for d in d_final]
+        d_initial = None if len(self._slot_names) == 1 else [np.empty_like(d) for d in d_final]
         d_layer_output = dy
         reads_below = self._below is not None
         d_above = None        # a depth gate's gradient from the layer above to this one's state
         for layer in reversed(range(self.num_layers)):
             d_input = None
             for direction in range(self.num_directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
                 slot = layer * self.num_directions + direction
-                width = self.output_width
-                d_out = d_layer_output[:, :, direction * width:(direction + 1) * width]
+                suffix = self._slot_names[slot].suffix
+                if self.num_directions == 1:
+                    d_out = d_layer_output
+                else:
+                    width = self.output_width
+                    d_out = d_layer_output[:, :, direction * width:(direction + 1) * width]
                 d_out = np.ascontiguousarray(d_out if direction == 0 else _reverse_rows(d_out, lengths))
                 extra = {"d_above": d_above} if reads_below else {}
                 dx, d_states, layer_grads = self._driver.sequence_backward(
                     self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias, **extra)
                 if reads_below:
                     d_above = layer_grads.pop("below")
-                for d_init, d in zip(d_initial, d_states):
-                    d_init[slot] = d
-                grads.update({f"{name}{suffix}": g for name, g in layer_grads.items()})
+                if d_initial is None:        # one layer, one direction: the driver's arrays
+                    d_initial = [d[None] for d in d_states]
+                else:
+                    for d_init, d in zip(d_initial, d_states):
+                        d_init[slot] = d
+                for name, gradient in layer_grads.items():
+                    grads[name + suffix] = gradient
                 dx = dx if direction == 0 else _reverse_rows(dx, lengths)
                 d_input = dx if d_input is None else d_input + dx
             if layer and record.masks:
@@ -473,18 +488,20 @@ class RecurrentLayer(Module):
         return check_float_array(array, what, self.dtype, shape, dtype_source="the layer's dtype")
 
     def _check_input(self, x):
-        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
         if not isinstance(x, np.ndarray):
-            raise TypeError(f"input: expected a NumPy array of shape {layout} or (T, input_size), "
+            raise TypeError(f"input: expected a NumPy array of shape {self._input_layout()} or (T, input_size), "
                             f"got {type(x).__name__}")
         if x.ndim not in (2, 3):
-            raise ValueError(f"input: expected shape {layout} or (T, input_size) for an unbatched "
+            raise ValueError(f"input: expected shape {self._input_layout()} or (T, input_size) for an unbatched "
                              f"sequence, got {x.ndim} dimensions {x.shape}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input: expected last dimension input_size={self.input_size}, got shape {x.shape}")
         unbatched = x.ndim == 2
         self._check_array(x, "input", x.shape)
         return self._to_time_major(x, unbatched), unbatched
+
+    def _input_layout(self):
+        return "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
 
     def _check_lengths(self, lengths, steps, batch):
         if lengths is None:
@@ -506,7 +523,14 @@ class RecurrentLayer(Module):
             return (layers, width) if unbatched else (layers, batch, width)
 
         if state is None:
-            return [np.zeros((layers, batch, self._state_width(name)), self.dtype) for name in names]
+            # zeros, the same read-only arrays on every call of this batch size: the drivers copy them
+            zeros = self._zero_states.get(batch)
+            if zeros is None:
+                zeros = self._zero_states[batch] = [np.zeros((layers, batch, self._state_width(name)), self.dtype)
+                                                    for name in names]
+                for array in zeros:
+                    array.flags.writeable = False
+            return zeros
         parts = (state,) if len(names) == 1 and isinstance(state, np.ndarray) else state
         if not isinstance(parts, (tuple, list)) or len(parts) != len(names):
             widths = {shape(name) for name in names}
@@ -529,6 +553,17 @@ class RecurrentLayer(Module):
         extra += f", proj_size={self.proj_size}" if self.proj_size else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"cell={self.kernels.CELL!r}, dtype={self.dtype})")
+
+
+class _SlotNames:
+    """The names of one layer and direction's parameters, ``weight_ih_l0_reverse`` and so on."""
+
+    def __init__(self, suffix, params):
+        self.suffix = suffix
+        self.weight_ih, self.weight_hh = f"weight_ih{suffix}", f"weight_hh{suffix}"
+        self.bias_ih, self.bias_hh = f"bias_ih{suffix}", f"bias_hh{suffix}"
+        self.weight_hr = f"weight_hr{suffix}"
+        self.params = [f"{name}{suffix}" for name in params]
 
 
 def _dropout_generator(seed):
