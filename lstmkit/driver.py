@@ -143,8 +143,13 @@ class Workspace:
         key = (kernels, x.shape, hidden, x.dtype, inference, PARALLEL_MIN_WORK)
         plan = self._plans.get(key)
         if plan is None:
+            if len(self._plans) >= MAX_PLANS:      # sequences of ever new lengths: keep the newest
+                del self._plans[next(iter(self._plans))]
             plan = self._plans[key] = _Plan(kernels, *x.shape, hidden, x.dtype, inference)
         return plan
+
+
+MAX_PLANS = 64     # per workspace, i.e. per layer and direction
 
 
 class _Plan:

@@ -150,11 +150,12 @@ def _tanh(x):
 # as the arithmetic (OpenBLAS, one core: 15–85 GFLOP/s float32 on these products).
 # Here the weights are packed once per sequence, into panels of W columns
 # (packed[p, k, c] = B[k, p·W + c]), and each step multiplies the rows of a by them
-# with a register tile of 4 rows × W columns: 16 vector sums (fewer if the product is
-# narrower than W), each k adding
+# with a register tile of 4 rows × W columns: 16 vector sums with AVX-512, 8 with AVX2
+# (fewer if the product is narrower than W), each k adding
 # broadcast(a[i, k]) · packed[p, k, :] with one fused multiply-add per vector. The
 # sums run along the output columns, so nothing is ever added across vector lanes:
-# 108–117 GFLOP/s float32 and 52–58 float64 on one core, at every size the course uses.
+# 108–117 GFLOP/s float32 and 52–58 float64 on one core with AVX-512, 79–89 and 37–46
+# with AVX2, at every size the course uses.
 # Numba has no vector type, so the tile's loop over k is written in LLVM IR (_tile).
 #
 # Every out[i, j] is the sequential chain s = fma(a[i, k], B[k, j], s) over k from 0,
@@ -162,11 +163,49 @@ def _tanh(x):
 # rows, nor on how many threads split the batch. (It is not BLAS's rounding; it agrees
 # with it to rounding.)
 
-VECTOR_BYTES = 64   # 512-bit vectors (LLVM splits them where the machine has narrower ones)
+
+def _host_vector_bytes():
+    """64 where the processor has AVX-512 (32 registers of 64 bytes), else 32 (AVX2's 16
+    registers of 32 bytes; on other processors LLVM splits them into what there is)."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+
+    if config.CPU_FEATURES:      # Numba told to compile for other features than the host's
+        return 64 if "+avx512f" in config.CPU_FEATURES.split(",") else 32
+    try:
+        return 64 if llvm.get_host_cpu_features().get("avx512f") else 32
+    except RuntimeError:         # LLVM cannot tell: the narrower tile never spills
+        return 32
+
+
+# The tile must fit the registers: its sums, one panel row and the broadcast number. With
+# AVX-512 that is 4 rows × 4 vectors of 64 bytes (16 + 4 + 1 of 32 registers). The same
+# tile with AVX2 needed 32 of 16 registers: its sums spilled to memory, and the product
+# ran at 25-30 GFLOP/s float32 on one core of an AMD EPYC without AVX-512, against
+# 79-89 for 4 rows × 2 vectors of 32 bytes (8 + 2 + 1 registers) and 69-83 for 3 vectors
+# (issue 17; a second pair of runs: 29-30 against 80-89). Every element is the same chain of
+# fused multiply-adds whatever the tile (below), so the results are bit for bit those of
+# the wide tile. Numba's cache is kept per processor, so a cached kernel always matches.
+VECTOR_BYTES = _host_vector_bytes()
 TILE_ROWS = 4       # rows of a per register tile
-TILE_VECTORS = 4    # vectors per row of a tile: a panel row is 4 · 64 bytes, 4 cache lines
-PANEL_VECTORS = (1, 2, TILE_VECTORS)   # fewer where the product is narrow (panel_width)
+TILE_VECTORS = 4 if VECTOR_BYTES == 64 else 2    # vectors per row of a tile (see above)
+PANEL_VECTORS = tuple(sorted({1, 2, TILE_VECTORS}))   # fewer where the product is narrow (panel_width)
+# Fewer rows than a tile's (B = 1, a batch's last rows on a thread): so many panels at once,
+# rows → panels, so that a row has as many independent sums as with AVX-512's wide panels.
+# With 2 sums a row, each waited on the one fma before it: h W_hhᵀ at B = 1, d = 32 float32
+# took 0.79-0.80 µs against 0.72 with 4 panels at once, and 0.70 with the AVX-512 tile (split
+# by LLVM, on the same AVX2 machine); at d = 128 5.4-5.5 against 3.8-4.0 and 3.7-3.8 (issue 17).
+# Backward's dg W_hh at B = 1 has d columns, 2 panels at d = 32: taken 2 at once (_halvings),
+# 0.70-0.74 µs against 0.82 one by one.
+PANEL_GROUP = {} if TILE_VECTORS == 4 else {1: 4, 2: 2}
+_GROUP_BY_ROWS = tuple(PANEL_GROUP.get(rows, 1) for rows in range(TILE_ROWS))
 ALIGN = 64          # byte alignment of packed weights: no vector load crosses a cache line
+
+
+def _halvings(group):
+    """4 → (4, 2): the groups of panels a tile of so few rows takes, the rest one by one."""
+    return tuple(group >> k for k in range(group.bit_length() - 1))
+
 
 _I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 
@@ -180,12 +219,14 @@ def _function(module, name, type_):
 
 
 @intrinsic
-def _tile(typingctx, a, packed, out, i0, rows, p):
-    """out[i0:i0+rows, p*W:(p+1)*W] = a[i0:i0+rows] @ panel p (columns >= N not stored).
+def _tile(typingctx, a, packed, out, i0, rows, p, group):
+    """out[i0:i0+rows, p*W:(p+group)*W] = a[i0:i0+rows] @ panels p to p+group-1 (columns
+    >= N not stored).
 
     a [M, K], packed [P, K, W], out [M, N]: C-contiguous, same float dtype;
-    1 <= rows <= TILE_ROWS, W = vectors · lanes with vectors in PANEL_VECTORS. No bounds
-    checks: the caller checks.
+    1 <= rows <= TILE_ROWS, W = vectors · lanes with vectors in PANEL_VECTORS, group 1 or,
+    for fewer rows than TILE_ROWS, one of _halvings(PANEL_GROUP[rows]). No bounds checks:
+    the caller checks.
     """
     if not (isinstance(a, types.Array) and isinstance(packed, types.Array)
             and isinstance(out, types.Array)):
@@ -197,12 +238,12 @@ def _tile(typingctx, a, packed, out, i0, rows, p):
         return None
     if a.layout != "C" or packed.layout != "C" or out.layout != "C":
         return None
-    signature = types.void(a, packed, out, types.intp, types.intp, types.intp)
+    signature = types.void(a, packed, out, types.intp, types.intp, types.intp, types.intp)
 
     def codegen(context, builder, sig, args):
         a_v, b_v, c_v = args[:3]
-        i0_v, rows_v, p_v = [context.cast(builder, x, t, types.intp)
-                             for x, t in zip(args[3:], sig.args[3:])]
+        i0_v, rows_v, p_v, group_v = [context.cast(builder, x, t, types.intp)
+                                      for x, t in zip(args[3:], sig.args[3:])]
         real = context.get_value_type(dtype)
         bits = dtype.bitwidth
         esize = bits // 8
@@ -233,22 +274,24 @@ def _tile(typingctx, a, packed, out, i0, rows, p):
         lda = cgutils.unpack_tuple(builder, A.shape, 2)[1]
         _, depth, width = cgutils.unpack_tuple(builder, B.shape, 3)
         ldc = cgutils.unpack_tuple(builder, C.shape, 2)[1]
-        j0 = builder.mul(p_v, width)
         a_base = builder.gep(A.data, [builder.mul(i0_v, lda)])
-        b_base = builder.gep(B.data, [builder.mul(builder.mul(p_v, depth), width)])
-        c_base = builder.gep(C.data, [builder.add(builder.mul(i0_v, ldc), j0)])
+        most = max(PANEL_GROUP.values(), default=1)
+        j0 = [builder.mul(builder.add(p_v, const(g)), width) for g in range(most)]
+        b_base = [builder.gep(B.data, [builder.mul(j, depth)]) for j in j0]
+        c_base = [builder.gep(C.data, [builder.add(builder.mul(i0_v, ldc), j)]) for j in j0]
         # lane j0 + v*lanes + l is stored only if it is < N
         limit = splat(ldc, ivec)
         index = ir.Constant(ivec, list(range(lanes)))
-        masks = [builder.icmp_signed("<", builder.add(splat(builder.add(j0, const(v * lanes)),
-                                                            ivec), index), limit)
-                 for v in range(TILE_VECTORS)]
+        masks = [[builder.icmp_signed("<", builder.add(splat(builder.add(j, const(v * lanes)), ivec), index),
+                                      limit)
+                  for v in range(TILE_VECTORS)] for j in j0]
         zero = ir.Constant(vec, [0.0] * lanes)
         fn = builder.function
         end_bb = fn.append_basic_block("tile.end")
         default_bb = fn.append_basic_block("tile.default")
-        # one loop per (rows, vectors per panel row): the key is rows · 8 + vectors
-        key = builder.add(builder.mul(rows_v, const(8)), builder.sdiv(width, const(lanes)))
+        # one loop per (panels, rows, vectors per panel row): the key is (group · 8 + rows) · 8 + vectors
+        key = builder.add(builder.mul(builder.add(builder.mul(group_v, const(8)), rows_v), const(8)),
+                          builder.sdiv(width, const(lanes)))
         switch = builder.switch(key, default_bb)
         with builder.goto_block(default_bb):
             # no tile for this (rows, vectors): matmul_packed checks its shapes, so this is
@@ -256,49 +299,55 @@ def _tile(typingctx, a, packed, out, i0, rows, p):
             trap = _function(module, "llvm.trap", ir.FunctionType(ir.VoidType(), []))
             builder.call(trap, [])
             builder.unreachable()
-        for m in range(1, TILE_ROWS + 1):
-            for vectors in PANEL_VECTORS:
-                case_bb = fn.append_basic_block(f"tile.rows{m}.vectors{vectors}")
-                switch.add_case(const(m * 8 + vectors), case_bb)
-                builder.position_at_end(case_bb)
-                a_rows = [builder.gep(a_base, [builder.mul(const(r), lda)]) for r in range(m)]
-                loop_bb = fn.append_basic_block(f"tile.loop{m}.{vectors}")
-                exit_bb = fn.append_basic_block(f"tile.exit{m}.{vectors}")
-                builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop_bb, exit_bb)
-                builder.position_at_end(loop_bb)
-                k = builder.phi(_I64)
-                k.add_incoming(const(0), case_bb)
-                acc = [[builder.phi(vec) for _ in range(vectors)] for _ in range(m)]
-                for row in acc:
-                    for phi in row:
-                        phi.add_incoming(zero, case_bb)
-                b_row = builder.gep(b_base, [builder.mul(k, width)])
-                b = [builder.load(builder.gep(b_row, [const(v * lanes)]), typ=vec, align=esize)
-                     for v in range(vectors)]
-                new = []
-                for r in range(m):
-                    x = splat(builder.load(builder.gep(a_rows[r], [k]), typ=real, align=esize), vec)
-                    new.append([builder.call(fma, [x, b[v], acc[r][v]]) for v in range(vectors)])
-                k_next = builder.add(k, const(1))
-                body_bb = builder.block
-                k.add_incoming(k_next, body_bb)
+        cases = [(1, m, vectors) for m in range(1, TILE_ROWS + 1) for vectors in PANEL_VECTORS]
+        cases += [(group, m, vectors) for m, most in PANEL_GROUP.items()
+                  for group in _halvings(most) for vectors in PANEL_VECTORS]
+        for group, m, vectors in cases:
+            name = f"{group}.{m}.{vectors}"
+            case_bb = fn.append_basic_block(f"tile.panels{group}.rows{m}.vectors{vectors}")
+            switch.add_case(const((group * 8 + m) * 8 + vectors), case_bb)
+            builder.position_at_end(case_bb)
+            a_rows = [builder.gep(a_base, [builder.mul(const(r), lda)]) for r in range(m)]
+            loop_bb = fn.append_basic_block(f"tile.loop{name}")
+            exit_bb = fn.append_basic_block(f"tile.exit{name}")
+            builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop_bb, exit_bb)
+            builder.position_at_end(loop_bb)
+            k = builder.phi(_I64)
+            k.add_incoming(const(0), case_bb)
+            # sums [panel][row][vector]
+            acc = [[[builder.phi(vec) for _ in range(vectors)] for _ in range(m)] for _ in range(group)]
+            for phi in (phi for panel in acc for row in panel for phi in row):
+                phi.add_incoming(zero, case_bb)
+            b = []
+            for g in range(group):
+                b_row = builder.gep(b_base[g], [builder.mul(k, width)])
+                b.append([builder.load(builder.gep(b_row, [const(v * lanes)]), typ=vec, align=esize)
+                          for v in range(vectors)])
+            x = [splat(builder.load(builder.gep(a_rows[r], [k]), typ=real, align=esize), vec)
+                 for r in range(m)]
+            new = [[[builder.call(fma, [x[r], b[g][v], acc[g][r][v]]) for v in range(vectors)]
+                    for r in range(m)] for g in range(group)]
+            k_next = builder.add(k, const(1))
+            body_bb = builder.block
+            k.add_incoming(k_next, body_bb)
+            for g in range(group):
                 for r in range(m):
                     for v in range(vectors):
-                        acc[r][v].add_incoming(new[r][v], body_bb)
-                builder.cbranch(builder.icmp_signed("<", k_next, depth), loop_bb, exit_bb)
-                builder.position_at_end(exit_bb)
-                final = []
+                        acc[g][r][v].add_incoming(new[g][r][v], body_bb)
+            builder.cbranch(builder.icmp_signed("<", k_next, depth), loop_bb, exit_bb)
+            builder.position_at_end(exit_bb)
+            final = []
+            for g in range(group):
                 for r in range(m):
                     for v in range(vectors):
                         phi = builder.phi(vec)
                         phi.add_incoming(zero, case_bb)
-                        phi.add_incoming(new[r][v], body_bb)
-                        final.append((r, v, phi))
-                for r, v, phi in final:       # all phis first, then the stores
-                    ptr = builder.gep(c_base, [builder.add(builder.mul(const(r), ldc),
-                                                           const(v * lanes))])
-                    builder.call(masked_store, [phi, ptr, ir.Constant(_I32, esize), masks[v]])
-                builder.branch(end_bb)
+                        phi.add_incoming(new[g][r][v], body_bb)
+                        final.append((g, r, v, phi))
+            for g, r, v, phi in final:       # all phis first, then the stores
+                ptr = builder.gep(c_base[g], [builder.add(builder.mul(const(r), ldc), const(v * lanes))])
+                builder.call(masked_store, [phi, ptr, ir.Constant(_I32, esize), masks[g][v]])
+            builder.branch(end_bb)
         builder.position_at_end(end_bb)
         return context.get_dummy_value()
 
@@ -403,9 +452,16 @@ def _product_tiles(a_data, rows, depth, packed_data, panels, width, out_data, co
     a = numba.carray(a_data, (rows, depth))
     packed = numba.carray(packed_data, (panels, depth, width))
     out = numba.carray(out_data, (rows, columns))
-    for p in range(panels):
+    group = _GROUP_BY_ROWS[rows] if rows < TILE_ROWS else 1
+    first = 0
+    while group > 1:     # few rows: several panels at once (PANEL_GROUP), halving for the rest
+        while first + group <= panels:
+            _tile(a, packed, out, 0, rows, first, group)
+            first += group
+        group //= 2
+    for p in range(first, panels):
         for i in range(0, rows, TILE_ROWS):
-            _tile(a, packed, out, i, min(TILE_ROWS, rows - i), p)
+            _tile(a, packed, out, i, min(TILE_ROWS, rows - i), p, 1)
 
 
 def _product_entry(real):

@@ -168,6 +168,23 @@ def test_recurrent_product_is_the_fma_chain_of_a_times_b(rows, depth, columns, d
     assert np.all(np.abs(out - exact) <= depth * np.finfo(dtype).eps * (np.abs(a) @ np.abs(b)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_recurrent_product_of_few_rows_on_several_panels_is_the_fma_chain(rows, dtype):
+    """Fewer rows than a tile's take several panels at once (kernel_runtime.PANEL_GROUP):
+    every count of panels, whole groups and a remainder, with a last panel cut short."""
+    rng = np.random.default_rng(rows)
+    lanes = kernel_runtime.VECTOR_BYTES // np.dtype(dtype).itemsize
+    for columns in sorted({1, lanes, lanes + 1, 2 * lanes, 3 * lanes + 5, 4 * lanes, 8 * lanes + 3, 150}):
+        a = rng.standard_normal((rows, 23)).astype(dtype)
+        b = rng.standard_normal((23, columns)).astype(dtype)
+        out = np.full((rows, columns), np.nan, dtype)
+        kernel_runtime.matmul_packed(a, kernel_runtime.pack_transposed(np.ascontiguousarray(b.T)), out)
+        reference = np.empty_like(out)
+        _fma_chain(a, b, reference)
+        np.testing.assert_array_equal(out, reference, err_msg=f"{columns} columns")
+
+
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(rows=st.integers(2, 19), split=st.integers(1, 18), depth=st.integers(1, 70),
        columns=st.integers(1, 150))
@@ -236,9 +253,11 @@ def test_generated_activations_saturate_and_keep_nan(dtype):
 
 # -- buffers reused from call to call (driver.Workspace) -------------------------------------
 def _tape_buffers(layer):
-    """The buffers a workspace lends again (backward frees the saved values instead)."""
+    """The buffers a workspace lends again (backward frees the saved values instead; an output
+    history returned as y stays the caller's)."""
     tape = layer._tape.tapes[0]
-    return list(tape.histories)
+    return [history for k, history in enumerate(tape.histories)
+            if not (tape.output_lent and k == tape.output_state)]
 
 
 def run_layer_keeping_buffers(layer, x, seed):
@@ -260,11 +279,12 @@ def run_layer_keeping_buffers(layer, x, seed):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_reused_buffers_change_no_result_the_caller_holds(cell, batch_first):
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_reused_buffers_change_no_result_the_caller_holds(cell, batch_first, num_layers):
     """A second step reuses the first step's memory, and nothing the first step returned
     (outputs, final states, input gradients, parameter gradients) changes."""
     rng = np.random.default_rng(5)
-    layer = lstmkit.RecurrentLayer(cell, 3, 4, num_layers=2, batch_first=batch_first, seed=0)
+    layer = lstmkit.RecurrentLayer(cell, 3, 4, num_layers=num_layers, batch_first=batch_first, seed=0)
     shape = (2, 6, 3) if batch_first else (6, 2, 3)
     first_x, second_x = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
 
@@ -278,9 +298,24 @@ def test_reused_buffers_change_no_result_the_caller_holds(cell, batch_first):
     for kept, copy in zip(first, first_copies):
         np.testing.assert_array_equal(kept, copy)
     # and the second step's numbers are those of a fresh layer
-    fresh = lstmkit.RecurrentLayer(cell, 3, 4, num_layers=2, batch_first=batch_first, seed=0)
+    fresh = lstmkit.RecurrentLayer(cell, 3, 4, num_layers=num_layers, batch_first=batch_first, seed=0)
     for a, b in zip(second, run_layer(fresh, second_x, seed=2)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_calls_of_changing_lengths_match_a_fresh_layer(cell, monkeypatch):
+    """Each shape's plan and buffers are kept (driver.Workspace): shorter, longer and repeated
+    lengths, past the number of plans kept, give a fresh layer's numbers, bit for bit."""
+    monkeypatch.setattr(driver, "MAX_PLANS", 3)
+    rng = np.random.default_rng(11)
+    layer = lstmkit.RecurrentLayer(cell, 3, 4, seed=0)
+    for steps in (6, 4, 6, 9, 1, 5, 6, 0, 4):
+        x = rng.standard_normal((steps, 2, 3)).astype(np.float32)
+        fresh = lstmkit.RecurrentLayer(cell, 3, 4, seed=0)
+        for a, b in zip(run_layer(layer, x, seed=steps), run_layer(fresh, x, seed=steps)):
+            np.testing.assert_array_equal(a, b)
+        assert len(layer._workspaces[0]._plans) <= 3
 
 
 def test_no_reuse_before_backward_and_inference_outputs_stay_put():
