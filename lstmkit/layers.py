@@ -134,10 +134,10 @@ class RecurrentLayer(Module):
         # per layer and direction: the buffers each call lends its tape (driver.Workspace)
         self._workspaces = [driver.Workspace() for _ in range(self.num_layers * self.num_directions)]
         # per layer and direction, its parameters' names (worked out once: f-strings on every
-        # call were a few µs of a call at B = 1, issue 17); and zero states by batch size
+        # call were a few µs of a call at B = 1, issue 17); and the last batch size's zero states
         self._slot_names = [_SlotNames(f"_l{layer}" + ("_reverse" if direction else ""), kernels.PARAMS)
                             for layer in range(self.num_layers) for direction in range(self.num_directions)]
-        self._zero_states = {}
+        self._zero_states = (None, None)
 
     @property
     def cell(self):
@@ -523,13 +523,13 @@ class RecurrentLayer(Module):
             return (layers, width) if unbatched else (layers, batch, width)
 
         if state is None:
-            # zeros, the same read-only arrays on every call of this batch size: the drivers copy them
-            zeros = self._zero_states.get(batch)
-            if zeros is None:
-                zeros = self._zero_states[batch] = [np.zeros((layers, batch, self._state_width(name)), self.dtype)
-                                                    for name in names]
+            # zeros, the same read-only arrays while the batch size stays: the drivers copy them
+            kept_batch, zeros = self._zero_states
+            if kept_batch != batch:
+                zeros = [np.zeros((layers, batch, self._state_width(name)), self.dtype) for name in names]
                 for array in zeros:
                     array.flags.writeable = False
+                self._zero_states = (batch, zeros)
             return zeros
         parts = (state,) if len(names) == 1 and isinstance(state, np.ndarray) else state
         if not isinstance(parts, (tuple, list)) or len(parts) != len(names):
