@@ -275,8 +275,8 @@ def _tile(typingctx, a, packed, out, i0, rows, p, group):
         _, depth, width = cgutils.unpack_tuple(builder, B.shape, 3)
         ldc = cgutils.unpack_tuple(builder, C.shape, 2)[1]
         a_base = builder.gep(A.data, [builder.mul(i0_v, lda)])
-        most = max(PANEL_GROUP.values(), default=1)
-        j0 = [builder.mul(builder.add(p_v, const(g)), width) for g in range(most)]
+        panels_at_most = max(PANEL_GROUP.values(), default=1)
+        j0 = [builder.mul(builder.add(p_v, const(g)), width) for g in range(panels_at_most)]
         b_base = [builder.gep(B.data, [builder.mul(j, depth)]) for j in j0]
         c_base = [builder.gep(C.data, [builder.add(builder.mul(i0_v, ldc), j)]) for j in j0]
         # lane j0 + v*lanes + l is stored only if it is < N
@@ -300,8 +300,8 @@ def _tile(typingctx, a, packed, out, i0, rows, p, group):
             builder.call(trap, [])
             builder.unreachable()
         cases = [(1, m, vectors) for m in range(1, TILE_ROWS + 1) for vectors in PANEL_VECTORS]
-        cases += [(group, m, vectors) for m, most in PANEL_GROUP.items()
-                  for group in _halvings(most) for vectors in PANEL_VECTORS]
+        cases += [(group, m, vectors) for m, largest in PANEL_GROUP.items()
+                  for group in _halvings(largest) for vectors in PANEL_VECTORS]
         for group, m, vectors in cases:
             name = f"{group}.{m}.{vectors}"
             case_bb = fn.append_basic_block(f"tile.panels{group}.rows{m}.vectors{vectors}")
