@@ -10,9 +10,11 @@ clipping by global norm (1.0), an Adam update. The batch is the adding problem
 (T = 50, batch 64, float32), the same arrays every step, so data generation is
 not timed.
 
-lstmkit: ``SequenceRegressor`` + ``MSELoss`` + ``clip_grad_norm`` + ``Adam``.
+lstmkit: ``SequenceRegressor`` + ``MSELoss`` + ``clip_grad_norm`` + ``Adam``, backward
+with ``input_gradient=False`` as ``fit`` calls it.
 torch: ``nn.LSTM`` + ``nn.Linear`` + ``nn.MSELoss`` + ``clip_grad_norm_`` +
-``torch.optim.Adam`` with its defaults, ``zero_grad()`` included.
+``torch.optim.Adam`` with its defaults, ``zero_grad()`` included. Neither computes
+the gradient of the data (torch's input does not require one).
 
 Each implementation runs in its own worker process, so one library's idle
 threads never spin against the other's; the parent asks the workers in turn,
@@ -76,7 +78,7 @@ def _lstmkit_worker():
         return loss.forward(model.forward(batch["inputs"]), batch["targets"])
 
     def backward():
-        model.backward(loss.backward())
+        model.backward(loss.backward(), input_gradient=False)
 
     def update():
         clip_grad_norm(model.grads, 1.0)

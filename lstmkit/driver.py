@@ -65,13 +65,23 @@ import numpy as np
 from . import kernel_runtime
 
 __all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_block_count",
-           "backward_chunks", "PARALLEL_MIN_WORK"]
+           "backward_chunks", "PARALLEL_MIN_WORK", "LOOP_PARALLEL_MIN_WORK"]
 
 # Below this many multiply-adds in the recurrent products of one sequence (about a
 # millisecond of work on one core), threads save little and risk much: on a busy
 # machine a thread that is not scheduled stalls the whole call for a time slice.
 # Such loops run on the calling thread.
 PARALLEL_MIN_WORK = 50_000_000
+
+# The loop over time alone runs on blocks of rows from this much work (same measure) when
+# the cell has no element-wise parameters: then a block's rows give the same bits as the
+# whole batch's, and only the speed changes. A start of the threads costs about 0.15 ms
+# here, and the loop's share of the work is the larger at small widths. Forward+backward
+# of the LSTM, float32, 2 blocks against 1, interleaved (results/loop_threads.json):
+# 0.74–0.94 of the time at 13–26 million (the adding problem's (50, 64, 2, 32) among
+# them), 1.12–1.29 at 3.3–6.6 million. The products after backward's loop keep
+# PARALLEL_MIN_WORK, which decides how they round.
+LOOP_PARALLEL_MIN_WORK = 10_000_000
 MIN_BLOCK_ROWS = kernel_runtime.TILE_ROWS   # a block of rows fills a register tile of the recurrent product
 
 
@@ -140,7 +150,7 @@ class Workspace:
 
     def plan(self, kernels, x, hidden, inference):
         """The :class:`_Plan` of a call on ``x`` (one per shape, kept here)."""
-        key = (kernels, x.shape, hidden, x.dtype, inference, PARALLEL_MIN_WORK)
+        key = (kernels, x.shape, hidden, x.dtype, inference, PARALLEL_MIN_WORK, LOOP_PARALLEL_MIN_WORK)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= MAX_PLANS:      # sequences of ever new lengths: keep the newest
@@ -166,7 +176,8 @@ class _Plan:
                           for k, name in enumerate(kernels.STATES)]
         self.saved_shape = (min(steps, 1) if inference else steps, batch, len(kernels.SAVED) * hidden)
         self.output_state = kernels.STATES.index(kernels.OUTPUT)
-        self.large = _large(steps, batch, gates, hidden)      # threads: blocks are counted per call
+        # threads for the loop: blocks are counted per call (the number of threads may change)
+        self.loop_on_threads = _loop_on_threads(steps, batch, gates, hidden, kernels.PARAMS)
         self.threaded = products_on_threads(steps, batch, gates, hidden, n_in)
         convention = _convention(kernels)
         self.forward_order, self.backward_order = convention.forward_order, convention.backward_order
@@ -176,8 +187,9 @@ class _Plan:
         self.step_bytes = (2 if self.own_array else 1) * batch * gates * dtype.itemsize
 
     def blocks(self):
-        """``row_block_count`` of the shape: 1 below the threshold, else as many as threads allow."""
-        return row_block_count(self.steps, self.batch, self.gates, self.hidden) if self.large else 1
+        """How many blocks of rows the loop over time runs at once: 1 below its threshold
+        (``_loop_on_threads``), else as many as threads allow."""
+        return _block_count(self.batch) if self.loop_on_threads else 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -239,15 +251,28 @@ def release(tape: Tape):
 
 
 def row_block_count(steps, batch, gates, hidden):
-    """How many blocks of batch rows the loop over time runs at once (1: no threads)."""
+    """How many blocks of batch rows the loop over time runs at once (1: no threads), for a
+    cell with element-wise parameters or in stages (a one-product cell without: ``_Plan.blocks``)."""
     if not _large(steps, batch, gates, hidden):
         return 1
+    return _block_count(batch)
+
+
+def _block_count(batch):
     return max(1, min(batch // MIN_BLOCK_ROWS, numba.get_num_threads()))
 
 
 def _large(steps, batch, gates, hidden):
     """Worth threads: the whole-sequence products then run on them as well."""
     return steps * batch * gates * hidden >= PARALLEL_MIN_WORK
+
+
+def _loop_on_threads(steps, batch, gates, hidden, params):
+    """Whether the loop over time of a one-product cell runs on blocks of rows. A cell with
+    element-wise parameters sums their gradients block by block, so its blocks change how
+    they round: it keeps ``PARALLEL_MIN_WORK``, as the staged cells do."""
+    work = steps * batch * gates * hidden
+    return work >= PARALLEL_MIN_WORK or (not params and work >= LOOP_PARALLEL_MIN_WORK)
 
 
 def products_on_threads(steps, batch, gates, hidden, n_in):
@@ -469,12 +494,13 @@ def _chunk_plan(steps, step_bytes, chunk_bytes):
     return chunks, max((stop - start for start, stop in chunks), default=0)
 
 
-def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
+def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias, input_gradient=True):
     """Backpropagation through time for one direction of one layer.
 
     ``d_output`` [T, B, d] must be zero past each row's length. Returns
     ``(dx, d_initial_states, grads)`` with grads keyed ``weight_ih``,
-    ``weight_hh``, ``bias_ih``, ``bias_hh`` and the element-wise parameter names.
+    ``weight_hh``, ``bias_ih``, ``bias_hh`` and the element-wise parameter names;
+    ``dx`` is None with ``input_gradient=False`` (dX = dG W_ih is then not computed).
     """
     tape.claim_for_backward()
     plan, workspace = tape.plan, tape.workspace
@@ -491,7 +517,7 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
     output = tape.histories[tape.output_state]
     blocks, threaded = plan.blocks(), plan.threaded
     grads = {}    # the first chunk sets each result, the others add to it
-    dx = np.empty(tape.x.shape, dtype)
+    dx = np.empty(tape.x.shape, dtype) if input_gradient else None
     w_hh_packed = workspace.packed("W_hh backward", tape.weight_hh, False) if steps else None
     with _blas_on_one_thread(batch):
         for start, stop in chunks:
@@ -512,7 +538,8 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias):
             _add_transposed_product(grads, "weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in), threaded)
             if has_bias:
                 _add_sum(grads, "bias_ih", d_pre_x)
-            _input_gradient(d_pre_x, tape.weight_ih, dx[start:stop].reshape(rows, n_in), threaded)
+            if input_gradient:
+                _input_gradient(d_pre_x, tape.weight_ih, dx[start:stop].reshape(rows, n_in), threaded)
             if kernels.HIDDEN_GRADIENTS == "in place":
                 _run(kernels.hidden_gradient_rows, (chunk_arrays[0], tape.saved[start:stop]), batch, blocks)
             d_pre_h = chunk_arrays[-1].reshape(rows, gates)

@@ -334,14 +334,19 @@ class RecurrentLayer(Module):
         return (y[:, 0, :] if unbatched else y), self._format_state(finals, unbatched)
 
     # -- backward ---------------------------------------------------------------
-    def backward(self, d_output, d_state=None):
+    def backward(self, d_output, d_state=None, *, input_gradient=True):
         """Backpropagation through time for the last forward call.
 
         ``d_output`` is the gradient of the loss with respect to ``y`` (same
         shape), or None for zeros (a loss on the final state alone);
         ``d_state`` that with respect to the final state(s), zeros if omitted.
         Returns ``(dx, d_initial_state)`` and fills ``self.grads``.
+        ``input_gradient=False`` skips dx (returned as None), as torch skips the gradient
+        of an input that does not require one: data fed to the first layer. The
+        parameters' gradients are the same to the last bit.
         """
+        if not isinstance(input_gradient, bool):
+            raise TypeError(f"input_gradient must be True or False, got {input_gradient!r}")
         if self._tape is None:
             raise RuntimeError("call forward before backward (forward with inference=True keeps nothing for it)")
         record = self._tape
@@ -386,7 +391,8 @@ class RecurrentLayer(Module):
                 d_out = np.ascontiguousarray(d_out if direction == 0 else _reverse_rows(d_out, lengths))
                 extra = {"d_above": d_above} if reads_below else {}
                 dx, d_states, layer_grads = self._driver.sequence_backward(
-                    self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias, **extra)
+                    self.kernels, tapes[slot], d_out, [d[slot] for d in d_final], self.bias,
+                    input_gradient=input_gradient or layer > 0, **extra)
                 if reads_below:
                     d_above = layer_grads.pop("below")
                 if d_initial is None:        # one layer, one direction: the driver's arrays
@@ -396,8 +402,9 @@ class RecurrentLayer(Module):
                         d_init[slot] = d
                 for name, gradient in layer_grads.items():
                     grads[name + suffix] = gradient
-                dx = dx if direction == 0 else _reverse_rows(dx, lengths)
-                d_input = dx if d_input is None else d_input + dx
+                if dx is not None:         # None: layer 0 with input_gradient=False
+                    dx = dx if direction == 0 else _reverse_rows(dx, lengths)
+                    d_input = dx if d_input is None else d_input + dx
             if layer and record.masks:
                 d_input = d_input * record.masks[layer - 1]       # dropout's backward: the same mask
             d_layer_output = d_input
@@ -406,7 +413,7 @@ class RecurrentLayer(Module):
         for name, mask in self.weight_masks.items():      # the structure is kept through training
             grads[name] = grads[name] * mask
         self.grads = {name: grads[name] for name in self.params}
-        dx = self._format_output(d_layer_output, unbatched)
+        dx = None if d_layer_output is None else self._format_output(d_layer_output, unbatched)
         return dx, self._format_state(d_initial, unbatched)
 
     def _check_constants(self, constants):

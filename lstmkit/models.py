@@ -63,7 +63,8 @@ class SequenceModel(Module):
     ``forward(inputs, lengths=None)`` returns the head's output;
     ``backward(d_output)`` runs back through head, recurrent layer and
     embedding, fills ``grads`` (same keys as ``params``) and returns the
-    gradient of the inputs (None for token ids).
+    gradient of the inputs (None for token ids, and with ``input_gradient=False``,
+    which skips computing it: :func:`lstmkit.train.fit` never reads it).
     """
 
     def __init__(self, cell, hidden_size, output_size, *, input_size=None, vocab_size=None,
@@ -158,13 +159,17 @@ class SequenceModel(Module):
             if self.embedding is not None:
                 self.embedding._tokens = tokens
 
-    def backward(self, d_output):
+    def backward(self, d_output, *, input_gradient=True):
+        if not isinstance(input_gradient, bool):
+            raise TypeError(f"input_gradient must be True or False, got {input_gradient!r}")
         if self._cache is None:
             raise RuntimeError("call forward before backward")
+        # an embedding scatters the recurrent layer's input gradient into its weights
+        layer_input_gradient = input_gradient or self.embedding is not None
         final_states = self._cache
         d_summary = self.head.backward(d_output)
         if self.readout == "every":
-            d_inputs, _ = self.rnn.backward(d_summary)
+            d_inputs, _ = self.rnn.backward(d_summary, input_gradient=layer_input_gradient)
         else:
             # the head saw only the final hidden state: the gradient enters there
             d_states = [np.zeros_like(s) for s in _as_tuple(final_states)]
@@ -172,7 +177,7 @@ class SequenceModel(Module):
             directions, hidden = self.rnn.num_directions, self.rnn.hidden_size
             d_hidden[-directions:] = d_summary.reshape(-1, directions, hidden).transpose(1, 0, 2)
             d_state = tuple(d_states) if len(d_states) > 1 else d_states[0]
-            d_inputs, _ = self.rnn.backward(None, d_state)
+            d_inputs, _ = self.rnn.backward(None, d_state, input_gradient=layer_input_gradient)
         if self.embedding is not None:
             d_inputs = self.embedding.backward(d_inputs)
         self.grads = {f"{part}.{name}": grad for part, module in self._parts()

@@ -101,7 +101,7 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     return histories[output_state][1:], finals, tape
 
 
-def sequence_backward(kernels, tape: ProjectedTape, d_output, d_final_states, has_bias):
+def sequence_backward(kernels, tape: ProjectedTape, d_output, d_final_states, has_bias, input_gradient=True):
     """Backpropagation through time for one direction of one projected layer, as
     :func:`lstmkit.driver.sequence_backward`; the grads add ``weight_hr``."""
     tape.claim_for_backward()
@@ -148,6 +148,6 @@ def sequence_backward(kernels, tape: ProjectedTape, d_output, d_final_states, ha
         grads["bias_hh"] = grads["bias_ih"].copy()
     grads.update(zip(kernels.PARAMS, d_params))
     grads["weight_hr"] = d_h_all.reshape(rows, proj).T @ tape.unprojected.reshape(rows, hidden)
-    dx = (d_pre_flat @ tape.weight_ih).reshape(steps, batch, n_in)
+    dx = (d_pre_flat @ tape.weight_ih).reshape(steps, batch, n_in) if input_gradient else None
     driver.release(tape)
     return dx, [d_states[name] for name in kernels.STATES], grads

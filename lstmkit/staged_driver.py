@@ -97,7 +97,8 @@ def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params,
     return output, finals, tape
 
 
-def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_bias, d_above=None):
+def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_bias, d_above=None,
+                      input_gradient=True):
     """Backpropagation through time for a staged cell; as :func:`lstmkit.driver.sequence_backward`.
 
     For a cell with a ``BELOW`` state: ``d_above`` [T, B, d] is the gradient the layer above
@@ -127,7 +128,7 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
     grad_hh = np.zeros_like(tape.weight_hh)
     grad_bias_ih = np.zeros(tape.weight_ih.shape[0], dtype)
     grad_bias_hh = np.zeros(tape.weight_hh.shape[0], dtype)
-    dx = np.empty(tape.x.shape, dtype)
+    dx = np.empty(tape.x.shape, dtype) if input_gradient else None
     packed = [kernel_runtime.pack(np.ascontiguousarray(tape.weight_hh[rows])) for rows in rows_of] if steps else []
     with driver._blas_on_one_thread(batch):
         for start, stop in chunks:
@@ -154,10 +155,11 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
             d_pre_x = d_gx[:count].reshape(rows, -1)
             grad_ih += d_pre_x.T @ x_rows
             grad_bias_ih += d_pre_x.sum(axis=0)
-            out = dx[start:stop].reshape(rows, n_in)
-            np.matmul(d_pre_x, tape.weight_ih, out=out)
-            if d_x_in is not None:
-                out += d_x_in[:count].reshape(rows, hidden)
+            if input_gradient:
+                out = dx[start:stop].reshape(rows, n_in)
+                np.matmul(d_pre_x, tape.weight_ih, out=out)
+                if d_x_in is not None:
+                    out += d_x_in[:count].reshape(rows, hidden)
             for k, state in enumerate(kernels.GROUP_OPERANDS):
                 operand = (tape.histories[kernels.STATES.index(state)][start:stop] if state is not None
                            else tape.operands[k][start:stop])

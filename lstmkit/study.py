@@ -321,7 +321,7 @@ def _train(model, loss, optimizer, noise, rng, config, train, valid, test, start
             if not math.isfinite(value):
                 diverged = True
                 break
-            model.backward(loss.backward())
+            model.backward(loss.backward(), input_gradient=False)    # the data's gradient: never read
             if not all(np.all(np.isfinite(g)) for g in model.grads.values()):
                 diverged = True
                 break

@@ -14,6 +14,7 @@ batch`` that makes fresh data for every step (the adding problem).
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -125,6 +126,17 @@ def evaluate(model, loss, data, metrics=(), batch_size=1024):
     return result
 
 
+def _backward_options(model):
+    """``input_gradient=False`` for a model whose ``backward`` takes it (:mod:`lstmkit.models`'):
+    training never reads the gradient of the data, which torch too leaves out for an input that
+    does not require one. Other models are called with ``backward(d_output)`` alone."""
+    try:
+        parameters = inspect.signature(model.backward).parameters
+    except (TypeError, ValueError):      # a backward inspect cannot read: call it plainly
+        return {}
+    return {"input_gradient": False} if "input_gradient" in parameters else {}
+
+
 def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_size=32,
         eval_data=None, eval_every=None, metrics=(), clip_norm=None, patience=None, min_delta=0.0,
         restore_best=False, stop_when=None, scheduler=None, progress=True, seed=0):
@@ -198,6 +210,7 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
     elif patience is not None or stop_when is not None or restore_best or eval_every is not None or metrics:
         raise ValueError("patience, stop_when, restore_best, eval_every and metrics need eval_data")
 
+    backward_options = _backward_options(model)
     rng = np.random.default_rng(seed)
     history = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "eval_loss": [],
                **{f"eval_{_metric_name(m)}": [] for m in metrics}}
@@ -227,7 +240,7 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
             if not math.isfinite(value):    # the targets are finite: the model's outputs are not
                 raise FloatingPointError(f"the training loss is {value} at step {step}; lower the "
                                          f"learning rate or clip gradients (clip_norm)")
-            model.backward(loss.backward())
+            model.backward(loss.backward(), **backward_options)
             if clip_norm is not None:
                 history["grad_norm"].append(clip_grad_norm(model.grads, clip_norm))
             history["lr"].append(float(optimizer.lr) if hasattr(optimizer, "lr") else None)

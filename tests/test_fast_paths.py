@@ -94,6 +94,37 @@ def test_threaded_results_do_not_depend_on_the_number_of_threads(cell, monkeypat
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole_lstm"])
+def test_loop_on_threads_below_the_products_threshold_changes_no_bit(cell, monkeypatch):
+    """Between LOOP_PARALLEL_MIN_WORK and PARALLEL_MIN_WORK the loop over time of a cell
+    without element-wise parameters runs on blocks of rows, its products as on one thread;
+    a cell with them (the peephole LSTM) keeps one block. Every number keeps its bits."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs at least 2 Numba threads (this machine has 1 core)")
+    rng = np.random.default_rng(11)
+    steps, batch, n_in, hidden = 11, 10, 5, 7
+    x = rng.standard_normal((steps, batch, n_in)).astype(np.float32)
+    lengths = np.array([11, 4, 0, 9, 11, 7, 1, 11, 3, 10])
+    kernels = lstmkit.RecurrentLayer(cell, n_in, hidden).kernels
+    work = steps * batch * len(kernels.GATES) * hidden * hidden
+    monkeypatch.setattr(driver, "PARALLEL_MIN_WORK", work + 1)
+    results, blocks = [], []
+    threads_before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        for loop_min_work in (work, 10**12):
+            monkeypatch.setattr(driver, "LOOP_PARALLEL_MIN_WORK", loop_min_work)
+            plan = driver._Plan(kernels, steps, batch, n_in, hidden, np.dtype(np.float32), False)
+            blocks.append((plan.blocks(), plan.threaded))
+            layer = lstmkit.RecurrentLayer(cell, n_in, hidden, num_layers=2, dtype=np.float32, seed=5)
+            results.append(run_layer(layer, x, lengths))
+    finally:
+        numba.set_num_threads(threads_before)
+    assert blocks == [(1 if kernels.PARAMS else 2, False), (1, False)]
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inference_gives_the_same_outputs_and_keeps_nothing(cell, dtype):
