@@ -49,7 +49,7 @@ def compare(size, rounds, min_seconds=0.3):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=None, help="T,B,n,d ...")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--json", default=str(RESULTS / "loop_threads.json"))
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes] if args.sizes else SIZES

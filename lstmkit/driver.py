@@ -31,8 +31,8 @@ of rows at once, one thread per block (as many blocks as
 ``numba.get_num_threads()`` allows), each running its own small
 products (``kernel_runtime.matmul_packed``), so that the blocks never
 wait for one another inside the loop; and backward's products after it run on
-threads too, one slab of rows each. The threads are Python's (``_on_threads``),
-each in a kernel that releases the GIL. The slabs of ``dW_ih`` and
+threads too, one slab of rows each. The threads are Python's (``_on_threads``,
+:mod:`lstmkit.threads`), each in a kernel that releases the GIL. The slabs of ``dW_ih`` and
 ``dW_hh`` are fixed in number (``PRODUCT_SLABS``), so the gradients do not depend
 on the number of threads.
 
@@ -53,7 +53,6 @@ so that a training loop reuses the same memory on every step.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 import math
@@ -62,7 +61,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from . import kernel_runtime
+from . import kernel_runtime, threads
 
 __all__ = ["Tape", "Workspace", "sequence_forward", "sequence_backward", "release", "row_block_count",
            "backward_chunks", "PARALLEL_MIN_WORK", "LOOP_PARALLEL_MIN_WORK"]
@@ -75,13 +74,14 @@ PARALLEL_MIN_WORK = 50_000_000
 
 # The loop over time alone runs on blocks of rows from this much work (same measure) when
 # the cell has no element-wise parameters: then a block's rows give the same bits as the
-# whole batch's, and only the speed changes. A start of the threads costs about 0.15 ms
-# here, and the loop's share of the work is the larger at small widths. Forward+backward
-# of the LSTM, float32, 2 blocks against 1, interleaved (results/loop_threads.json):
-# 0.74–0.94 of the time at 13–26 million (the adding problem's (50, 64, 2, 32) among
-# them), 1.12–1.29 at 3.3–6.6 million. The products after backward's loop keep
-# PARALLEL_MIN_WORK, which decides how they round.
-LOOP_PARALLEL_MIN_WORK = 10_000_000
+# whole batch's, and only the speed changes. A start of the threads costs about 30 µs
+# (lstmkit.threads), and the loop's share of the work is the larger at small widths.
+# Forward+backward of the LSTM, float32, 2 blocks against 1, interleaved, 40 rounds
+# (results/loop_threads.json): 0.80–0.89 of the time at 6.6–26 million (the adding
+# problem's (50, 64, 2, 32) among them), 0.92–0.94 at 3.3 million, where a run just
+# before gave 1.03–1.08: below about 5 million the gain is lost in the noise. The products
+# after backward's loop keep PARALLEL_MIN_WORK, which decides how they round.
+LOOP_PARALLEL_MIN_WORK = 5_000_000
 MIN_BLOCK_ROWS = kernel_runtime.TILE_ROWS   # a block of rows fills a register tile of the recurrent product
 
 
@@ -386,30 +386,12 @@ def _convention(kernels) -> _Convention:
 
 
 # Blocks of rows and slabs of products run on Python threads, each calling a kernel that
-# releases the GIL (nogil=True): the calling thread runs the first, this pool the others.
-# Numba's own parallel loops (one prange function per cell, dtype and loop) compiled in
-# 4-12 s each, 138 s for the built-in cells, against 0 here; a thread's start costs tens
-# of µs, and threads are used only above PARALLEL_MIN_WORK, about a millisecond of work.
-_pool = None
-
-
-def _on_threads(function, calls):
-    """``function(*args)`` for every ``args`` in ``calls``, all at once; returns when all are done."""
-    global _pool
-    if len(calls) == 1:
-        function(*calls[0])
-        return
-    if _pool is None or _pool._max_workers < len(calls) - 1:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool = concurrent.futures.ThreadPoolExecutor(len(calls) - 1, thread_name_prefix="lstmkit")
-    others = [_pool.submit(function, *args) for args in calls[1:]]
-    try:
-        function(*calls[0])
-    finally:   # no buffer is handed back while another thread still writes it
-        concurrent.futures.wait(others)
-    for other in others:
-        other.result()
+# releases the GIL (nogil=True): the calling thread runs the first, lstmkit.threads' workers
+# the others. Numba's own parallel loops (one prange function per cell, dtype and loop)
+# compiled in 4-12 s each, 138 s for the built-in cells, against 0 here; a thread's start
+# costs tens of µs when its worker is spinning (lstmkit.threads says why it spins), and
+# threads are used only above LOOP_PARALLEL_MIN_WORK.
+_on_threads = threads.on_threads
 
 
 def _row_blocks(batch, blocks):
