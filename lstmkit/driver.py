@@ -74,7 +74,7 @@ PARALLEL_MIN_WORK = 50_000_000
 
 # The loop over time alone runs on blocks of rows from this much work (same measure) when
 # the cell has no element-wise parameters: then a block's rows give the same bits as the
-# whole batch's, and only the speed changes. A start of the threads costs about 30 µs
+# whole batch's, and only the speed changes. A start of the threads costs 10–30 µs
 # (lstmkit.threads), and the loop's share of the work is the larger at small widths.
 # Forward+backward of the LSTM, float32, 2 blocks against 1, interleaved, 40 rounds
 # (results/loop_threads.json): 0.80–0.89 of the time at 6.6–26 million (the adding

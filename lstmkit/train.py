@@ -127,9 +127,10 @@ def evaluate(model, loss, data, metrics=(), batch_size=1024):
 
 
 def _backward_options(model):
-    """``input_gradient=False`` for a model whose ``backward`` takes it (:mod:`lstmkit.models`'):
-    training never reads the gradient of the data, which torch too leaves out for an input that
-    does not require one. Other models are called with ``backward(d_output)`` alone."""
+    """``input_gradient=False`` for a model whose ``backward`` takes it (those of
+    :mod:`lstmkit.models`): training never reads the gradient of the data, which torch too
+    leaves out for an input that does not require one. Other models are called with
+    ``backward(d_output)`` alone."""
     try:
         parameters = inspect.signature(model.backward).parameters
     except (TypeError, ValueError):      # a backward inspect cannot read: call it plainly
@@ -143,7 +144,8 @@ def fit(model, loss, optimizer, train_data, *, steps=None, epochs=None, batch_si
     """Train ``model`` and return its history.
 
     * ``model``: has ``forward(inputs, lengths)``, ``backward(d_output)``,
-      ``params`` and ``grads`` (the models in :mod:`lstmkit.models`);
+      ``params`` and ``grads`` (the models in :mod:`lstmkit.models`); a ``backward`` that
+      takes ``input_gradient`` is called with ``input_gradient=False``;
     * ``loss``: ``forward(predictions, targets, mask) → float`` and
       ``backward() → d_predictions`` (:mod:`lstmkit.nn`);
     * ``optimizer``: ``step(grads)`` (:mod:`lstmkit.optim`);
