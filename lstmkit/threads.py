@@ -35,8 +35,9 @@ from numba.extending import intrinsic
 
 __all__ = ["on_threads"]
 
-# A worker spins this many reads of its flag for the next task before it sleeps (about a
-# millisecond: longer than a training step's gaps between starts), and the caller this
+# A worker spins this many reads of its flag for the next task before it sleeps (between
+# 0.2 and 2 ms on the 2-core machine: longer than a training step's gaps between starts,
+# benchmarks/thread_starts.py), and the caller this
 # many for the workers to finish before it polls with short sleeps (a worker that the
 # machine has not scheduled).
 WORKER_SPINS = 1_000_000
@@ -45,8 +46,8 @@ POLL_SECONDS = 50e-6
 # A worker that sees its task reads its flag this many times more before it asks for the GIL:
 # for the few µs in which the caller, still holding it, starts its own call. Asked at once,
 # the worker sleeps until the GIL is let go and is woken by the operating system. A start
-# with a kernel that does nothing, interleaved settings, one process: 23 µs with 0, 14 with
-# 3000, 6 with 10 000, 9 with 30 000 and 28 with 100 000.
+# with a kernel that does nothing, one setting after another in one process: 23 µs with 0,
+# 14 with 3000, 6 with 10 000, 9 with 30 000 and 28 with 100 000.
 SETTLE_SPINS = 10_000
 
 GO, DONE = 0, 8       # a worker's two flags, 64 bytes apart (cache lines of their own)
