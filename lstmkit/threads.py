@@ -87,7 +87,7 @@ def _finish_and_wait(flags, done, next_task, spins, settle):
             seen = 0
             for _ in range(settle):
                 seen += _load_acquire(flags, GO)
-            return seen >= 0 or settle < 0
+            return seen >= 0    # always: it only keeps the settling reads from being optimized away
     return False
 
 
