@@ -15,7 +15,7 @@ export MKL_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: course test demo figures notebooks html site student generate check-generated bench clean
+.PHONY: course test compile demo figures notebooks html site student generate check-generated bench clean
 
 # The learner's environment: the `course` extra only (no torch).
 $(VENV)/.course-installed: pyproject.toml
@@ -51,11 +51,13 @@ $(CJK_FONT):
 ## make test: the whole suite (unit tests, torch agreement, gradient checks, the site in a browser,
 ## the student edition, nbval on every notebook)
 test: $(VENV)/.test-installed $(CHROMIUM) $(CJK_FONT)
+	$(PY) -m lstmkit compile
 	$(PY) -m pytest tests $(NOTEBOOKS) --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 ## make course: the course as a book in build/html/ (chapters run through a cache in build/)
 course: $(VENV)/.course-installed $(CJK_FONT)
+	@$(PY) -m lstmkit compile
 	@$(PY) -m lstmkit.course site
 
 site html: course
@@ -76,6 +78,11 @@ notebooks: $(VENV)/.course-installed
 ## make generate: rewrite the generated kernels
 generate: $(VENV)/.course-installed
 	$(PY) -m lstmkit generate
+
+## make compile: compile every built-in cell's kernels into Numba's cache, one process per core
+## (once per machine; `make course` and `make test` do it first)
+compile: $(VENV)/.course-installed
+	$(PY) -m lstmkit compile
 
 demo: $(VENV)/.course-installed
 	$(PY) -m lstmkit demo

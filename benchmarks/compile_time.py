@@ -12,6 +12,9 @@ no such event. Three stages, in one process, each after the one before:
 * ``threaded``: the loops on blocks of rows and the products on Numba's threads
   (``driver.PARALLEL_MIN_WORK = 0``).
 
+Then, on another empty cache, ``python -m lstmkit compile`` (every cell and path, one
+process per core): the wall time of the whole command, imports included.
+
     python benchmarks/compile_time.py                 # prints a table
     python benchmarks/compile_time.py --json out.json
 """
@@ -21,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,9 +95,29 @@ def measure():
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_command(jobs=None):
+    """Wall seconds of ``python -m lstmkit compile`` on an empty Numba cache."""
+    sys.path.insert(0, str(ROOT))
+    from lstmkit.precompile import default_jobs
+
+    jobs = default_jobs() if jobs is None else jobs
+    with tempfile.TemporaryDirectory() as cache:
+        environment = dict(os.environ, NUMBA_CACHE_DIR=cache,
+                           PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        begin = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "lstmkit", "compile", "--jobs", str(jobs)], env=environment,
+                              cwd=ROOT, capture_output=True, text=True, check=True)
+        seconds = time.perf_counter() - begin
+    return {"jobs": jobs, "wall_s": seconds, "report": done.stdout.strip()}
+
+
 def summary(result):
     """Lines: the stages, then own compile seconds by stage and by function (all signatures)."""
     lines = ["stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["stages"].items())]
+    if "compile_command" in result:
+        command = result["compile_command"]
+        lines.append(f"python -m lstmkit compile --jobs {command['jobs']}: {command['wall_s']:.1f} s "
+                     f"({command['report']})")
     by_function = {}
     for record in result["compiles"]:
         key = (record["stage"], record["function"].replace("lstmkit.", ""))
@@ -114,8 +138,12 @@ def summary(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write every compilation to PATH")
+    parser.add_argument("--jobs", type=int, default=None, help="processes of the compile command (default: cores)")
+    parser.add_argument("--no-command", action="store_true", help="skip the compile command's run")
     args = parser.parse_args(argv)
     result = measure()
+    if not args.no_command:
+        result["compile_command"] = measure_command(args.jobs)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(summary(result))

@@ -1,4 +1,5 @@
-"""Command line: ``python -m lstmkit generate [--check]``, ``python -m lstmkit demo`` and
+"""Command line: ``python -m lstmkit generate [--check]``, ``python -m lstmkit compile [--jobs N]``,
+``python -m lstmkit demo`` and
 ``lstmkit course ...`` (:mod:`lstmkit.course`)."""
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def main(argv=None):
     gen = sub.add_parser("generate", help="regenerate the committed kernels of the built-in cells")
     gen.add_argument("--check", action="store_true", help="only report files that are out of date")
     sub.add_parser("demo", help="derive, generate, compile and gradient-check every built-in cell")
+    comp = sub.add_parser("compile", help="compile every built-in cell's kernels into Numba's cache, "
+                                          "on several processes at once (once per machine)")
+    comp.add_argument("--jobs", type=int, default=None, help="processes (default: one per core)")
+    comp.add_argument("cells", nargs="*", help="only these built-in cells (default: all)")
     from .study_cli import add_study_parser, run_command  # argparse only; the study extra loads on use
     add_study_parser(sub)
     args = parser.parse_args(argv)
@@ -103,6 +108,10 @@ def main(argv=None):
         return run_command(args, argv)
     if args.command == "generate":
         return generate(args.check)
+    if args.command == "compile":
+        from .precompile import main as compile_main
+
+        return compile_main(args.jobs, args.cells or None)
     return demo()
 
 

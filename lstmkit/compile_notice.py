@@ -19,7 +19,7 @@ import sys
 
 import numba.core.event as numba_event
 
-__all__ = ["MESSAGE", "announced"]
+__all__ = ["MESSAGE", "announced", "say_nothing"]
 
 MESSAGE = ("lstmkit: compiling kernels for this machine (once: later runs load them from "
            "Numba's cache) ...")
@@ -68,3 +68,8 @@ numba_event.register("numba:compile", _listener)
 def announced():
     """Whether this process has printed the line (something of lstmkit's compiled)."""
     return _listener.announced
+
+
+def say_nothing():
+    """Print no line in this process: its caller shows what is compiling (lstmkit.precompile)."""
+    _listener.announced = True
