@@ -270,7 +270,7 @@ class RecurrentLayer(Module):
             raise ValueError(f"first_step must be an integer >= 0, got {first_step!r}")
         caller_x = x
         x, unbatched = self._check_input(x)
-        if not inference and np.may_share_memory(x, caller_x):
+        if not inference and (x is caller_x or np.may_share_memory(x, caller_x)):
             # backward reads x (∂L/∂W_ih = Σ_t δ_tᵀ x_t): keep a copy of the caller's array, so
             # that changing it between forward and backward cannot change the gradients
             x = x.copy()
