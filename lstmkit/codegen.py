@@ -226,7 +226,7 @@ class _Layout:
 
     # each step kernel's parameters, with what the loop over time passes for them
     def forward_step_arguments(self):
-        arguments = [("GX", "GX"), ("GH", "GH"), ("BIAS_IH", "BIAS_IH"), ("BIAS_HH", "BIAS_HH")]
+        arguments = [("GX", "GX_T"), ("GH", "GH"), ("BIAS_IH", "BIAS_IH"), ("BIAS_HH", "BIAS_HH")]
         arguments += [(f"{_array(s)}_PREV", f"{_array(s)}[prev_{s}, lo:hi]") for s in self.states]
         arguments += [(_array(p), _array(p)) for p in self.params]
         arguments += [(_array(s), f"{_array(s)}[next_{s}, lo:hi]") for s in self.states]
@@ -506,7 +506,8 @@ def kernel_source(cell: CellSpec | Derivation, *, header: str | None = None) -> 
         "import math  # noqa: F401 (functions of a cell other than σ, tanh, relu)\n\n"
         "import numba\n"
         "import numpy as np\n\n"
-        "from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_packed, sigmoid, tanh  # noqa: F401\n\n"
+        "from lstmkit.kernel_runtime import (INPUT_AHEAD_BYTES, TILE_ROWS, NoOverlapCompiler,  # noqa: F401\n"
+        "                                    matmul_packed, matmul_packed_steps, sigmoid, tanh)\n\n"
         f"{constants}\n\n"
         f"{_forward_step(layout)}\n\n"
         f"{_backward_step(layout)}\n\n"

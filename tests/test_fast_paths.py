@@ -242,6 +242,50 @@ def test_recurrent_product_refuses_shapes_that_do_not_fit():
             kernel_runtime.matmul_packed(a_, packed, out)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_of_several_steps_are_the_fma_chain(dtype):
+    """matmul_packed_steps: steps t0 to t1 − 1 of x [T, B, K] as one matrix of rows."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 3, 21)).astype(dtype)
+    b = rng.standard_normal((21, 37)).astype(dtype)
+    packed = kernel_runtime.pack_transposed(np.ascontiguousarray(b.T))
+    for t0, t1 in ((0, 9), (2, 5), (8, 9), (4, 4)):
+        out = np.full((30, 37), np.nan, dtype)
+        kernel_runtime.matmul_packed_steps(x, t0, t1, packed, out)
+        reference = np.empty(((t1 - t0) * 3, 37), dtype)
+        _fma_chain(np.ascontiguousarray(x[t0:t1].reshape(-1, 21)), b, reference)
+        np.testing.assert_array_equal(out[:(t1 - t0) * 3], reference)
+        assert np.isnan(out[(t1 - t0) * 3:]).all()      # nothing written past its rows
+    for t0, t1, out in ((3, 2, np.empty((30, 37), dtype)), (0, 10, np.empty((30, 37), dtype)),
+                        (0, 9, np.empty((26, 37), dtype)), (0, 9, np.empty((27, 30), dtype))):
+        with pytest.raises(ValueError, match="expected x"):
+            kernel_runtime.matmul_packed_steps(x, t0, t1, packed, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu", "peephole_lstm"])
+def test_fewer_rows_than_a_tile_give_the_bits_of_a_tile(cell, dtype):
+    """Below TILE_ROWS rows forward multiplies x_t W_ihᵀ several steps at once
+    (kernel_runtime.INPUT_AHEAD_BYTES); its rows must be those of a batch of 4, which
+    multiplies step by step. d = 512 in float64 holds 16 steps ahead at B = 1 and 5 at
+    B = 3, so 37 steps cross several groups and end in a short one. (Forward only: backward's
+    BLAS products round a row differently next to other rows.)"""
+    hidden = 512 if dtype == np.float64 else 128
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((37, kernel_runtime.TILE_ROWS, 5)).astype(dtype)
+    layer = lstmkit.RecurrentLayer(cell, 5, hidden, dtype=dtype, seed=2)
+    whole = layer(x, inference=True)
+    for batch in range(1, kernel_runtime.TILE_ROWS):
+        ahead = kernel_runtime.INPUT_AHEAD_BYTES // (batch * layer.params["weight_ih_l0"].shape[0] * x.itemsize)
+        if dtype == np.float64 and cell != "rnn_relu":     # one gate holds 64 steps
+            assert 1 <= ahead < 37
+        part = layer(np.ascontiguousarray(x[:, :batch]), inference=True)
+        np.testing.assert_array_equal(part[0], whole[0][:, :batch])
+        for final, whole_final in zip(part[1] if isinstance(part[1], tuple) else (part[1],),
+                                      whole[1] if isinstance(whole[1], tuple) else (whole[1],)):
+            np.testing.assert_array_equal(final, whole_final[:, :batch])
+
+
 def _apply(function, values, out):
     """Call a kernel module's scalar function on each value, compiled as kernels call it."""
     @numba.njit

@@ -30,7 +30,8 @@ import math  # noqa: F401 (functions of a cell other than σ, tanh, relu)
 import numba
 import numpy as np
 
-from lstmkit.kernel_runtime import NoOverlapCompiler, matmul_packed, sigmoid, tanh  # noqa: F401
+from lstmkit.kernel_runtime import (INPUT_AHEAD_BYTES, TILE_ROWS, NoOverlapCompiler,  # noqa: F401
+                                    matmul_packed, matmul_packed_steps, sigmoid, tanh)
 
 CELL = 'lstm'
 GATES = ('i', 'f', 'g', 'o')
@@ -53,7 +54,7 @@ BACKWARD_STEP_ARGS = ('SAVED', 'C_PREV', 'D_OUT', 'D_H', 'D_C', 'D_GX', 'D_C_PRE
 SPEC_KEY = 'b3ba9ef70f8500ff'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = '2ee99cbd296503a3'
+RUNTIME_KEY = 'c36ff0b7a0a632d0'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)
@@ -134,15 +135,24 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, C, SAVED,
     SAVED: [T, B, S·hidden], or [1, B, S·hidden] when nothing is kept for backward.
     LENGTHS: [B]; past its length a row keeps its state.
     """
-    steps = X.shape[0]
-    GX = np.empty((hi - lo, 4 * H.shape[2]), X.dtype)
+    steps, rows = X.shape[0], hi - lo
+    GX = np.empty((rows, 4 * H.shape[2]), X.dtype)
     GH = np.empty_like(GX)
+    # fewer rows than a register tile: x_t W_ihᵀ of several steps at once (kernel_runtime.INPUT_AHEAD_BYTES)
+    ahead = INPUT_AHEAD_BYTES // (rows * GX.shape[1] * X.itemsize) if 0 < rows < TILE_ROWS and rows == X.shape[1] else 0
+    GX_AHEAD = np.empty((ahead * rows, GX.shape[1]), X.dtype)
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
         prev_c, next_c = t % C.shape[0], (t + 1) % C.shape[0]
-        matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
+        if ahead:
+            if t % ahead == 0:
+                matmul_packed_steps(X, t, min(t + ahead, steps), W_IH_T_PACKED, GX_AHEAD)
+            GX_T = GX_AHEAD[t % ahead * rows:(t % ahead + 1) * rows]
+        else:
+            matmul_packed(X[t, lo:hi], W_IH_T_PACKED, GX)
+            GX_T = GX
         matmul_packed(H[prev_h, lo:hi], W_HH_T_PACKED, GH)
-        forward_step(GX, GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
+        forward_step(GX_T, GH, BIAS_IH, BIAS_HH, H[prev_h, lo:hi], C[prev_c, lo:hi], H[next_h, lo:hi], C[next_c, lo:hi], SAVED[t % SAVED.shape[0], lo:hi])
         for b in range(lo, hi):
             if t >= LENGTHS[b]:
                 for j in range(H.shape[2]):  # not a slice copy: its error message took seconds to compile
