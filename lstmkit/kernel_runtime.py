@@ -549,8 +549,9 @@ INPUT_AHEAD_BYTES = 1 << 18
 
 @numba.njit(cache=True, nogil=True)
 def _matmul_packed_steps(x, t0, t1, packed, out):
-    """out[:(t1 − t0)·B] = x[t0:t1] @ B for x [T, B, K] C-contiguous, whose steps t0 to t1 − 1
-    lie one after another as a [(t1 − t0)·B, K] matrix, and packed = pack(B) (see matmul_packed)."""
+    """out[:rows] = x[t0:t1] @ W for x [T, batch, K] C-contiguous, whose steps t0 to t1 − 1 lie
+    one after another as a [rows, K] matrix, rows = (t1 − t0)·batch, and packed = pack(W) (or
+    pack_transposed(Wᵀ)), as matmul_packed: each out[i, j] the sequential fma chain over k."""
     steps, batch, depth = x.shape
     panels, packed_depth, width = packed.shape
     columns = out.shape[1]

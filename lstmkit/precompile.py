@@ -3,8 +3,8 @@
 ``python -m lstmkit compile`` (``make course`` and ``make test`` run it first). Numba
 compiles a kernel the first time a process calls it and keeps the machine code in its
 cache on disk; every later process loads it. Compiling is single-threaded: the 17
-built-in cells in float32 and float64 took 94 s one after another on one core of the
-two here (benchmarks/results/compile_time_*.json), while the second core waited. Here
+built-in cells in float32 and float64 took about 95 s one after another on one core of
+the two here (benchmarks/results/compile_time_*.json), while the second core waited. Here
 each worker process compiles whole cells, the longest first, so a machine with N cores
 pays about 1/N of that once. A cell whose kernels are already cached costs a load.
 
@@ -18,7 +18,8 @@ import os
 import sys
 import time
 
-__all__ = ["compile_builtin_cells", "default_jobs"]
+__all__ = ["compile_builtin_cells", "compile_cell", "default_jobs"]
+
 
 def default_jobs():
     """The cores this process may run on."""
