@@ -508,14 +508,21 @@ def _check_layouts(a, packed, out):
     pointers (C-contiguous, the same float dtype, 2, 3 and 2 dimensions), as _tile's did."""
 
 
-@overload(_check_layouts)
-def _check_layouts_typed(a, packed, out):
-    arrays = (a, packed, out)
-    if (all(isinstance(x, types.Array) and x.layout == "C" for x in arrays)
-            and (a.ndim, packed.ndim, out.ndim) == (2, 3, 2)
-            and isinstance(a.dtype, types.Float) and a.dtype == packed.dtype == out.dtype):
-        return lambda a, packed, out: None
-    return None
+def _layouts_typed(dimensions):
+    """The typing of a layout check: arrays of ``dimensions`` (a, packed, out), C-contiguous,
+    one float dtype."""
+    def typed(a, packed, out):
+        arrays = (a, packed, out)
+        if (all(isinstance(x, types.Array) and x.layout == "C" for x in arrays)
+                and (a.ndim, packed.ndim, out.ndim) == dimensions
+                and isinstance(a.dtype, types.Float) and a.dtype == packed.dtype == out.dtype):
+            return lambda a, packed, out: None
+        return None
+
+    return typed
+
+
+overload(_check_layouts)(_layouts_typed((2, 3, 2)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -574,14 +581,7 @@ def _check_steps_layouts(x, packed, out):
     """As _check_layouts, for x [T, B, K]."""
 
 
-@overload(_check_steps_layouts)
-def _check_steps_layouts_typed(x, packed, out):
-    arrays = (x, packed, out)
-    if (all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
-            and (x.ndim, packed.ndim, out.ndim) == (3, 3, 2)
-            and isinstance(x.dtype, types.Float) and x.dtype == packed.dtype == out.dtype):
-        return lambda x, packed, out: None
-    return None
+overload(_check_steps_layouts)(_layouts_typed((3, 3, 2)))
 
 
 _LINKED_PRODUCTS = {"matmul_packed": _matmul_packed, "matmul_packed_steps": _matmul_packed_steps}
