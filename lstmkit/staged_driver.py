@@ -123,7 +123,7 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
     d_states = [np.array(d, dtype=dtype, order="C", copy=True) for d in d_final_states]
     d_params = [np.zeros_like(p) for p in tape.params]
     gates = (len(kernels.INPUT_GATES) + len(kernels.RECURRENT_GATES)) * hidden // 2
-    blocks = row_block_count(steps, batch, max(gates, 1), hidden)
+    blocks = row_block_count(steps, batch, max(gates, 1), hidden, params=bool(kernels.PARAMS))
     grad_ih = np.zeros_like(tape.weight_ih)
     grad_hh = np.zeros_like(tape.weight_hh)
     grad_bias_ih = np.zeros(tape.weight_ih.shape[0], dtype)
