@@ -211,14 +211,20 @@ def test_a_cached_file_of_another_generator_is_written_again(tmp_path, monkeypat
         spec, header=codegen._user_header(spec))
 
 
-def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, monkeypatch, rng):
-    """A damaged index in the cell's __pycache__ used to make the cell unusable (Numba lets
-    the unpickling error escape at the first call); now it is reset with a warning that
-    names the directory, and the kernels compile again."""
+@pytest.mark.parametrize("numba_cache_dir", [None, "numba-cache"])
+def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, numba_cache_dir):
+    """A damaged index in the cell's __pycache__ (or under NUMBA_CACHE_DIR, where one is set)
+    used to make the cell unusable (Numba lets the unpickling error escape at the first call);
+    now it is reset with a warning that names the directory, and the kernels compile again."""
+    import os
     import subprocess
     import sys
 
-    env = {**__import__("os").environ, "LSTMKIT_CACHE_DIR": str(tmp_path)}
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    env["LSTMKIT_CACHE_DIR"] = str(tmp_path / "lstmkit-cache")
+    if numba_cache_dir:
+        env["NUMBA_CACHE_DIR"] = str(tmp_path / numba_cache_dir)
+    index_dir = tmp_path / numba_cache_dir if numba_cache_dir else tmp_path / "lstmkit-cache" / "kernels" / "__pycache__"
     script = (
         "import numpy as np, lstmkit\n"
         "from tests.test_codegen import minimal_gated_unit\n"
@@ -229,7 +235,7 @@ def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, monkeyp
     root = Path(__file__).resolve().parent.parent
     first = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    indexes = sorted((tmp_path / "kernels" / "__pycache__").glob("*.nbi"))
+    indexes = sorted(index_dir.rglob("lstmkit_user_*.nbi"))      # the cell's, not the runtime's
     assert indexes, "Numba wrote no cache index"
     for index in indexes:
         index.write_bytes(index.read_bytes()[:7])          # a save cut short
@@ -237,7 +243,7 @@ def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, monkeyp
                             capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout
-    assert "could not be read" in second.stderr and str(tmp_path / "kernels" / "__pycache__") in second.stderr
+    assert "could not be read" in second.stderr and str(indexes[0].parent) in second.stderr
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_CELLS))
