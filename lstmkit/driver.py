@@ -33,7 +33,8 @@ products (``kernel_runtime.matmul_packed``), so that the blocks never
 wait for one another inside the loop; and backward's products after it run on
 threads too, one slab of rows each. The threads are Python's (``_on_threads``,
 :mod:`lstmkit.threads`), each in a kernel that releases the GIL. The slabs of ``dW_ih`` and
-``dW_hh`` are fixed in number (``PRODUCT_SLABS``), so the gradients do not depend
+``dW_hh`` are fixed in number (``PRODUCT_SLABS``), and so are backward's blocks of rows for
+a cell with element-wise parameters (``_fixed_block_count``), so the gradients do not depend
 on the number of threads.
 
 Memory. The gradient of the pre-activations of a whole sequence, [T, B, G·d],

@@ -129,6 +129,7 @@ def forward_rows(X, W_IH_T_PACKED, W_HH_T_PACKED, BIAS_IH, BIAS_HH, H, SAVED, LE
     GH = np.empty_like(GX)
     # fewer rows than a register tile: x_t W_ihᵀ of several steps at once (kernel_runtime.INPUT_AHEAD_BYTES)
     ahead = INPUT_AHEAD_BYTES // (rows * GX.shape[1] * X.itemsize) if 0 < rows < TILE_ROWS and rows == X.shape[1] else 0
+    ahead = min(ahead, steps)     # a short sequence allocates only its own steps
     GX_AHEAD = np.empty((ahead * rows, GX.shape[1]), X.dtype)
     for t in range(steps):
         prev_h, next_h = t % H.shape[0], (t + 1) % H.shape[0]
