@@ -236,6 +236,26 @@ def test_recurrent_product_row_does_not_depend_on_its_block(rows, split, depth, 
     np.testing.assert_array_equal(parts, whole)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_recurrent_product_writes_nothing_past_its_columns(dtype):
+    """Whole panels take plain vector stores, the last panel of a product whose columns are
+    not a multiple of its width a masked one: nothing lands past the last column, in the next
+    row's columns or past the end of out (guard values after it in the same buffer)."""
+    rng = np.random.default_rng(7)
+    lanes = kernel_runtime.VECTOR_BYTES // np.dtype(dtype).itemsize
+    for columns in sorted({1, lanes - 1, lanes + 1, 2 * lanes - 3, 3 * lanes + 5, 4 * lanes + 1, 150}):
+        for rows in (1, 2, 3, 4, 5, 9):
+            a = rng.standard_normal((rows, 19)).astype(dtype)
+            w = rng.standard_normal((columns, 19)).astype(dtype)
+            buffer = np.full(rows * columns + 4 * lanes, -7.0, dtype)
+            out = buffer[:rows * columns].reshape(rows, columns)
+            kernel_runtime.matmul_packed(a, kernel_runtime.pack_transposed(w), out)
+            assert np.all(buffer[rows * columns:] == -7.0), f"{rows} rows, {columns} columns"
+            reference = np.empty_like(out)
+            _fma_chain(a, np.ascontiguousarray(w.T), reference)
+            np.testing.assert_array_equal(out, reference, err_msg=f"{rows} rows, {columns} columns")
+
+
 def test_recurrent_product_refuses_shapes_that_do_not_fit():
     a, packed = np.ones((4, 16), np.float32), kernel_runtime.pack_transposed(np.ones((70, 16), np.float32))
     for a_, out in ((a, np.empty((4, 200), np.float32)),        # more panels' worth of columns
