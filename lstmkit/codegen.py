@@ -265,7 +265,10 @@ class _Layout:
         if self.factors is not None and self.hidden_gradients != "same":
             # d/dgh = factor · d/dgx, the product hidden_gradient_rows makes too
             after_d_gx = sum(1 for array, *_ in out if array == "D_GX")
-            out[after_d_gx:after_d_gx] = [("D_GH", k, self.times_factor(g, "D_GX[b, {}]"), "=")
+            # from the values _backward_step holds in locals: reading D_GX back after storing
+            # it kept LLVM from vectorizing the GRU's backward step (issue 17: 2.7 against
+            # 0.63 ns a unit at B = 32, d = 128, the same bits)
+            out[after_d_gx:after_d_gx] = [("D_GH", k, self.times_factor(g, f"d_gx_{g}"), "=")
                                           for k, g in enumerate(self.spec.gates)]
         return out
 
@@ -342,6 +345,10 @@ def _backward_step(layout: _Layout):
     lines += [f"{sym} = {_code(expr)}" for sym, expr in der.backward_cse]
     for array, where, code, op in layout.gradient_targets():
         index = "j" if where == "param" else ("b, j" if where is None else f"b, {_column(where)}")
+        if array == "D_GX" and layout.hidden_gradients == "in place":   # D_GH reads it
+            local = f"d_gx_{layout.spec.gates[where]}"
+            lines.append(f"{local} = {code}")
+            code = local
         lines.append(f"{array}[{index}] {op} {code}")
 
     args = [name for name, _ in layout.backward_step_arguments()]

@@ -268,6 +268,26 @@ def test_argument_lists_are_the_signatures_of_the_generated_functions(name):
     assert {a for a in module.BACKWARD_ARGS if a in states} == {s.upper() for s in module.BACKWARD_READS_STATES}
 
 
+@pytest.mark.parametrize("name", sorted(name for name in BUILTIN_CELLS
+                                         if not getattr(load_kernels(name), "STAGED", False)))
+def test_step_kernels_never_read_an_array_they_write(name):
+    """A step kernel keeps what it writes in locals: reading D_GX back after storing it (the
+    GRU's d/dgh = r · d/dgx) kept LLVM from vectorizing its backward step, 2.7 against 0.63 ns a
+    unit at B = 32, d = 128 (issue 17)."""
+    import inspect
+    import re
+
+    module = load_kernels(name)
+    for function in (module.forward_step, module.backward_step):
+        lines = inspect.getsource(function.py_func).splitlines()
+        written = {m.group(1) for line in lines if (m := re.match(r"\s*([A-Z_]+)\[[^]]*\] [+]?= ", line))}
+        for line in lines:
+            right = line.split("= ", 1)[1] if re.match(r"\s*[A-Z_]+\[[^]]*\] [+]?= ", line) else \
+                (line.split(" = ", 1)[1] if " = " in line else "")
+            read = set(re.findall(r"\b([A-Z_]+)\[", right))
+            assert not read & written, f"{name}.{function.__name__}: {line.strip()}"
+
+
 def test_a_previous_state_gradient_known_to_be_zero_is_not_written():
     """The LSTM's h reaches the next step only through W_hh: d/dh_prev of the step is 0, and the
     generator knows it when it prints, so backward_step neither writes nor adds it."""

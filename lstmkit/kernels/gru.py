@@ -102,12 +102,15 @@ def backward_step(SAVED, H_PREV, D_OUT, D_H, D_GX, D_GH, D_H_PREV):
             tmp0 = update_gate - real(1)
             tmp1 = d_h*tmp0*(candidate * candidate - real(1))
             tmp2 = d_h*update_gate
-            D_GX[b, j] = -gh_n*reset_gate*tmp1*(reset_gate - real(1))
-            D_GX[b, hidden + j] = -tmp0*tmp2*(-candidate + h_prev)
-            D_GX[b, 2 * hidden + j] = tmp1
-            D_GH[b, j] = D_GX[b, j]
-            D_GH[b, hidden + j] = D_GX[b, hidden + j]
-            D_GH[b, 2 * hidden + j] = reset_gate * D_GX[b, 2 * hidden + j]
+            d_gx_r = -gh_n*reset_gate*tmp1*(reset_gate - real(1))
+            D_GX[b, j] = d_gx_r
+            d_gx_z = -tmp0*tmp2*(-candidate + h_prev)
+            D_GX[b, hidden + j] = d_gx_z
+            d_gx_n = tmp1
+            D_GX[b, 2 * hidden + j] = d_gx_n
+            D_GH[b, j] = d_gx_r
+            D_GH[b, hidden + j] = d_gx_z
+            D_GH[b, 2 * hidden + j] = reset_gate * d_gx_n
             D_H_PREV[b, j] = tmp2
 
 
