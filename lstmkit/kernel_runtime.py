@@ -498,6 +498,7 @@ def _product_entry(real):
             return uncached()
 
     entry._compile_uncached = compile_uncached
+    repair_cache_indexes([(f"_product_tiles, {real}", entry)], "lstmkit.kernel_runtime")
     entry.compile()
     return entry
 
@@ -650,6 +651,34 @@ def transposed_product_rows(a, b, out, add, lo, hi):
             _address(scalars[1:]), _address(out[lo]), out.strides[0] // out.itemsize)
 
 
+def repair_cache_indexes(functions, owner):
+    """Reset every Numba cache index of ``functions`` (``(name, function)`` pairs; what is not
+    a cached Numba function is skipped) that Numba could not read.
+
+    Numba reads a function's index (``<module>.<function>-<line>.py*.nbi``, in ``__pycache__``
+    or under ``NUMBA_CACHE_DIR``) at its first call and lets an error there escape: a truncated
+    or overwritten index would make lstmkit unusable until someone deleted it. Reading it here,
+    the way Numba does, finds such an index; an empty one takes its place, with a warning that
+    names it, and the function compiles again. ``owner`` says whose functions they are.
+    """
+    import os
+    import warnings
+
+    for name, function in functions:
+        cache_file = getattr(getattr(function, "_cache", None), "_cache_file", None)
+        if cache_file is None:
+            continue
+        try:
+            cache_file._load_index()
+        except Exception as error:      # whatever unpickling a damaged file raises
+            warnings.warn(
+                f"lstmkit: the Numba cache index {os.path.basename(cache_file._index_path)} of "
+                f"{owner} ({name}) could not be read ({type(error).__name__}: {error}); it was reset in "
+                f"{os.path.dirname(cache_file._index_path)} and the function is compiled again",
+                RuntimeWarning, stacklevel=3)
+            cache_file.flush()
+
+
 class NoOverlapCompiler(CompilerBase):
     """Numba's nopython pipeline, telling LLVM that no two array arguments overlap.
 
@@ -661,3 +690,6 @@ class NoOverlapCompiler(CompilerBase):
     def define_pipelines(self):
         self.state.flags.noalias = True
         return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
+
+
+repair_cache_indexes(list(globals().items()), "lstmkit.kernel_runtime")

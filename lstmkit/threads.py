@@ -33,6 +33,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .kernel_runtime import repair_cache_indexes
+
 __all__ = ["on_threads"]
 
 # A worker spins this many reads of its flag for the next task before it sleeps (between
@@ -205,3 +207,7 @@ def _on_pool(function, calls):
         concurrent.futures.wait(others)
     for other in others:
         other.result()
+
+
+repair_cache_indexes([(name, globals()[name]) for name in ("_finish_and_wait", "_wait_for", "_publish")],
+                     "lstmkit.threads")

@@ -246,6 +246,37 @@ def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, numba_c
     assert "could not be read" in second.stderr and str(indexes[0].parent) in second.stderr
 
 
+def test_corrupted_indexes_of_builtin_kernels_and_the_runtime_are_reset(tmp_path):
+    """Every damaged index under NUMBA_CACHE_DIR, the runtime's and a built-in cell's: the first
+    product call used to fail with Numba's unpickling error. Now each is reset with a warning and
+    its function compiles again, with the same results."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
+               LSTMKIT_CACHE_DIR=str(tmp_path / "lstmkit-cache"))
+    script = (
+        "import numpy as np, lstmkit\n"
+        "layer = lstmkit.LSTM(2, 5, seed=0)\n"
+        "y, _ = layer(np.linspace(-1, 1, 36, dtype=np.float32).reshape(6, 3, 2))\n"
+        "layer.backward(np.ones_like(y))\n"
+        "print(repr(float(y.sum())), repr(float(layer.grads['weight_hh_l0'].sum())))\n")
+    root = Path(__file__).resolve().parent.parent
+    first = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    indexes = sorted((tmp_path / "numba-cache").rglob("*.nbi"))
+    assert {index.name.split(".")[0] for index in indexes} >= {"kernel_runtime", "lstm"}, indexes
+    for index in indexes:
+        index.write_bytes(index.read_bytes()[:7])          # saves cut short
+    second = subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", script], env=env, cwd=root,
+                            capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    for owner in ("lstmkit.kernel_runtime", "the built-in cell 'lstm'"):
+        assert f"of {owner} (" in second.stderr and "could not be read" in second.stderr, (owner, second.stderr)
+
+
 @pytest.mark.parametrize("name", sorted(BUILTIN_CELLS))
 def test_argument_lists_are_the_signatures_of_the_generated_functions(name):
     """FORWARD_ARGS and friends are the calling convention every caller builds its calls from:

@@ -2,11 +2,19 @@
 """Generated kernels of the built-in cells, one module per cell."""
 import importlib
 
+from lstmkit.kernel_runtime import repair_cache_indexes
+
 BUILTIN = ('rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'gru_reset_before', 'mut1', 'mut2', 'mut3', 'peephole_lstm', 'coupled_lstm', 'lstm_no_input_gate', 'lstm_no_forget_gate', 'lstm_no_output_gate', 'lstm_no_input_activation', 'lstm_no_output_activation', 'lstm_fgr', 'depth_gated_lstm')
+_CHECKED = set()   # modules whose Numba cache indexes were read (repair_cache_indexes)
 
 
 def load(name):
-    """The kernel module of the built-in cell ``name`` (without SymPy)."""
+    """The kernel module of the built-in cell ``name`` (without SymPy); a Numba cache index
+    of it that cannot be read is reset, with a warning, and its kernels compile again."""
     if name not in BUILTIN:
         raise ValueError(f"no built-in cell {name!r}; choose one of {sorted(BUILTIN)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    if name not in _CHECKED:
+        repair_cache_indexes(list(vars(module).items()), f"the built-in cell {name!r}")
+        _CHECKED.add(name)
+    return module
