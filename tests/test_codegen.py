@@ -211,14 +211,33 @@ def test_a_cached_file_of_another_generator_is_written_again(tmp_path, monkeypat
         spec, header=codegen._user_header(spec))
 
 
+def _run_with_damaged_indexes(env, script, index_dir, pattern):
+    """Run ``script`` in a new process, cut short every Numba index matching ``pattern`` under
+    ``index_dir`` (a save cut short), run it again with RuntimeWarnings shown; returns both runs
+    and the indexes."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    first = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    indexes = sorted(index_dir.rglob(pattern))
+    assert indexes, "Numba wrote no cache index"
+    for index in indexes:
+        index.write_bytes(index.read_bytes()[:7])
+    second = subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", script], env=env, cwd=root,
+                            capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    return first, second, indexes
+
+
 @pytest.mark.parametrize("numba_cache_dir", [None, "numba-cache"])
 def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, numba_cache_dir):
     """A damaged index in the cell's __pycache__ (or under NUMBA_CACHE_DIR, where one is set)
     used to make the cell unusable (Numba lets the unpickling error escape at the first call);
     now it is reset with a warning that names the directory, and the kernels compile again."""
     import os
-    import subprocess
-    import sys
 
     env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
     env["LSTMKIT_CACHE_DIR"] = str(tmp_path / "lstmkit-cache")
@@ -232,17 +251,8 @@ def test_a_corrupted_numba_cache_index_is_reported_and_rebuilt(tmp_path, numba_c
         "y, _ = layer(np.ones((3, 2, 2)))\n"
         "layer.backward(np.ones_like(y))\n"
         "print(repr(float(y.sum())))\n")
-    root = Path(__file__).resolve().parent.parent
-    first = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    indexes = sorted(index_dir.rglob("lstmkit_user_*.nbi"))      # the cell's, not the runtime's
-    assert indexes, "Numba wrote no cache index"
-    for index in indexes:
-        index.write_bytes(index.read_bytes()[:7])          # a save cut short
-    second = subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", script], env=env, cwd=root,
-                            capture_output=True, text=True)
-    assert second.returncode == 0, second.stderr
-    assert second.stdout == first.stdout
+    # the cell's indexes, not the runtime's
+    _, second, indexes = _run_with_damaged_indexes(env, script, index_dir, "lstmkit_user_*.nbi")
     assert "could not be read" in second.stderr and str(indexes[0].parent) in second.stderr
 
 
@@ -251,8 +261,6 @@ def test_corrupted_indexes_of_builtin_kernels_and_the_runtime_are_reset(tmp_path
     product call used to fail with Numba's unpickling error. Now each is reset with a warning and
     its function compiles again, with the same results."""
     import os
-    import subprocess
-    import sys
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
                LSTMKIT_CACHE_DIR=str(tmp_path / "lstmkit-cache"))
@@ -262,17 +270,8 @@ def test_corrupted_indexes_of_builtin_kernels_and_the_runtime_are_reset(tmp_path
         "y, _ = layer(np.linspace(-1, 1, 36, dtype=np.float32).reshape(6, 3, 2))\n"
         "layer.backward(np.ones_like(y))\n"
         "print(repr(float(y.sum())), repr(float(layer.grads['weight_hh_l0'].sum())))\n")
-    root = Path(__file__).resolve().parent.parent
-    first = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    indexes = sorted((tmp_path / "numba-cache").rglob("*.nbi"))
+    _, second, indexes = _run_with_damaged_indexes(env, script, tmp_path / "numba-cache", "*.nbi")
     assert {index.name.split(".")[0] for index in indexes} >= {"kernel_runtime", "lstm"}, indexes
-    for index in indexes:
-        index.write_bytes(index.read_bytes()[:7])          # saves cut short
-    second = subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", script], env=env, cwd=root,
-                            capture_output=True, text=True)
-    assert second.returncode == 0, second.stderr
-    assert second.stdout == first.stdout
     for owner in ("lstmkit.kernel_runtime", "the built-in cell 'lstm'"):
         assert f"of {owner} (" in second.stderr and "could not be read" in second.stderr, (owner, second.stderr)
 
