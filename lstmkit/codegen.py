@@ -56,7 +56,6 @@ import os
 import string
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import sympy as sp
