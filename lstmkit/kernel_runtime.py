@@ -542,6 +542,15 @@ overload(_check_layouts)(_layouts_typed((2, 3, 2)))
 
 
 @numba.njit(cache=True, nogil=True)
+def _panels_fit(packed, depth, columns, itemsize):
+    """Whether ``packed`` holds the panels of a matrix of ``depth`` rows and ``columns`` columns
+    (pack, pack_transposed): as many panels of the width panel_width gives as cover the columns."""
+    panels, packed_depth, width = packed.shape
+    return (packed_depth == depth and width == panel_width(itemsize, columns)
+            and panels * width >= columns and (panels - 1) * width < max(columns, 1))
+
+
+@numba.njit(cache=True, nogil=True)
 def _matmul_packed(a, packed, out):
     """out = a @ B for C-contiguous a [M, K], packed = pack(B) and out [M, N].
 
@@ -549,10 +558,9 @@ def _matmul_packed(a, packed, out):
     sequential fused multiply-add chain over k (see above).
     """
     rows, depth = a.shape
-    panels, packed_depth, width = packed.shape
+    panels, _, width = packed.shape
     columns = out.shape[1]
-    if (out.shape[0] != rows or packed_depth != depth or width != panel_width(a.itemsize, columns)
-            or panels * width < columns or (panels - 1) * width >= max(columns, 1)):
+    if out.shape[0] != rows or not _panels_fit(packed, depth, columns, a.itemsize):
         raise ValueError("matmul_packed: expected a [M, K], packed [ceil(N/W), K, W] and out [M, N]")
     _check_layouts(a, packed, out)
     if a.itemsize == 4:
@@ -576,12 +584,10 @@ def _matmul_packed_steps(x, t0, t1, packed, out):
     one after another as a [rows, K] matrix, rows = (t1 − t0)·batch, and packed = pack(W) (or
     pack_transposed(Wᵀ)), as matmul_packed: each out[i, j] the sequential fma chain over k."""
     steps, batch, depth = x.shape
-    panels, packed_depth, width = packed.shape
+    panels, _, width = packed.shape
     columns = out.shape[1]
     rows = (t1 - t0) * batch
-    if (not 0 <= t0 <= t1 <= steps or out.shape[0] < rows or packed_depth != depth
-            or width != panel_width(x.itemsize, columns)
-            or panels * width < columns or (panels - 1) * width >= max(columns, 1)):
+    if not 0 <= t0 <= t1 <= steps or out.shape[0] < rows or not _panels_fit(packed, depth, columns, x.itemsize):
         raise ValueError("matmul_packed_steps: expected x [T, B, K], 0 <= t0 <= t1 <= T, "
                          "packed [ceil(N/W), K, W] and out [>= (t1 - t0)·B, N]")
     if rows == 0:
