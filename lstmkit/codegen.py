@@ -629,12 +629,6 @@ def load_kernels(cell: CellSpec | str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
-    _repair_numba_cache(module, cell.name)
+    repair_cache_indexes(list(vars(module).items()), f"the user cell {cell.name!r}")
     _loaded[key] = module
     return module
-
-
-def _repair_numba_cache(module, cell_name):
-    """Reset every Numba cache index of a user cell's module that Numba could not read
-    (kernel_runtime.repair_cache_indexes)."""
-    repair_cache_indexes([(name, getattr(module, name)) for name in dir(module)], f"the user cell {cell_name!r}")

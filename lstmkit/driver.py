@@ -432,9 +432,6 @@ def _product_rows(a, b, out, lo, hi):
     np.dot(a[lo:hi], b, out[lo:hi])
 
 
-kernel_runtime.repair_cache_indexes([("_product_rows", _product_rows)], "lstmkit.driver")
-
-
 def sequence_forward(kernels, x, weight_ih, weight_hh, bias_ih, bias_hh, params, initial_states,
                      lengths, inference=False, workspace=None):
     """One direction of one layer. Returns ``(output, final_states, tape)``.
@@ -626,3 +623,5 @@ def _input_gradient(d_pre, weight_ih, out, threaded):
     else:
         np.matmul(d_pre, weight_ih, out=out)
 
+
+kernel_runtime.repair_cache_indexes(list(globals().items()), "lstmkit.driver")

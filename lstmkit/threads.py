@@ -209,5 +209,4 @@ def _on_pool(function, calls):
         other.result()
 
 
-repair_cache_indexes([(name, globals()[name]) for name in ("_finish_and_wait", "_wait_for", "_publish")],
-                     "lstmkit.threads")
+repair_cache_indexes(list(globals().items()), "lstmkit.threads")
