@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-__all__ = ["compile_builtin_cells", "compile_cell", "default_jobs"]
+__all__ = ["compile_builtin_cells", "compile_cell", "default_jobs", "run_layers"]
 
 
 def default_jobs():
@@ -29,29 +29,37 @@ def default_jobs():
         return max(1, os.cpu_count() or 1)
 
 
-def compile_cell(name):
-    """Compile (or load) one built-in cell's kernels in this process; returns (name, seconds)."""
+def run_layers(name, threaded):
+    """A small forward+backward of the built-in cell ``name`` in float32 and float64: what
+    compiles its kernels. ``threaded``: every loop and product on threads, however small."""
     import numpy as np
 
-    from . import compile_notice, driver
+    from . import driver
     from .layers import RecurrentLayer
 
-    compile_notice.say_nothing()     # the caller's progress bar says it
-    start = time.perf_counter()
     rng = np.random.default_rng(0)
     threshold = driver.PARALLEL_MIN_WORK
     try:
-        for threaded in (False, True):
-            if threaded:      # every loop and product on threads, however small
-                driver.PARALLEL_MIN_WORK = 0
-            for dtype in (np.float32, np.float64):
-                # input_size = hidden_size: the cells that read their raw input (MUT1, MUT2) need it
-                layer = RecurrentLayer(name, 4, 4, dtype=dtype, seed=0)
-                x = rng.standard_normal((8, 16, 4) if threaded else (5, 2, 4)).astype(dtype)
-                y, _ = layer(x)
-                layer.backward(np.ones_like(y))
+        if threaded:
+            driver.PARALLEL_MIN_WORK = 0
+        for dtype in (np.float32, np.float64):
+            # input_size = hidden_size: the cells that read their raw input (MUT1, MUT2) need it
+            layer = RecurrentLayer(name, 4, 4, dtype=dtype, seed=0)
+            x = rng.standard_normal((8, 16, 4) if threaded else (5, 2, 4)).astype(dtype)
+            y, _ = layer(x)
+            layer.backward(np.ones_like(y))
     finally:
         driver.PARALLEL_MIN_WORK = threshold
+
+
+def compile_cell(name):
+    """Compile (or load) one built-in cell's kernels in this process; returns (name, seconds)."""
+    from . import compile_notice
+
+    compile_notice.say_nothing()     # the caller's progress bar says it
+    start = time.perf_counter()
+    for threaded in (False, True):
+        run_layers(name, threaded)
     return name, time.perf_counter() - start
 
 
