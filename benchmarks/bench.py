@@ -238,8 +238,7 @@ def _library_info(implementation):
         from threadpoolctl import threadpool_info
 
         if implementation == "lstmkit":
-            import lstmkit  # noqa: F401 (loads numba, scipy's BLAS)
-            import scipy.linalg  # noqa: F401
+            import lstmkit  # noqa: F401 (loads numba and NumPy's BLAS, which lstmkit calls)
         info["threadpools"] = [{k: pool.get(k) for k in ("internal_api", "prefix", "architecture",
                                                          "num_threads", "version")}
                                for pool in threadpool_info()]

@@ -186,7 +186,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     times["GEMMs dX = dG W_ih"] = _median_seconds(
         lambda: per_chunk(lambda rows: driver._input_gradient(d_flat[rows], w_ih, dx[rows], on_threads)),
         repeats)
-    times["bias sums"] = (_median_seconds(lambda: d_flat.sum(axis=0), repeats)
+    times["bias sums"] = (_median_seconds(lambda: per_chunk(lambda rows: driver.column_sums(d_flat[rows])), repeats)
                           * (1 if kernels.HIDDEN_GRADIENTS == "same" else 2))
     if kernels.HIDDEN_GRADIENTS == "in place":
         times["d/dgx → d/dgh in place"] = _median_seconds(

@@ -2,9 +2,9 @@
 
 Written by hand, once, rather than printed into each kernel file: vectorizable
 σ, tanh and expm1 for the step kernels, the recurrent product of the loops over
-time, the compiler pipeline that tells LLVM the step kernels' array arguments
-never overlap, and the binding to BLAS's gemm that backward's weight gradients
-are added with. Knows Numba, not SymPy: all of lstmkit's low-level code is here.
+time, and the compiler pipeline that tells LLVM the step kernels' array arguments
+never overlap. Knows Numba, not SymPy: all of lstmkit's compiled low-level code is
+here (:mod:`lstmkit.blas` calls BLAS from Python).
 
 The LLVM IR below is written for the LLVM of the llvmlite that pyproject.toml
 pins (numba 0.68 / llvmlite 0.50, LLVM 22).
@@ -25,7 +25,7 @@ from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.extending import intrinsic, overload
 
 __all__ = ["JIT_OPTIONS", "NoOverlapCompiler", "expm1", "sigmoid", "tanh", "matmul_packed", "pack",
-           "pack_transposed", "panel_width", "empty_panels", "transposed_product_rows"]
+           "pack_transposed", "panel_width", "empty_panels"]
 
 # How every kernel and every activation here is compiled; lstmkit.codegen says why.
 JIT_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
@@ -519,6 +519,16 @@ def _link_products():
         _linked.append(entries)
 
 
+@intrinsic
+def _address(typingctx, array):
+    """The address of an array's first element."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.bitcast(data, ir.IntType(8).as_pointer())
+
+    return types.voidptr(array), codegen
+
+
 def _check_layouts(a, packed, out):
     """Nothing at run time: typing fails unless the tile can read the arrays through their
     pointers (C-contiguous, the same float dtype, 2, 3 and 2 dimensions), as _tile's did."""
@@ -616,45 +626,6 @@ def __getattr__(name):
         globals()[name] = _LINKED_PRODUCTS[name]
         return _LINKED_PRODUCTS[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# -- BLAS's gemm with beta = 1 -------------------------------------------------------
-# The way NumPy's dot reaches BLAS inside @njit (SciPy's BLAS, which Numba's helper
-# library imports on first use), but with beta = 1 and leading dimensions of our
-# choosing: backward adds each chunk's product to the weight gradient where it lies, a
-# slab of rows at a time. numba_xxgemm is that helper's, not a public API: numba is
-# pinned in pyproject.toml, and the tests would fail at once if it changed.
-_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
-    types.char, types.char, types.char, types.intp, types.intp, types.intp,   # kind, transa, transb, m, n, k
-    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,      # alpha, a, lda, b, ldb
-    types.voidptr, types.voidptr, types.intp))                                 # beta, c, ldc
-
-
-@intrinsic
-def _address(typingctx, array):
-    """The address of an array's first element."""
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.bitcast(data, ir.IntType(8).as_pointer())
-
-    return types.voidptr(array), codegen
-
-
-@numba.njit(cache=True, nogil=True)
-def transposed_product_rows(a, b, out, add, lo, hi):
-    """out[lo:hi] (+)= a[:, lo:hi]ᵀ b for a [K, M], b [K, N], out [M, N], each with rows of
-    unit stride: one call of BLAS's gemm, beta = 1 to add and 0 to set."""
-    depth, columns = b.shape
-    if hi <= lo:
-        return
-    scalars = np.ones(2, out.dtype)         # alpha = 1; beta = 1 to add, 0 to set
-    scalars[1] = 1 if add else 0
-    kind = ord("s") if out.itemsize == 4 else ord("d")
-    # BLAS is column-major, where a row-major matrix is its transpose:
-    # this is outᵀ[:, lo:hi] (+)= bᵀ · a[:, lo:hi]
-    _xxgemm(kind, ord("N"), ord("T"), columns, hi - lo, depth, _address(scalars[0:]),
-            _address(b), b.strides[0] // b.itemsize, _address(a[0, lo:]), a.strides[0] // a.itemsize,
-            _address(scalars[1:]), _address(out[lo]), out.strides[0] // out.itemsize)
 
 
 def repair_cache_indexes(functions, owner):

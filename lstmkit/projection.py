@@ -144,7 +144,7 @@ def sequence_backward(kernels, tape: ProjectedTape, d_output, d_final_states, ha
     grads = {"weight_ih": d_pre_flat.T @ tape.x.reshape(rows, n_in),
              "weight_hh": d_pre_flat.T @ states["h"][:-1].reshape(rows, proj)}
     if has_bias:
-        grads["bias_ih"] = d_pre_flat.sum(axis=0)
+        grads["bias_ih"] = driver.column_sums(d_pre_flat)
         grads["bias_hh"] = grads["bias_ih"].copy()
     grads.update(zip(kernels.PARAMS, d_params))
     grads["weight_hr"] = d_h_all.reshape(rows, proj).T @ tape.unprojected.reshape(rows, hidden)

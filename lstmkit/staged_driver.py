@@ -154,7 +154,7 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
             x_rows = tape.x[start:stop].reshape(rows, n_in)
             d_pre_x = d_gx[:count].reshape(rows, -1)
             grad_ih += d_pre_x.T @ x_rows
-            grad_bias_ih += d_pre_x.sum(axis=0)
+            grad_bias_ih += driver.column_sums(d_pre_x)
             if input_gradient:
                 out = dx[start:stop].reshape(rows, n_in)
                 np.matmul(d_pre_x, tape.weight_ih, out=out)
@@ -165,7 +165,7 @@ def sequence_backward(kernels, tape: StagedTape, d_output, d_final_states, has_b
                            else tape.operands[k][start:stop])
                 d_pre_h = d_gh[k][:count].reshape(rows, -1)
                 grad_hh[rows_of[k]] += d_pre_h.T @ operand.reshape(rows, hidden)
-                grad_bias_hh[rows_of[k]] += d_pre_h.sum(axis=0)
+                grad_bias_hh[rows_of[k]] += driver.column_sums(d_pre_h)
     grads = {"weight_ih": grad_ih, "weight_hh": grad_hh}
     if has_bias:
         grads["bias_ih"], grads["bias_hh"] = grad_bias_ih, grad_bias_hh

@@ -1,7 +1,6 @@
 import numba
 import numpy as np
 import pytest
-import scipy.linalg  # noqa: F401 (Numba's np.dot calls BLAS through SciPy: load it before the limit)
 from threadpoolctl import threadpool_limits
 
 from lstmkit.agreement import max_relative_difference  # noqa: F401 (the tests import it from here)

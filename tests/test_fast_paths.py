@@ -505,7 +505,7 @@ def test_backward_chunks_cover_the_sequence_latest_first():
 def test_layers_keep_blas_on_one_thread_and_give_the_setting_back():
     """BLAS's own threads spin after each product and slow whatever runs next: the driver
     runs every call with BLAS on one thread, and restores the caller's setting after."""
-    import scipy.linalg.cython_blas  # noqa: F401 (the BLAS the kernels call, loaded as they do)
+    import scipy.linalg.cython_blas  # noqa: F401 (a second BLAS in the process: each is set)
     from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads():

@@ -72,7 +72,7 @@ BELOW = 'c'
 FORWARD_ARGS = ('X', 'BELOW', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'WEIGHT_CI', 'WEIGHT_CF', 'WEIGHT_CO', 'WEIGHT_CD', 'WEIGHT_LD', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'H', 'C', 'WEIGHT_CI', 'WEIGHT_CF', 'WEIGHT_CO', 'WEIGHT_CD', 'WEIGHT_LD', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_GX', 'D_GH_0', 'BELOW', 'D_BELOW', 'D_ABOVE', 'D_WEIGHT_CI', 'D_WEIGHT_CF', 'D_WEIGHT_CO', 'D_WEIGHT_CD', 'D_WEIGHT_LD')
 SPEC_KEY = 'd4154f5dff761dbd'
-RUNTIME_KEY = 'b1a52214eb8ac705'
+RUNTIME_KEY = 'cffd260aaca0e795'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)

@@ -82,7 +82,7 @@ BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'W_HH_T_PACKED_2', 'W_HH_T_PACKED_3', 'BIAS_IH', 'BIAS_HH', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'W_HH_PACKED_2', 'W_HH_PACKED_3', 'H', 'C', 'I_GATE', 'F_GATE', 'O_GATE', 'SAVED', 'LENGTHS', 'D_H', 'D_C', 'D_I_GATE', 'D_F_GATE', 'D_O_GATE', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_GH_2', 'D_GH_3')
 SPEC_KEY = '9f64508e34b764a7'
-RUNTIME_KEY = 'b1a52214eb8ac705'
+RUNTIME_KEY = 'cffd260aaca0e795'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)

@@ -52,7 +52,7 @@ BACKWARD_STEP_ARGS = ('SAVED', 'C_PREV', 'D_OUT', 'D_H', 'D_C', 'D_GX', 'D_C_PRE
 SPEC_KEY = '92bf926c7c27d626'
 # kernel_runtime.py as this file was generated: Numba's cache follows a kernel's own
 # file only, so a change there must change this file for the kernels to recompile
-RUNTIME_KEY = 'b1a52214eb8ac705'
+RUNTIME_KEY = 'cffd260aaca0e795'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler)

@@ -61,7 +61,7 @@ BELOW = None
 FORWARD_ARGS = ('X', 'W_IH_T_PACKED', 'W_HH_T_PACKED_0', 'W_HH_T_PACKED_1', 'W_HH_T_PACKED_2', 'BIAS_IH', 'BIAS_HH', 'H', 'OPERAND_0', 'OPERAND_2', 'SAVED', 'LENGTHS')
 BACKWARD_ARGS = ('D_OUT', 'X', 'W_HH_PACKED_0', 'W_HH_PACKED_1', 'W_HH_PACKED_2', 'H', 'SAVED', 'LENGTHS', 'D_H', 'D_GX', 'D_GH_0', 'D_GH_1', 'D_GH_2')
 SPEC_KEY = 'f412f2fbc47f642e'
-RUNTIME_KEY = 'b1a52214eb8ac705'
+RUNTIME_KEY = 'cffd260aaca0e795'
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}, no_cfunc_wrapper=True, pipeline_class=NoOverlapCompiler, no_cpython_wrapper=True)
