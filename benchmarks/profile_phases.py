@@ -75,12 +75,7 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
     pre = np.empty((steps * batch, gates), dtype)
     on_threads = driver.products_on_threads(steps, batch, gates, hidden, n_in)
 
-    def product(a, b, out):
-        """a @ b into out, on threads in slabs of rows where the driver would use them."""
-        with driver._blas_on_one_thread(batch):
-            driver._input_gradient(a, b, out, on_threads)
-
-    product(x_flat, w_ih.T, pre)      # what the step kernels read below: x_t W_ihᵀ of every step
+    np.matmul(x_flat, w_ih.T, out=pre)      # what the step kernels read below: x_t W_ihᵀ of every step
     pre = pre.reshape(steps, batch, gates)
 
     # the loop over time, as the driver runs it
@@ -175,17 +170,18 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
             for start, stop in chunks:
                 work(slice(start * batch, stop * batch))
 
-    def transposed_products(b_flat):
-        """Σ over the chunks of dGᵀb, the way the driver adds it up."""
+    def weight_gradients(products, input_gradient):
+        """Σ over the chunks of dGᵀb for each b of ``products`` (and dX = dG W_ih), the way the
+        driver adds them up; the driver runs all three in one call per chunk."""
         grads = {}
-        per_chunk(lambda rows: driver._add_transposed_product(grads, "product", d_flat[rows], b_flat[rows],
-                                                             on_threads))
+        per_chunk(lambda rows: driver._weight_gradients(
+            grads, [(name, d_flat[rows], b_flat[rows]) for name, b_flat in products], d_flat[rows], w_ih,
+            dx[rows] if input_gradient else None, on_threads))
 
-    times["GEMMs dW_ih += dGᵀ X"] = _median_seconds(lambda: transposed_products(x_flat), repeats)
-    times["GEMMs dW_hh += dGᵀ H"] = _median_seconds(lambda: transposed_products(h_flat), repeats)
-    times["GEMMs dX = dG W_ih"] = _median_seconds(
-        lambda: per_chunk(lambda rows: driver._input_gradient(d_flat[rows], w_ih, dx[rows], on_threads)),
-        repeats)
+    times["GEMMs dW_ih += dGᵀ X"] = _median_seconds(lambda: weight_gradients([("ih", x_flat)], False), repeats)
+    times["GEMMs dW_hh += dGᵀ H"] = _median_seconds(lambda: weight_gradients([("hh", h_flat)], False), repeats)
+    times["GEMMs dX = dG W_ih"] = (_median_seconds(lambda: weight_gradients([("ih", x_flat)], True), repeats)
+                                   - times["GEMMs dW_ih += dGᵀ X"])
     times["bias sums"] = (_median_seconds(lambda: per_chunk(lambda rows: driver.column_sums(d_flat[rows])), repeats)
                           * (1 if kernels.HIDDEN_GRADIENTS == "same" else 2))
     if kernels.HIDDEN_GRADIENTS == "in place":
