@@ -582,10 +582,11 @@ def _weight_gradients(grads, products, d_pre_x, weight_ih, dx_rows, threaded):
 
     On threads, ``PRODUCT_SLABS`` tasks at once (module docstring), task k the k-th slab of
     every product's rows: a gemm of NumPy's BLAS adding each slab of dW where it lies
-    (:mod:`lstmkit.blas`), and a matmul for dX's slab. One start of the threads for all three
-    products, not one each: at (100, 32, 32, 128) float32 forward+backward took 0.96 of the
-    time, the same bits (issue 17). Otherwise NumPy's matmul, which costs less than a call
-    through ctypes on a small layer's products.
+    (:mod:`lstmkit.blas`), and a matmul for dX's slab: one start of the threads and one wait
+    for all three products, not one each. The same calls, so the same bits; forward+backward
+    at (100, 32, 32, 128) float32 took 0.96 and 0.99 of the time in two interleaved runs
+    (issue 17, results/issue17h_merged_ab*.json). Otherwise NumPy's matmul, which costs less
+    than a call through ctypes on a small layer's products.
     """
     if not threaded:
         for name, d_pre, rows in products:
