@@ -175,8 +175,8 @@ def profile_phases(cell="lstm", dtype="float32", size=(50, 128, 512, 512), repea
         driver adds them up; the driver runs all three in one call per chunk."""
         grads = {}
         per_chunk(lambda rows: driver._weight_gradients(
-            grads, [(name, d_flat[rows], b_flat[rows]) for name, b_flat in products], d_flat[rows], w_ih,
-            dx[rows] if input_gradient else None, on_threads))
+            grads, [(name, d_flat[rows], b_flat[rows]) for name, b_flat in products], on_threads,
+            (d_flat[rows], w_ih, dx[rows]) if input_gradient else None))
 
     times["GEMMs dW_ih += dGᵀ X"] = _median_seconds(lambda: weight_gradients([("ih", x_flat)], False), repeats)
     times["GEMMs dW_hh += dGᵀ H"] = _median_seconds(lambda: weight_gradients([("hh", h_flat)], False), repeats)

@@ -530,16 +530,16 @@ def sequence_backward(kernels, tape: Tape, d_output, d_final_states, has_bias, i
             d_pre_x = chunk_arrays[0].reshape(rows, gates)
             input_side = ("weight_ih", d_pre_x, tape.x[start:stop].reshape(rows, n_in))
             hidden_side = ("weight_hh", chunk_arrays[-1].reshape(rows, gates), output[start:stop].reshape(rows, hidden))
-            dx_rows = dx[start:stop].reshape(rows, n_in) if input_gradient else None
+            dx_product = (d_pre_x, tape.weight_ih, dx[start:stop].reshape(rows, n_in)) if input_gradient else None
             if has_bias:
                 _add_sum(grads, "bias_ih", d_pre_x)
             if kernels.HIDDEN_GRADIENTS == "in place":
                 # the array holds d/dgx until the input side is done with it, then d/dgh
-                _weight_gradients(grads, [input_side], d_pre_x, tape.weight_ih, dx_rows, threaded)
+                _weight_gradients(grads, [input_side], threaded, dx_product)
                 _run(kernels.hidden_gradient_rows, (chunk_arrays[0], tape.saved[start:stop]), batch, blocks)
-                _weight_gradients(grads, [hidden_side], None, None, None, threaded)
+                _weight_gradients(grads, [hidden_side], threaded)
             else:
-                _weight_gradients(grads, [input_side, hidden_side], d_pre_x, tape.weight_ih, dx_rows, threaded)
+                _weight_gradients(grads, [input_side, hidden_side], threaded, dx_product)
             if has_bias and kernels.HIDDEN_GRADIENTS != "same":
                 _add_sum(grads, "bias_hh", hidden_side[1])
     if not steps:    # no chunk ran
@@ -575,10 +575,10 @@ def _backward_rows(kernels, args, d_params, batch, blocks):
             d += partial[block]
 
 
-def _weight_gradients(grads, products, d_pre_x, weight_ih, dx_rows, threaded):
-    """One chunk's products after the loop: ``grads[name] += d_preᵀ rows`` (or = if it is not
-    there yet) for each ``(name, d_pre, rows)`` of ``products`` (dW_ih += dGᵀX, dW_hh += dGᵀH),
-    and ``dx_rows = d_pre_x W_ih`` unless ``dx_rows`` is None.
+def _weight_gradients(grads, products, threaded, dx_product=None):
+    """One chunk's products after the loop: ``grads[name] += d_preᵀ operand`` (or = if it is not
+    there yet) for each ``(name, d_pre, operand)`` of ``products`` (dW_ih += dGᵀX, dW_hh += dGᵀH),
+    and with ``dx_product = (d_pre, weight_ih, out)``, ``out = d_pre W_ih`` (dX = dG W_ih).
 
     On threads, ``PRODUCT_SLABS`` tasks at once (module docstring), task k the k-th slab of
     every product's rows: a gemm of NumPy's BLAS adding each slab of dW where it lies
@@ -589,30 +589,34 @@ def _weight_gradients(grads, products, d_pre_x, weight_ih, dx_rows, threaded):
     than a call through ctypes on a small layer's products.
     """
     if not threaded:
-        for name, d_pre, rows in products:
+        for name, d_pre, operand in products:
             if name in grads:
-                grads[name] += d_pre.T @ rows
+                grads[name] += d_pre.T @ operand
             else:
-                grads[name] = d_pre.T @ rows
-        if dx_rows is not None:
-            np.matmul(d_pre_x, weight_ih, out=dx_rows)
+                grads[name] = d_pre.T @ operand
+        if dx_product is not None:
+            d_pre, weight_ih, out = dx_product
+            np.matmul(d_pre, weight_ih, out=out)
         return
     add = products[0][0] in grads
     if not add:
-        for name, d_pre, rows in products:
-            grads[name] = np.empty((d_pre.shape[1], rows.shape[1]), d_pre.dtype)
+        for name, d_pre, operand in products:
+            grads[name] = np.empty((d_pre.shape[1], operand.shape[1]), d_pre.dtype)
     gate_slabs = _row_blocks(products[0][1].shape[1], PRODUCT_SLABS)
     # dX's slabs, of the chunk's rows, are fixed in number too: BLAS rounds a row differently
     # depending on the rows around it in one call, so slabs that followed the thread count
     # gave dx bits that depended on the machine
-    row_slabs = _row_blocks(len(d_pre_x), min(PRODUCT_SLABS, len(d_pre_x))) if dx_rows is not None else []
+    row_slabs = []
+    if dx_product is not None:
+        rows = len(dx_product[0])
+        row_slabs = _row_blocks(rows, min(PRODUCT_SLABS, rows))
 
     def slab(k):
         lo, hi = gate_slabs[k]
-        for name, d_pre, rows in products:
-            blas.transposed_product_rows(d_pre, rows, grads[name], add, lo, hi)
+        for name, d_pre, operand in products:
+            blas.transposed_product_rows(d_pre, operand, grads[name], add, lo, hi)
         if k < len(row_slabs):
-            blas.product_rows(d_pre_x, weight_ih, dx_rows, *row_slabs[k])
+            blas.product_rows(*dx_product, *row_slabs[k])
 
     _on_threads(slab, [(k,) for k in range(PRODUCT_SLABS)])
 
