@@ -104,3 +104,18 @@ def test_column_sums_are_numpys_sums_to_the_bit(dtype, shape, values):
     assert sums.dtype == expected.dtype and sums.shape == expected.shape
     width = f"u{np.dtype(dtype).itemsize}"
     np.testing.assert_array_equal(sums.view(width), expected.view(width))
+
+
+def test_a_blas_without_known_symbols_leaves_gemm_empty(monkeypatch):
+    """A NumPy linked to a BLAS whose symbols lstmkit.blas does not know: no gemm, and no
+    error at import (transposed_product_rows then uses matmul, tested above)."""
+    monkeypatch.setattr(blas, "_CBLAS_SYMBOLS", (("no_such_sgemm", "no_such_dgemm", blas.ctypes.c_int),))
+    assert blas._numpy_gemm() == {}
+
+
+def test_the_first_known_symbols_are_taken(monkeypatch):
+    """Names tried in order: an unknown pair first is skipped, the next found."""
+    known = blas._CBLAS_SYMBOLS
+    monkeypatch.setattr(blas, "_CBLAS_SYMBOLS", (("no_such_sgemm", "no_such_dgemm", blas.ctypes.c_int), *known))
+    found = blas._numpy_gemm()
+    assert set(found) == {4, 8} and found[4].__name__ in {names[0] for names in known}
