@@ -25,7 +25,7 @@ import importlib
 
 import numpy as np
 
-__all__ = ["GEMM", "transposed_product_rows"]
+__all__ = ["GEMM", "transposed_product_rows", "product_rows"]
 
 # (sgemm, dgemm, integer type of sizes): NumPy 2's wheels (scipy-openblas, 64-bit integers),
 # NumPy 1's (openblas64_), then a BLAS of 32-bit integers (MKL, a system's CBLAS)
@@ -65,10 +65,18 @@ GEMM = _numpy_gemm()
 
 def transposed_product_rows(a, b, out, add, lo, hi):
     """out[lo:hi] (+)= a[:, lo:hi]ᵀ b for a [K, M], b [K, N], out [M, N] of one float dtype,
-    each with rows of unit stride: one gemm, beta = 1 to add (``add``) and 0 to set."""
-    if hi <= lo:
+    each with rows of unit stride: one gemm, beta = 1 to add (``add``) and 0 to set. The gemm
+    reads the arrays through their addresses, so their layout is checked first."""
+    size = out.itemsize
+    if not (a.dtype == b.dtype == out.dtype and a.ndim == b.ndim == out.ndim == 2
+            and a.strides[1] == b.strides[1] == out.strides[1] == size
+            and a.shape[0] == b.shape[0] and out.shape == (a.shape[1], b.shape[1]) and 0 <= lo <= hi <= len(out)):
+        raise ValueError(f"transposed_product_rows: expected a [K, M], b [K, N], out [M, N] of one dtype with "
+                         f"rows of unit stride and 0 <= lo <= hi <= M; got a {a.shape} {a.dtype}, b {b.shape} "
+                         f"{b.dtype}, out {out.shape} {out.dtype}, lo {lo}, hi {hi}")
+    if hi == lo:
         return
-    gemm = GEMM.get(out.itemsize)
+    gemm = GEMM.get(size)
     if gemm is None:
         product = a[:, lo:hi].T @ b
         if add:
@@ -76,7 +84,6 @@ def transposed_product_rows(a, b, out, add, lo, hi):
         else:
             out[lo:hi] = product
         return
-    size = out.itemsize
     depth, columns = b.shape
     gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, hi - lo, columns, depth,
          1.0, a.ctypes.data + lo * size, a.strides[0] // size,

@@ -58,6 +58,25 @@ def test_transposed_product_rows_reads_rows_of_any_stride(rng):
     np.testing.assert_allclose(out[5:], a[:, 5:24].T @ b, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("case", ["dtypes", "strided columns", "shapes", "slab"])
+def test_transposed_product_rows_refuses_arrays_it_cannot_read_and_writes_nothing(case, rng):
+    """The gemm reads raw addresses: a layout it cannot read must raise, not read past an array."""
+    a, b, start = _operands(rng, np.float64)
+    out = start.copy()
+    lo, hi = 0, 24
+    if case == "dtypes":
+        a = a.astype(np.float32)
+    elif case == "strided columns":
+        a = np.repeat(a, 2, axis=1)[:, ::2]
+    elif case == "shapes":
+        b = b[:-1]
+    else:
+        hi = 25
+    with pytest.raises(ValueError, match="transposed_product_rows: expected"):
+        blas.transposed_product_rows(a, b, out, True, lo, hi)
+    np.testing.assert_array_equal(out, start)
+
+
 def test_product_rows_is_numpys_matmul(rng):
     a = rng.standard_normal((13, 8)).astype(np.float32)
     w = rng.standard_normal((8, 3)).astype(np.float32)
