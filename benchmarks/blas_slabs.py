@@ -5,7 +5,7 @@ dW's rows per thread, a gemm with beta = 1 each (``lstmkit.driver``). lstmkit ca
 NumPy's own BLAS for them (``lstmkit.blas``); it used to call SciPy's, the one Numba's
 ``np.dot`` reaches, through Numba's ``numba_xxgemm``. This times both on the products of one
 chunk at the course's sizes, the same call in the same interleaved rounds, on one thread (one
-slab, half of dW's rows) and on two (both slabs at once, as the driver runs them), and checks
+slab, half of dW's rows) and on two (both slabs at once, on the driver's threads), and checks
 that they give the same bits.
 
 SciPy's gemm is called here as ``numba_xxgemm`` called it: Fortran's ``sgemm``/``dgemm`` from
@@ -21,7 +21,6 @@ import ctypes
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lstmkit import blas, driver  # noqa: E402
+from lstmkit.threads import on_threads  # noqa: E402
 
 # (rows of one chunk of time = steps · B, gates G·d, columns of X or H): the products of a
 # chunk at bench.py's sizes (T, B, n, d) = (100, 32, 32, 128), (100, 64, 128, 256) and
@@ -67,13 +67,6 @@ def scipy_transposed_product_rows(gemm, a, b, out, add, lo, hi):
          scalars.ctypes.data + size, out.ctypes.data + lo * out.strides[0], ctypes.byref(c_int(out.strides[0] // size)))
 
 
-def _on_two_threads(function, calls):
-    other = threading.Thread(target=function, args=calls[1])
-    other.start()
-    function(*calls[0])
-    other.join()
-
-
 def measure(shapes, dtype, rounds):
     rng = np.random.default_rng(0)
     scipy_gemm = _scipy_gemm(np.dtype(dtype).itemsize)
@@ -103,7 +96,7 @@ def measure(shapes, dtype, rounds):
                 function(d_pre, operand, outs[name], True, lo, hi)
                 times[name, 1].append(time.perf_counter() - begin)
                 begin = time.perf_counter()
-                _on_two_threads(function, [(d_pre, operand, outs[name], True, lo, hi) for lo, hi in slabs])
+                on_threads(function, [(d_pre, operand, outs[name], True, lo, hi) for lo, hi in slabs])
                 times[name, 2].append(time.perf_counter() - begin)
         flops = 2.0 * rows * gates * columns
         record = {"rows": rows, "gates": gates, "columns": columns, "dtype": np.dtype(dtype).name,

@@ -9,8 +9,8 @@ for the call.
 
 Why NumPy's BLAS: lstmkit used to reach SciPy's, the BLAS that Numba's ``np.dot`` calls,
 through Numba's private ``numba_xxgemm``. On the slabs backward multiplies at bench.py's sizes,
-NumPy's (OpenBLAS 0.3.31 in its wheel) took 0.78–0.95 of the time of SciPy's (OpenBLAS 0.3.30)
-float32 on one core, 0.85–0.99 with two slabs on two threads, with the same bits (issue 17,
+NumPy's (OpenBLAS 0.3.31 in its wheel) took 0.73–0.95 of the time of SciPy's (OpenBLAS 0.3.30)
+float32 on one core, 0.73–1.05 with two slabs on two threads, with the same bits (issue 17,
 ``benchmarks/blas_slabs.py``, results/blas_slabs.json). The products dX = dG·W_ih of the
 slabs are NumPy's matmul (:func:`product_rows`).
 
