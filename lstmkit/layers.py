@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from . import driver, projection, staged_driver
+from . import direct, driver, projection, staged_driver
 from .kernels import load as load_builtin_kernels
 from .module import Module, check_float_array, check_float_dtype, check_sizes
 
@@ -138,6 +138,10 @@ class RecurrentLayer(Module):
         self._slot_names = [_SlotNames(f"_l{layer}" + ("_reverse" if direction else ""), kernels.PARAMS)
                             for layer in range(self.num_layers) for direction in range(self.num_directions)]
         self._zero_states = (None, None)
+        # one layer, one direction, one product a step: training calls take the direct path
+        # (lstmkit.direct) where they are small enough; its DirectRun of the last shape
+        self._direct = self.num_layers == 1 and self.num_directions == 1 and self._driver is driver
+        self._direct_run = None
 
     @property
     def cell(self):
@@ -274,6 +278,10 @@ class RecurrentLayer(Module):
             # backward reads x (∂L/∂W_ih = Σ_t δ_tᵀ x_t): keep a copy of the caller's array, so
             # that changing it between forward and backward cannot change the gradients
             x = x.copy()
+        if self._direct and lengths is None and not inference and not self.weight_masks:
+            run = direct.direct_run(self, x)
+            if run is not None:
+                return run.forward(x, state, unbatched)
         steps, batch = x.shape[0], x.shape[1]
         lengths = self._check_lengths(lengths, steps, batch)
         initial = self._check_state(state, batch, unbatched, "state")
@@ -357,6 +365,8 @@ class RecurrentLayer(Module):
         expected = (steps, batch, self.output_width * self.num_directions)
         if d_output is not None:
             self._check_array(d_output, "d_output", self._external_shape(expected, unbatched))
+        if type(tapes[0]) is direct.DirectTape:
+            return tapes[0].run.backward(tapes[0], d_output, d_state, input_gradient, unbatched)
         d_final = self._check_state(d_state, batch, unbatched, "d_state")
 
         # dy: time-major, zero past each row's length; the caller's array when it already is
@@ -504,7 +514,7 @@ class RecurrentLayer(Module):
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input: expected last dimension input_size={self.input_size}, got shape {x.shape}")
         unbatched = x.ndim == 2
-        self._check_array(x, "input", x.shape)
+        check_float_array(x, "input", self.dtype, dtype_source="the layer's dtype")
         return self._to_time_major(x, unbatched), unbatched
 
     def _input_layout(self):
