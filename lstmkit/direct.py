@@ -61,9 +61,9 @@ def direct_run(layer, x):
 
 class DirectRun:
     """One layer's direct calls of one input shape: the shape's facts (a
-    :class:`lstmkit.driver._Plan`), the weights' panels, and one idle set of the buffers a call
-    lends its tape. A second forward before backward gets a set of its own, as a
-    :class:`lstmkit.driver.Workspace` would give it."""
+    :class:`lstmkit.driver._Plan`), the weights' panels, one idle set of the buffers a call
+    lends its tape and one of those backward works in. A second forward before backward gets a
+    set of its own, as a :class:`lstmkit.driver.Workspace` would give it."""
 
     def __init__(self, layer, x, key):
         steps, batch, n_in = x.shape
@@ -73,6 +73,9 @@ class DirectRun:
         self.key, self.layer, self.kernels, self.plan, self.dtype = key, layer, kernels, plan, dtype
         # threads and chunks of time are the general path's: a sequence that wants them takes it
         self.usable = steps > 0 and not plan.loop_on_threads and not plan.threaded and chunk_steps == steps
+        if not self.usable:     # keep nothing but the answer (chapter 08 counts what a layer holds)
+            self.plan = None
+            return
         names = layer._slot_names[0]
         self.weight_names = (names.weight_ih, names.weight_hh)
         self.bias_names = (names.bias_ih, names.bias_hh)
@@ -92,18 +95,25 @@ class DirectRun:
 
         self.panels_ih, self.panels_hh = panels(gates, n_in), panels(gates, hidden)
         self.panels_hh_backward = panels(hidden, gates)
-        self.idle = None
+        self.idle = None                # forward's buffers: (histories but the output's, saved)
+        self.idle_gradients = None      # backward's: (d_pre, d_pre_h), made by the first backward
         from .layers import ForwardRecord     # what backward reads (layers imports this module)
 
         self.record = ForwardRecord
 
     def _new_buffers(self):
-        """(the state histories but the output's, None in its place; saved; d_pre; d_pre_h)."""
+        """(the state histories but the output's, None in its place; saved)."""
         plan, dtype = self.plan, self.dtype
         others = [None if k == plan.output_state else np.empty(shape, dtype)
                   for k, (_, shape) in enumerate(plan.histories)]
-        d_pre = np.empty((plan.steps, plan.batch, plan.gates), dtype)
-        return others, np.empty(plan.saved_shape, dtype), d_pre, np.empty_like(d_pre) if plan.own_array else None
+        return others, np.empty(plan.saved_shape, dtype)
+
+    def _new_gradient_buffers(self):
+        """(d_pre; d_pre_h, None unless the cell's d/dgh needs an array of its own). Made in backward,
+        not forward, so that a forward keeps what the general path's keeps (chapter 08 counts it)."""
+        plan = self.plan
+        d_pre = np.empty((plan.steps, plan.batch, plan.gates), self.dtype)
+        return d_pre, np.empty_like(d_pre) if plan.own_array else None
 
     def forward(self, x, state, unbatched):
         """The layer's forward: ``(y, final state)`` as the layer returns them; leaves the
@@ -157,7 +167,8 @@ class DirectRun:
         else:
             d_output = np.ascontiguousarray(d_output.transpose(1, 0, 2) if layer.batch_first else d_output)
         tape.used = True
-        _, _, d_pre, d_pre_h = tape.buffers
+        gradient_buffers, self.idle_gradients = self.idle_gradients or self._new_gradient_buffers(), None
+        d_pre, d_pre_h = gradient_buffers
         d_params = [np.zeros_like(p) for p in tape.params]
         values = [d_output, kernel_runtime.pack(tape.weight_hh, self.panels_hh_backward), *tape.histories,
                   *tape.params, tape.saved, plan.full_lengths, *[d[0] for d in d_initial], d_pre, d_pre_h,
@@ -188,6 +199,7 @@ class DirectRun:
         if d_params:
             grads.update(zip(kernels.PARAMS, d_params))
         self.idle, tape.buffers = tape.buffers, None     # the next forward reuses them
+        self.idle_gradients = gradient_buffers
         tape.released, tape.saved, tape.histories = True, None, None
         layer.grads = {name: grads[short] for name, short in self.grad_names}
         for name, mask in layer.weight_masks.items():      # none when forward took this path, unless set since

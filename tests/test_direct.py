@@ -1,4 +1,6 @@
 """The direct path (lstmkit.direct) against the general one: the same bits for every result."""
+import tracemalloc
+
 import numpy as np
 import pytest
 from sympy import tanh
@@ -167,3 +169,46 @@ def test_gate_activations_on_the_direct_path():
     layer.backward(np.ones_like(y))
     with pytest.raises(RuntimeError, match="backward consumed"):
         layer.gate_activations()
+
+
+def _numpy_bytes(run):
+    """(NumPy bytes still allocated after ``run()``, the peak while it ran), by tracemalloc."""
+    tracemalloc.start()
+    try:
+        run()
+        numpy_only = tracemalloc.DomainFilter(inclusive=True, domain=np.lib.tracemalloc_domain)
+        kept = sum(trace.size for trace in tracemalloc.take_snapshot().filter_traces([numpy_only]).traces)
+        return kept, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("steps, batch", [(50, 2), (200, 16)])   # direct; threaded and chunked
+def test_a_layer_holds_what_the_general_path_holds(steps, batch):
+    # chapter 08 prints what a layer keeps after forward and the peak of training in segments
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((steps, batch, 32))
+    measured = {}
+    for path in ("direct", "general"):
+        warm = lstmkit.LSTM(32, 64, dtype=np.float64, seed=0)
+        warm.backward(np.ones_like(warm(x)[0]))           # compiled before anything is counted
+        after_forward, training = lstmkit.LSTM(32, 64, dtype=np.float64, seed=0), \
+            lstmkit.LSTM(32, 64, dtype=np.float64, seed=0)
+        after_forward._direct = training._direct = path == "direct"
+
+        def forward_only():
+            y, state = after_forward(x)
+            del y, state
+
+        def train_in_segments():
+            state = None
+            for start in range(0, steps, 25):
+                y, state = training(x[start:start + 25], state)
+                training.backward(np.ones_like(y))
+
+        measured[path] = _numpy_bytes(forward_only)[0], _numpy_bytes(train_in_segments)[1]
+        expected = direct.DirectTape if path == "direct" and batch == 2 else driver.Tape
+        assert type(after_forward._tape.tapes[0]) is expected and type(training._tape.tapes[0]) is expected
+    # no more than the general path (it may hold a little less: no workspace)
+    assert measured["direct"][0] <= measured["general"][0], measured
+    assert measured["direct"][1] <= measured["general"][1] + 16 * 1024, measured
