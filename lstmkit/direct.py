@@ -6,12 +6,13 @@ backward's one chunk of time, runs its forward and backward
 here, once the layer has checked its arguments. At (100, 1, 16, 32) float32 the LSTM's
 forward+backward does about 130 µs of arithmetic; the general path (the layer's loops over
 layers and directions, :mod:`lstmkit.driver`'s workspace, plans, chunks of time and slabs of
-products) added 63.6 µs of Python to it, and this path 39.9–45.0 in three runs (issue 17,
+products) added 63.6 µs of Python to it, and this path 41.7–44.7 in three runs (issue 17,
 ``benchmarks/python_overhead.py``, ``results/python_overhead_issue17i.json``). What it skips:
 
 * the buffers a call lends its tape come as one set, kept by the :class:`DirectRun`, not role
   by role from a workspace;
-* the weights' panels are the run's, packed into directly;
+* the shape's plan and the weights' panels are those of the layer's workspace, shared with the
+  general path (the same panels, the same memory);
 * backward runs its one chunk in a straight line, and the results come out in the shapes
   the layer returns.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import driver, kernel_runtime
+from . import driver
 
 __all__ = ["DirectRun", "DirectTape", "direct_run"]
 
@@ -60,21 +61,22 @@ def direct_run(layer, x):
 
 
 class DirectRun:
-    """One layer's direct calls of one input shape: the shape's facts (a
-    :class:`lstmkit.driver._Plan`), the weights' panels, one idle set of the buffers a call
+    """One layer's direct calls of one input shape: the shape's :class:`lstmkit.driver._Plan`
+    and the weights' panels, both from the layer's workspace, one idle set of the buffers a call
     lends its tape and one of those backward works in. A second forward before backward gets a
-    set of its own, as a :class:`lstmkit.driver.Workspace` would give it."""
+    set of its own, as the workspace would give it."""
 
     def __init__(self, layer, x, key):
         steps, batch, n_in = x.shape
         kernels, hidden, dtype = layer.kernels, layer.hidden_size, layer.dtype
-        plan = driver._Plan(kernels, steps, batch, n_in, hidden, dtype, False)
+        workspace = layer._workspaces[0]
+        plan = workspace.plan(kernels, x, hidden, False)      # kept there for the general path too
         _, chunk_steps = driver._chunk_plan(steps, plan.step_bytes, driver.BACKWARD_CHUNK_BYTES)
         self.key, self.layer, self.kernels, self.plan, self.dtype = key, layer, kernels, plan, dtype
+        self.workspace = workspace
         # threads and chunks of time are the general path's: a sequence that wants them takes it
         self.usable = steps > 0 and not plan.loop_on_threads and not plan.threaded and chunk_steps == steps
-        if not self.usable:     # keep nothing but the answer (chapter 08 counts what a layer holds)
-            self.plan = None
+        if not self.usable:
             return
         names = layer._slot_names[0]
         self.weight_names = (names.weight_ih, names.weight_hh)
@@ -85,16 +87,6 @@ class DirectRun:
         self.forward_order, self.backward_order = plan.forward_order, plan.backward_order
         self.same_gradients = kernels.HIDDEN_GRADIENTS == "same"
         self.in_place = kernels.HIDDEN_GRADIENTS == "in place"
-        # kept panels for small weights, None for a weight packed anew (driver.KEEP_PANELS_BYTES)
-        gates, itemsize = plan.gates, dtype.itemsize
-
-        def panels(columns, depth):
-            if columns * depth * itemsize > driver.KEEP_PANELS_BYTES:
-                return None
-            return kernel_runtime.empty_panels(columns, depth, np.empty(0, dtype))
-
-        self.panels_ih, self.panels_hh = panels(gates, n_in), panels(gates, hidden)
-        self.panels_hh_backward = panels(hidden, gates)
         self.idle = None                # forward's buffers: (histories but the output's, saved)
         self.idle_gradients = None      # backward's: (d_pre, d_pre_h), made by the first backward
         from .layers import ForwardRecord     # what backward reads (layers imports this module)
@@ -132,8 +124,8 @@ class DirectRun:
         histories = [output_history if history is None else history for history in buffers[0]]
         for k, history in enumerate(histories):
             history[0] = 0.0 if initial is None else initial[k]
-        values = [x, kernel_runtime.pack_transposed(weight_ih, self.panels_ih),
-                  kernel_runtime.pack_transposed(weight_hh, self.panels_hh), bias_ih, bias_hh,
+        packed = self.workspace.packed      # the roles sequence_forward packs into
+        values = [x, packed("W_ih", weight_ih, True), packed("W_hh", weight_hh, True), bias_ih, bias_hh,
                   *histories, *cell_params, buffers[1], plan.full_lengths]
         order = self.forward_order
         self.kernels.forward_rows(*(values if order is None else [values[k] for k in order]), 0, plan.batch)
@@ -170,7 +162,7 @@ class DirectRun:
         gradient_buffers, self.idle_gradients = self.idle_gradients or self._new_gradient_buffers(), None
         d_pre, d_pre_h = gradient_buffers
         d_params = [np.zeros_like(p) for p in tape.params]
-        values = [d_output, kernel_runtime.pack(tape.weight_hh, self.panels_hh_backward), *tape.histories,
+        values = [d_output, self.workspace.packed("W_hh backward", tape.weight_hh, False), *tape.histories,
                   *tape.params, tape.saved, plan.full_lengths, *[d[0] for d in d_initial], d_pre, d_pre_h,
                   *d_params]
         rows = steps * batch

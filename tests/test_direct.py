@@ -209,6 +209,6 @@ def test_a_layer_holds_what_the_general_path_holds(steps, batch):
         measured[path] = _numpy_bytes(forward_only)[0], _numpy_bytes(train_in_segments)[1]
         expected = direct.DirectTape if path == "direct" and batch == 2 else driver.Tape
         assert type(after_forward._tape.tapes[0]) is expected and type(training._tape.tapes[0]) is expected
-    # no more than the general path (it may hold a little less: no workspace)
+    # no more than the general path (its buffers are its own, its plan and panels the workspace's)
     assert measured["direct"][0] <= measured["general"][0], measured
     assert measured["direct"][1] <= measured["general"][1] + 16 * 1024, measured
