@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from .reproducible import pin_library_code
+
 SITE_SOURCE = Path(__file__).resolve().parent / "course_site"   # package data, not the repository
 EDITIONS = {"en": "en", "zh": "zh_CN"}
 SOLUTION_TAG = "solution"
@@ -285,6 +287,7 @@ def build_site(english, chinese, build_dir, *, execution="cache", progress=True,
     figure_dir = Path(figure_dir) if figure_dir else build_dir / "figures"
     saved = {key: os.environ.get(key) for key in ("LSTMKIT_FIGURE_DIR", "LSTMKIT_PROJECT", "IPYTHONDIR")}
     os.environ["LSTMKIT_FIGURE_DIR"] = str(figure_dir)
+    pin_library_code()      # the chapters' digits are the committed ones on any processor
     # MyST-NB's kernels talk TCP, and ipykernel then logs a notice about encryption on the
     # learner's screen for every chapter: an IPython folder of the build's own sets their log
     # level to errors (and keeps the reader's own IPython profile out of the build)

@@ -112,6 +112,9 @@ def run_notebook(nb, cwd, timeout=CELL_TIMEOUT_S, allow_errors=False):
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from traitlets.config import Config
 
+    from .reproducible import pin_library_code
+
+    pin_library_code()      # the kernel's OpenBLAS and NumPy give the committed digits on any processor
     problems = []
     with tempfile.TemporaryDirectory(prefix="lstmkit-kernel-") as socket_dir:
         # talk to the kernel over Unix sockets in a private folder, not over local TCP
