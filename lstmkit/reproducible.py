@@ -6,7 +6,7 @@ are the same fma chains whatever its width), but OpenBLAS and NumPy choose their
 processor: on an Intel Xeon with AVX-512, OpenBLAS's SkylakeX gemm and NumPy's AVX-512 loops
 (``np.tanh``, ``np.exp``) round differently from the AVX2 code that an AMD EPYC runs, on which the
 outputs were committed. There, 26 of ``make test``'s 1486 checks failed (issue 17), in six chapters and
-the student edition: a loss printed as 5.6e-17 instead of 1.1e-16, a training run that ended elsewhere.
+the student edition: a difference printed as 5.6e-17 instead of 1.1e-16, a training run that ended elsewhere.
 
 So every process that runs chapters (``lstmkit.course``, the book's build, the test suite)
 starts its kernels with OpenBLAS's Haswell kernels (AVX2 and FMA, what OpenBLAS picks on an AVX2
