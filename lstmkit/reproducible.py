@@ -1,8 +1,8 @@
 """The same digits on every x86-64 processor where a chapter runs.
 
 nbval compares a chapter's committed outputs with a new run's, and so do the student edition's
-tests. lstmkit's own kernels give the same bits on any processor (the register tile's elements
-are the same fma chains whatever its width), but OpenBLAS and NumPy choose their code by
+tests. lstmkit's own kernels gave the same bits on both processors below (the register tile's
+elements are the same fma chains whatever its width), but OpenBLAS and NumPy choose their code by
 processor: on an Intel Xeon with AVX-512, OpenBLAS's SkylakeX gemm and NumPy's AVX-512 loops
 (``np.tanh``, ``np.exp``) round differently from the AVX2 code that an AMD EPYC runs, on which the
 outputs were committed. There, 26 of ``make test``'s 1486 checks failed (issue 17), in six chapters and
